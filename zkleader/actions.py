@@ -1,0 +1,83 @@
+"""What the decision core asks the shells to do.
+
+Actions are values so that production executes them against kazoo and a real child
+process while the simulation executes the very same list against a model.
+Requests carry an id; their replies come back as events with that id, and the core
+ignores replies to requests it no longer cares about.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CreateNode:
+    """Create an ephemeral sequential znode named prefix + sequence, making parents."""
+
+    request_id: int
+    path_prefix: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ListChildren:
+    request_id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class CheckNode:
+    """exists(path), optionally leaving a watch on it."""
+
+    request_id: int
+    path: str
+    watch: bool
+
+
+@dataclass(frozen=True)
+class DeleteNode:
+    request_id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class StartJob:
+    token: int
+    znode: str
+
+
+@dataclass(frozen=True)
+class SignalJob:
+    """The graceful stop: the configured signal to the job's whole process tree."""
+
+    signal: signal.Signals
+
+
+@dataclass(frozen=True)
+class KillJob:
+    """SIGKILL to the job's whole process tree."""
+
+
+@dataclass(frozen=True)
+class Log:
+    """One log event; the core decides what is worth saying, the shell how."""
+
+    event: str
+    level: str = "info"
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    """Close the ZooKeeper session (its ephemeral nodes go at once)."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int
+
+
+Action = CreateNode | ListChildren | CheckNode | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession | Exit

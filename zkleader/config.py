@@ -1,0 +1,477 @@
+"""Loading and checking the YAML configuration.
+
+Every problem becomes one line naming the file, the line and the dotted key, so an
+operator can fix a config without reading a traceback, and ``zkleader validate`` and
+``zkleader run`` share exactly these checks. The YAML is composed into nodes (not
+loaded straight into dicts) because only nodes remember the line they came from.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import yaml
+
+from . import timing
+
+DEFAULT_PATH = "/etc/zkleader/zkleader.yaml"
+ENV_VAR = "ZKLEADER_CONFIG"
+
+
+class OnExit(enum.Enum):
+    """What the leader does when its job exits on its own."""
+
+    RESTART = "restart"
+    RESIGN = "resign"
+    EXIT = "exit"
+
+
+class LogFormat(enum.Enum):
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+    JOURNALD = "journald"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ZooKeeperConfig:
+    hosts: tuple[str, ...] = ("127.0.0.1:2181",)
+    chroot: str | None = None
+    session_timeout: float = 10.0
+
+    @property
+    def connection_string(self) -> str:
+        return ",".join(self.hosts) + (self.chroot or "")
+
+
+@dataclass(frozen=True)
+class ElectionConfig:
+    path: str
+    candidate: str
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    command: tuple[str, ...] | str
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 2.0
+    on_exit: OnExit = OnExit.RESTART
+    restart_delay: float = 1.0
+    environment: Mapping[str, str] = field(default_factory=dict)
+    working_directory: str | None = None
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """A string command runs through the shell, like systemd's ExecStart does not: say so."""
+        if isinstance(self.command, str):
+            return ("/bin/sh", "-c", self.command)
+        return self.command
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+    format: LogFormat = LogFormat.AUTO
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    zookeeper: ZooKeeperConfig
+    election: ElectionConfig
+    job: JobConfig
+    logging: LoggingConfig
+
+    @property
+    def budget(self) -> timing.LeaseBudget:
+        return timing.LeaseBudget(self.zookeeper.session_timeout, self.job.stop_timeout)
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems; str() is one line per problem."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def resolve_path(cli_path: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """-c wins, then $ZKLEADER_CONFIG, then the system default."""
+    return cli_path or environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as err:
+        raise ConfigError([Problem(path, None, "", f"cannot read: {err.strerror or err}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([Problem(path, None, "", f"not UTF-8 text (byte {err.start})")]) from None
+    return parse(text, path)
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else None
+        reason = (err.problem or err.context or "invalid YAML").strip()
+        raise ConfigError([Problem(source, line, "", f"invalid YAML: {reason}")]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([Problem(source, None, "", f"invalid YAML: {err}")]) from None
+    reader = _Reader(source)
+    config = reader.config(root)
+    if reader.problems or config is None:
+        raise ConfigError(reader.problems)
+    return config
+
+
+T = TypeVar("T")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(\d+))?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MISSING = object()
+
+
+class _Reader:
+    """Walks composed YAML nodes, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(Problem(self.source, line, key, message))
+
+    def value(self, node: yaml.Node) -> Any:
+        return self._constructor.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.Node | None, key: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node] | None:
+        """The entries of a mapping node, reporting unknown and duplicate keys."""
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, key, "must be a mapping")
+            return None
+        entries: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            dotted = f"{key}.{name}" if key else str(name)
+            if name not in allowed:
+                known = ", ".join(allowed)
+                self.problem(key_node, dotted, f"unknown key (known here: {known})")
+            elif name in entries:
+                self.problem(key_node, dotted, "duplicate key")
+            else:
+                entries[name] = value_node
+        return entries
+
+    def field(
+        self,
+        entries: dict[str, yaml.Node],
+        section: str,
+        name: str,
+        convert: Callable[[Any], T],
+        default: Any = _MISSING,
+    ) -> T | None:
+        """Converts one entry; a converter raises ValueError with the user-facing reason."""
+        dotted = f"{section}.{name}"
+        node = entries.get(name)
+        if node is None:
+            if default is _MISSING:
+                self.problem(None, dotted, "required key is missing")
+                return None
+            return default
+        try:
+            return convert(self.value(node))
+        except (ValueError, TypeError) as err:
+            self.problem(node, dotted, str(err))
+        except yaml.YAMLError as err:
+            self.problem(node, dotted, f"invalid value: {err}")
+        return None
+
+    def config(self, root: yaml.Node | None) -> Config | None:
+        if root is None:
+            self.problem(None, "", "the file is empty; election.path and job.command are required")
+            return None
+        top = self.mapping(root, "", ("zookeeper", "election", "job", "logging"))
+        if top is None:
+            return None
+        zookeeper = self.zookeeper(top)
+        election = self.election(top)
+        job = self.job(top)
+        logging_ = self.logging(top)
+        if zookeeper is None or election is None or job is None or logging_ is None:
+            return None
+        problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout)
+        if problem:
+            job_entries = self.mapping(top.get("job"), "job", _JOB_KEYS) or {}
+            self.problem(job_entries.get("stop_timeout") or top.get("job"), "job.stop_timeout", problem)
+            return None
+        return Config(self.source, zookeeper, election, job, logging_)
+
+    def zookeeper(self, top: dict[str, yaml.Node]) -> ZooKeeperConfig | None:
+        entries = self.mapping(top.get("zookeeper"), "zookeeper", ("hosts", "session_timeout"))
+        if entries is None:
+            return None
+        hosts = self.field(entries, "zookeeper", "hosts", _hosts, default=(ZooKeeperConfig.hosts, None))
+        session_timeout = self.field(
+            entries, "zookeeper", "session_timeout", _session_timeout, default=ZooKeeperConfig.session_timeout
+        )
+        if hosts is None or session_timeout is None:
+            return None
+        return ZooKeeperConfig(hosts=hosts[0], chroot=hosts[1], session_timeout=session_timeout)
+
+    def election(self, top: dict[str, yaml.Node]) -> ElectionConfig | None:
+        node = top.get("election")
+        if node is None:
+            self.problem(None, "election", "required section is missing (it needs at least election.path)")
+            return None
+        entries = self.mapping(node, "election", ("path", "candidate"))
+        if entries is None:
+            return None
+        path = self.field(entries, "election", "path", _znode_path)
+        candidate = self.field(entries, "election", "candidate", _candidate, default=socket.gethostname())
+        if path is None or candidate is None:
+            return None
+        return ElectionConfig(path=path, candidate=candidate)
+
+    def job(self, top: dict[str, yaml.Node]) -> JobConfig | None:
+        node = top.get("job")
+        if node is None:
+            self.problem(None, "job", "required section is missing (it needs at least job.command)")
+            return None
+        entries = self.mapping(node, "job", _JOB_KEYS)
+        if entries is None:
+            return None
+        before = len(self.problems)
+        values = {
+            "command": self.field(entries, "job", "command", _command),
+            "stop_signal": self.field(entries, "job", "stop_signal", _signal, default=JobConfig.stop_signal),
+            "stop_timeout": self.field(entries, "job", "stop_timeout", _positive_duration, default=JobConfig.stop_timeout),
+            "on_exit": self.field(entries, "job", "on_exit", _enum(OnExit), default=JobConfig.on_exit),
+            "restart_delay": self.field(entries, "job", "restart_delay", _duration, default=JobConfig.restart_delay),
+            "environment": self.field(entries, "job", "environment", _environment, default={}),
+            "working_directory": self.field(entries, "job", "working_directory", _absolute_or_null, default=None),
+        }
+        if len(self.problems) > before:
+            return None
+        return JobConfig(**values)
+
+    def logging(self, top: dict[str, yaml.Node]) -> LoggingConfig | None:
+        entries = self.mapping(top.get("logging"), "logging", ("level", "format"))
+        if entries is None:
+            return None
+        level = self.field(entries, "logging", "level", _choice(LOG_LEVELS), default=LoggingConfig.level)
+        log_format = self.field(entries, "logging", "format", _enum(LogFormat), default=LoggingConfig.format)
+        if level is None or log_format is None:
+            return None
+        return LoggingConfig(level=level, format=log_format)
+
+
+_JOB_KEYS = ("command", "stop_signal", "stop_timeout", "on_exit", "restart_delay", "environment", "working_directory")
+
+
+def _string(value: Any, what: str = "a string") -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be {what}, not {_describe(value)}")
+    return value
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    return {int: "a number", float: "a number", list: "a list", dict: "a mapping", str: "a string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _duration(value: Any) -> float:
+    """Seconds as a number, or a string such as "1.5s", "500ms" or "2m"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f'must be a duration such as 2, "1.5s" or "500ms", not {_describe(value)}')
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f'"{value}" is not a duration (use a number of seconds, "1.5s", "500ms" or "2m")')
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        seconds = float(value)
+    if not 0 <= seconds < 86400 * 365:
+        raise ValueError(f"{value!r} is out of range (0 to a year)")
+    return seconds
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def _session_timeout(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds < timing.MIN_SESSION_TIMEOUT:
+        raise ValueError(f"must be at least {timing.MIN_SESSION_TIMEOUT:g}s")
+    if seconds > 3600:
+        raise ValueError("must be at most 3600s (ZooKeeper caps sessions far lower)")
+    return seconds
+
+
+def _hosts(value: Any) -> tuple[tuple[str, ...], str | None]:
+    """A list of "host:port" or one comma-separated string; a "/chroot" may end either."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        text = ",".join(value)
+    else:
+        raise ValueError(f'must be a list of "host:port" strings or one "h1:2181,h2:2181" string, not {_describe(value)}')
+    chroot = None
+    slash = text.find("/")
+    if slash >= 0:
+        text, chroot = text[:slash], _znode_path(text[slash:], "the chroot suffix")
+    hosts = []
+    for entry in (part.strip() for part in text.split(",")):
+        match = _HOST.match(entry)
+        if not match:
+            raise ValueError(f'"{entry}" is not "host:port"')
+        port = int(match.group(2) or 2181)
+        if not 0 < port < 65536:
+            raise ValueError(f'"{entry}": port must be 1..65535')
+        hosts.append(f"{match.group(1)}:{port}")
+    return tuple(hosts), chroot
+
+
+def _znode_path(value: Any, what: str = "the path") -> str:
+    path = _string(value, "an absolute ZooKeeper path such as /zkleader/report")
+    if not path.startswith("/") or path == "/":
+        raise ValueError(f'{what} "{path}" must be absolute and below "/", e.g. /zkleader/report')
+    if path.endswith("/") or "//" in path:
+        raise ValueError(f'{what} "{path}" has an empty component or a trailing "/"')
+    parts = path.split("/")[1:]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f'{what} "{path}" may not contain "." or ".." components')
+    if parts[0] == "zookeeper":
+        raise ValueError(f'{what} "{path}" is inside /zookeeper, which ZooKeeper reserves')
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xF8FF or ord(c) >= 0xFFF0 for c in path):
+        raise ValueError(f'{what} contains a character ZooKeeper does not allow in paths')
+    return path
+
+
+def _candidate(value: Any) -> str:
+    name = _string(str(value) if isinstance(value, int) and not isinstance(value, bool) else value)
+    if not name.strip() or len(name) > 255 or any(ord(c) < 0x20 for c in name):
+        raise ValueError("must be a printable name of 1..255 characters")
+    return name
+
+
+def _command(value: Any) -> tuple[str, ...] | str:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        if not value[0]:
+            raise ValueError("the program (first item) must not be empty")
+        if any("\0" in v for v in value):
+            raise ValueError("must not contain NUL characters")
+        return tuple(value)
+    raise ValueError(f"must be a non-empty list of strings (exec'd) or a string (run by /bin/sh -c), not {_describe(value)}")
+
+
+def _signal(value: Any) -> signal.Signals:
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return signal.Signals(value)
+        except ValueError:
+            raise ValueError(f"{value} is not a signal number") from None
+    name = _string(value, 'a signal name such as "SIGTERM"').strip().upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    if name in ("SIGKILL", "SIGSTOP"):
+        raise ValueError(f"{name} cannot be a graceful stop signal (SIGKILL follows stop_timeout anyway)")
+    try:
+        return signal.Signals[name]
+    except KeyError:
+        raise ValueError(f'"{value}" is not a signal name such as "SIGTERM" or "SIGINT"') from None
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _enum(kind: type[E]) -> Callable[[Any], E]:
+    choices = " | ".join(str(m.value) for m in kind)
+
+    def convert(value: Any) -> E:
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"must be one of {choices}, not {value!r}") from None
+
+    return convert
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {' | '.join(choices)}, not {value!r}")
+        return value
+
+    return convert
+
+
+def _environment(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping of NAME: value, not {_describe(value)}")
+    result = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid variable name")
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise ValueError(f"{name}: value must be a string or a number (quote booleans), not {_describe(item)}")
+        text = str(item)
+        if "\0" in text:
+            raise ValueError(f"{name}: value must not contain NUL")
+        result[name] = text
+    return result
+
+
+def _absolute_or_null(value: Any) -> str | None:
+    if value is None:
+        return None
+    path = _string(value, "an absolute directory path or null")
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError(f'"{path}" must be an absolute path')
+    return path

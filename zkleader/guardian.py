@@ -1,0 +1,165 @@
+"""The job's guardian: a tiny process between the daemon and the job.
+
+Why it exists: PR_SET_PDEATHSIG reaches only a direct child, so a job that forks
+(any shell script) would leave grandchildren alive after a kill -9 of the daemon,
+and with them the job's locks and ports: two leader jobs. The guardian owns the
+job's whole process tree instead. It is a child subreaper, so every orphaned
+descendant becomes its child; it kills the tree the instant its lifeline (stdin,
+a pipe from the daemon) reaches EOF, which the kernel guarantees when the daemon
+dies however it dies; and it exits only when the tree is gone, so the daemon's
+"reaped" means every process, not just the first.
+
+It runs as ``python -I -S guardian.py STATUS_FD -- ARGV...`` with only the standard
+library (fast start, no site-packages). Commands on stdin: ``signal N`` (graceful
+stop: N to the job's process group and every descendant) and ``kill`` (SIGKILL to
+all). Reports on STATUS_FD: ``started PID``, then ``exited RETURNCODE`` (negative:
+killed by that signal) or ``failed MESSAGE``, just before it exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, value: int) -> None:
+    _libc.prctl(option, value, 0, 0, 0)
+
+
+def _descendants() -> list[int]:
+    """Every live descendant, found through /proc's children lists (no reuse races for
+    children we have not reaped: their pids cannot be recycled)."""
+    found: list[int] = []
+    frontier = [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                    children = [int(c) for c in handle.read().split()]
+            except OSError:
+                continue
+            found.extend(children)
+            frontier.extend(children)
+    return found
+
+
+def _signal_tree(job_pid: int, signum: int) -> None:
+    try:
+        os.killpg(job_pid, signum)
+    except OSError:
+        pass
+    for pid in _descendants():
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+
+def _in_job(status_fd: int, argv: list[str]) -> int:
+    def child_setup() -> None:
+        # Ignored signals survive exec: give the job the dispositions a service expects.
+        for signum in _IGNORED:
+            signal.signal(signum, signal.SIG_DFL)
+        # Dies with the guardian even if the guardian itself is SIGKILLed.
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    import subprocess
+
+    try:
+        job = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=child_setup,
+            close_fds=True,
+        )
+    except OSError as err:
+        os.write(status_fd, f"failed {argv[0]}: {err.strerror or err}\n".encode())
+        return 127
+    os.write(status_fd, f"started {job.pid}\n".encode())
+    return _supervise(status_fd, job.pid)
+
+
+def _supervise(status_fd: int, job_pid: int) -> int:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    lifeline = sys.stdin.fileno()
+    commands = b""
+    returncode: int | None = None
+    lifeline_open = True
+    doomed = False  # once set, the whole tree is SIGKILLed again on every pass until empty
+    while True:
+        for pid, status in _reap_all():
+            if pid == job_pid:
+                returncode = os.waitstatus_to_exitcode(status)
+                doomed = True  # the main process is gone: anything it left behind goes too
+        if doomed:
+            _signal_tree(job_pid, signal.SIGKILL)
+        if returncode is not None and not _descendants():
+            os.write(status_fd, f"exited {returncode}\n".encode())
+            return 0
+        watched = [wake_r] + ([lifeline] if lifeline_open else [])
+        ready, _, _ = select.select(watched, [], [], 0.05 if doomed else 1.0)
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        if lifeline in ready:
+            chunk = os.read(lifeline, 4096)
+            if not chunk:
+                # The daemon is gone, and with it the leadership: kill everything now.
+                lifeline_open = False
+                doomed = True
+                continue
+            commands += chunk
+            while b"\n" in commands:
+                line, commands = commands.split(b"\n", 1)
+                words = line.decode(errors="replace").split()
+                if words == ["kill"]:
+                    doomed = True
+                elif words[:1] == ["signal"] and len(words) == 2 and words[1].isdigit():
+                    _signal_tree(job_pid, int(words[1]))
+
+
+def _reap_all() -> list[tuple[int, int]]:
+    reaped = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, status))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 4 or argv[2] != "--":
+        sys.stderr.write("usage: guardian.py STATUS_FD -- ARGV...\n")
+        return 2
+    status_fd = int(argv[1])
+    # The daemon blocks its signals for its sigwait thread; the mask is inherited
+    # across exec, and the job must start with a clean one.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for signum in _IGNORED:
+        # A terminal's Ctrl-C reaches our process group; only the daemon decides stops.
+        signal.signal(signum, signal.SIG_IGN)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return _in_job(status_fd, argv[3:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,701 @@
+"""The decision core: who this host is in the election and whether its job may run.
+
+Pure by design: it never reads a clock, calls kazoo or touches a process. The daemon
+feeds it events with the monotonic time it handles them at and executes the actions
+it returns; the simulation does the same against a model world. One instance per
+daemon; not thread-safe (the daemon's single loop is the only caller).
+
+The safety rule (see timing.py): the job may run only while this host's node is the
+lowest, confirmed owned by the current session, and the lease ``t_ok + T`` leaves room
+to stop it. Every handled event ends in ``_enforce``, which stops or kills the job
+the moment that stops being true, so no path through the handlers can forget it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import actions as act
+from . import candidacy, exitcodes, timing
+from . import events as ev
+from .config import OnExit
+
+#: A job that ran at least this long is not a "quick exit" and resets the backoff.
+QUICK_EXIT = 10.0
+#: Restart delays double on consecutive quick exits, up to this many seconds.
+MAX_RESTART_DELAY = 60.0
+#: After a request fails for a reason other than the connection, wait this long.
+RETRY_DELAY = 1.0
+#: How long a leaving daemon waits for its node's deletion before it exits anyway.
+LEAVE_GRACE = 2.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parts of the configuration the core decides with."""
+
+    election_path: str
+    candidate: str
+    session_timeout: float
+    stop_signal: signal.Signals
+    stop_timeout: float
+    on_exit: OnExit
+    restart_delay: float
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Facts about this daemon written into its znode for `status` and operators."""
+
+    host: str
+    pid: int
+    version: str
+    started_at: str
+
+
+class Phase(enum.Enum):
+    CONNECTING = "connecting"
+    JOINING = "joining"
+    FOLLOWING = "following"
+    CONFIRMING = "confirming"
+    LEADING = "leading"
+    LEAVING = "leaving"
+    STOPPED = "stopped"
+
+
+class JobPhase(enum.Enum):
+    NONE = "none"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+class Purpose(enum.Enum):
+    """Why a request was sent: decides what its reply means."""
+
+    CREATE = "create"
+    LIST = "list"
+    CHECK_PREDECESSOR = "check_predecessor"
+    CHECK_OWN = "check_own"
+    DELETE_OWN = "delete_own"
+    DELETE_EXTRA = "delete_extra"
+
+
+@dataclass
+class _Leave:
+    """Leadership or candidacy is being given up; what to do once the job is reaped."""
+
+    exit_code: int | None  # None: rejoin at the back of the queue
+    reason: str
+    deadline: float | None = None
+
+
+class Leadership:
+    def __init__(self, settings: Settings, identity: Identity, new_candidacy_id: Callable[[], str]) -> None:
+        self.settings = settings
+        self.identity = identity
+        self._new_candidacy_id = new_candidacy_id
+        self._budget = timing.LeaseBudget(settings.session_timeout, settings.stop_timeout)
+        self._next_request = 0
+        self._pending: dict[int, Purpose] = {}
+        self._out: list[act.Action] = []
+        self.now = 0.0
+        # Session
+        self.session_id: int | None = None
+        self.connected = False
+        self.writable = False
+        self.t_ok: float | None = None
+        self._attempts_logged = 0
+        # Candidacy
+        self.candidacy_id = new_candidacy_id()
+        self.node: str | None = None
+        self._create_unknown = False
+        self._retry_at: float | None = None
+        self.predecessor: str | None = None
+        self.position: int | None = None
+        self.leader = False
+        self.token: int | None = None
+        self._heartbeat_due: float | None = None
+        self._heartbeat_inflight = False
+        # Job
+        self.job = JobPhase.NONE
+        self.job_pid: int | None = None
+        self._job_started_at = 0.0
+        self._kill_at: float | None = None
+        self._killed = False
+        self._restart_at: float | None = None
+        self._quick_exits = 0
+        self._leave: _Leave | None = None
+        self.phase = Phase.CONNECTING
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def budget(self) -> timing.LeaseBudget:
+        return self._budget
+
+    def handle(self, event: ev.Event, now: float) -> list[act.Action]:
+        """Feeds one event; returns what to do, in order."""
+        self.now = max(self.now, now)
+        self._out = []
+        if self.phase is not Phase.STOPPED:
+            self._dispatch(event)
+            self._enforce()
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The next instant at which a Tick may produce actions."""
+        candidates = [self._retry_at, self._restart_at]
+        if self.job in (JobPhase.STARTING, JobPhase.RUNNING) and self.t_ok is not None:
+            candidates.append(self._budget.stop_at(self.t_ok))
+        if self.job is JobPhase.STOPPING and not self._killed:
+            candidates.append(self._kill_at)
+        if self._wants_heartbeat():
+            candidates.append(self._heartbeat_due)
+        if self._leave is not None:
+            candidates.append(self._leave.deadline)
+        present = [c for c in candidates if c is not None]
+        return min(present) if present else None
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= and for logs."""
+        if self.phase is Phase.CONNECTING:
+            return "connecting to ZooKeeper"
+        if not self.connected and self.session_id is not None:
+            deadline = self._budget.stop_at(self.t_ok) - self.now if self.t_ok and self.job is JobPhase.RUNNING else None
+            extra = f"; job stops in {deadline:.1f}s unless reconnected" if deadline is not None else ""
+            return f"suspended (connection lost){extra}"
+        if self.phase is Phase.LEADING:
+            pid = f", job pid {self.job_pid}" if self.job_pid else f", job {self.job.value}"
+            return f"leading {self.settings.election_path} (token {self.token}{pid})"
+        if self.phase is Phase.FOLLOWING:
+            return f"following {self.predecessor} (position {self.position})"
+        return f"{self.phase.value} {self.settings.election_path}"
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _dispatch(self, event: ev.Event) -> None:
+        match event:
+            case ev.Connected():
+                self._on_connected(event)
+            case ev.Suspended():
+                self._on_suspended()
+            case ev.SessionLost():
+                self._on_session_lost(event.reason)
+            case ev.AuthFailed():
+                self._log("auth_failed", "error", reason="ZooKeeper rejected the credentials")
+                self._force_exit(exitcodes.AUTH_FAILED, "authentication failed")
+            case ev.ConnectionAttempt():
+                self._on_connection_attempt(event)
+            case ev.Created() | ev.ChildrenListed() | ev.NodeChecked() | ev.Deleted() | ev.RequestFailed():
+                self._on_reply(event)
+            case ev.WatchFired():
+                self._on_watch(event)
+            case ev.JobStarted():
+                self._on_job_started(event.pid)
+            case ev.JobExited():
+                self._on_job_exited(event)
+            case ev.ShutdownRequested():
+                self._on_shutdown(event.signal_name)
+            case ev.Tick():
+                pass
+
+    # ----------------------------------------------------------------- session
+
+    def _on_connection_attempt(self, event: ev.ConnectionAttempt) -> None:
+        # Powers of two: the first attempts are visible, a long outage does not flood the log.
+        if event.attempt & (event.attempt - 1) == 0:
+            self._log("connecting", "info" if event.attempt == 1 else "warning", host=event.host, attempt=event.attempt)
+
+    def _on_connected(self, event: ev.Connected) -> None:
+        if self.session_id is not None and event.session_id != self.session_id:
+            self._on_session_lost("session replaced")
+        same_session = self.session_id == event.session_id
+        self.session_id = event.session_id
+        self.connected = True
+        self.writable = not event.read_only
+        effective = min(self.settings.session_timeout, event.negotiated_timeout)
+        if effective != self._budget.session_timeout:
+            self._budget = timing.LeaseBudget(effective, self.settings.stop_timeout)
+        if event.negotiated_timeout < self.settings.session_timeout:
+            self._log(
+                "session_timeout_reduced",
+                "warning",
+                configured=self.settings.session_timeout,
+                negotiated=event.negotiated_timeout,
+                problem=timing.budget_problem(effective, self.settings.stop_timeout),
+            )
+        if event.read_only:
+            self._log("read_only", "warning", reason="connected to a read-only server; cannot lead")
+            if self.leader:
+                self._lose("read-only connection")
+            return
+        if same_session:
+            self._log("reconnected", session=_hex(event.session_id), lease_left=self._lease_left())
+            self._resync()
+        else:
+            self._log("connected", session=_hex(event.session_id), timeout=effective)
+            self._join()
+
+    def _on_suspended(self) -> None:
+        if not self.connected:
+            return
+        self.connected = False
+        self._heartbeat_inflight = False
+        fields = {"lease_left": self._lease_left()} if self.job is not JobPhase.NONE else {}
+        self._log("suspended", "warning", **fields)
+
+    def _on_session_lost(self, reason: str) -> None:
+        if self.session_id is None:
+            return
+        self._log("session_lost", "error" if self.job is not JobPhase.NONE else "warning", reason=reason)
+        if self.job is not JobPhase.NONE:
+            # The lease should have stopped the job already (e.g. the daemon was paused): no grace now.
+            self._kill_now("session lost while the job was alive")
+        self.session_id = None
+        self.connected = False
+        self.t_ok = None
+        self._pending.clear()
+        self._forget_candidacy()
+        if self._leave is not None and self._leave.exit_code is None:
+            self._leave = None  # rejoining happens with the next session anyway
+
+    def _resync(self) -> None:
+        """After a reconnect with the same session: kazoo forgot every watch, re-arm them."""
+        if self._leave is not None:
+            return
+        if self.leader:
+            self._heartbeat()
+        elif self.node is not None or self._create_unknown:
+            self._request(Purpose.LIST, lambda rid: act.ListChildren(rid, self.settings.election_path))
+        elif not self._is_pending(Purpose.CREATE):
+            self._join()
+
+    # ----------------------------------------------------------------- replies
+
+    def _on_reply(self, reply: ev.Reply) -> None:
+        answered = not (isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.CONNECTION)
+        if answered and self.session_id is not None:
+            self.t_ok = reply.sent_at if self.t_ok is None else max(self.t_ok, reply.sent_at)
+        purpose = self._pending.pop(reply.request_id, None)
+        if purpose is None:
+            return
+        if isinstance(reply, ev.RequestFailed) and reply.failure in (ev.Failure.NO_AUTH,):
+            self._log("not_authorized", "error", purpose=purpose.value, detail=reply.detail)
+            self._force_exit(exitcodes.AUTH_FAILED, "not authorized on the election path")
+            return
+        handler = {
+            Purpose.CREATE: self._on_create_reply,
+            Purpose.LIST: self._on_list_reply,
+            Purpose.CHECK_PREDECESSOR: self._on_predecessor_reply,
+            Purpose.CHECK_OWN: self._on_own_reply,
+            Purpose.DELETE_OWN: self._on_delete_reply,
+            Purpose.DELETE_EXTRA: lambda r: None,
+        }[purpose]
+        handler(reply)
+
+    def _on_create_reply(self, reply: ev.Reply) -> None:
+        if isinstance(reply, ev.Created):
+            self.node = reply.name.rsplit("/", 1)[-1]
+            self._create_unknown = False
+            self._request(Purpose.LIST, lambda rid: act.ListChildren(rid, self.settings.election_path))
+        elif isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.CONNECTION:
+            # The server may have created the node while the reply was lost: look before creating again.
+            self._create_unknown = True
+            self._resync_if_connected()
+        else:
+            self._log("create_failed", "error", detail=getattr(reply, "detail", ""))
+            self._retry_at = self.now + RETRY_DELAY
+
+    def _on_list_reply(self, reply: ev.Reply) -> None:
+        if isinstance(reply, ev.RequestFailed):
+            if reply.failure is ev.Failure.NO_NODE:
+                self._forget_candidacy()  # the election path itself is gone: so is our node
+                self._join()
+            elif reply.failure is ev.Failure.CONNECTION:
+                self._resync_if_connected()
+            else:
+                self._retry_at = self.now + RETRY_DELAY
+            return
+        assert isinstance(reply, ev.ChildrenListed)
+        queue = candidacy.Queue.from_children(reply.children)
+        if queue.ignored:
+            self._log("foreign_children", "warning", ignored=list(queue.ignored[:5]), count=len(queue.ignored))
+        mine = queue.mine(self.candidacy_id)
+        for extra in mine[1:]:
+            self._request(Purpose.DELETE_EXTRA, lambda rid, n=extra.name: act.DeleteNode(rid, self._path(n)))
+        if self._create_unknown:
+            self._create_unknown = False
+            if not mine:
+                self._create()
+                return
+            self.node = mine[0].name
+            self._log("create_recovered", node=self.node)
+        if self.node is None:
+            return
+        entry = queue.named(self.node)
+        if entry is None:
+            self._rejoin("own node deleted")
+            return
+        position = queue.position(entry)
+        predecessor = queue.predecessor(entry)
+        if self.position is None:
+            self._log("joined", node=self.node, position=position)
+        self.position = position
+        if predecessor is None:
+            self.predecessor = None
+            if not self.leader:
+                self.phase = Phase.CONFIRMING
+                self._heartbeat()
+            return
+        if self.leader:
+            # Someone sits before our node (impossible unless sequence numbers wrapped):
+            # never lead from behind another candidate.
+            self._lose("a lower node appeared")
+        self.phase = Phase.FOLLOWING
+        if predecessor.name != self.predecessor:
+            self.predecessor = predecessor.name
+            self._log("following", predecessor=predecessor.name, position=position, leader=queue.entries[0].name)
+        self._request(
+            Purpose.CHECK_PREDECESSOR, lambda rid: act.CheckNode(rid, self._path(predecessor.name), watch=True)
+        )
+
+    def _on_predecessor_reply(self, reply: ev.Reply) -> None:
+        if isinstance(reply, ev.NodeChecked) and reply.stat is None:
+            # Gone before the watch was set: the watch would never fire, so look again now.
+            self._relist()
+        elif isinstance(reply, ev.RequestFailed):
+            if reply.failure is ev.Failure.CONNECTION:
+                self._resync_if_connected()
+            else:
+                self._retry_at = self.now + RETRY_DELAY
+
+    def _on_own_reply(self, reply: ev.Reply) -> None:
+        self._heartbeat_inflight = False
+        if isinstance(reply, ev.RequestFailed):
+            if reply.failure is ev.Failure.CONNECTION:
+                self._resync_if_connected()
+            else:
+                self._heartbeat_due = self.now + RETRY_DELAY
+            return
+        assert isinstance(reply, ev.NodeChecked)
+        if reply.stat is None:
+            self._rejoin("own node deleted")
+            return
+        if reply.stat.ephemeral_owner != self.session_id:
+            self._log("node_not_ours", "error", node=self.node, owner=_hex(reply.stat.ephemeral_owner))
+            self._rejoin("own node is owned by another session")
+            return
+        self._heartbeat_due = self.now + self._budget.heartbeat_interval
+        if not self.leader and self._leave is None:
+            self.leader = True
+            self.token = reply.stat.czxid
+            self.phase = Phase.LEADING
+            self._restart_at = None
+            self._quick_exits = 0
+            self._log("leader_acquired", node=self.node, token=self.token)
+
+    def _on_delete_reply(self, reply: ev.Reply) -> None:
+        if isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.CONNECTION:
+            if self._leave is not None and self._leave.exit_code is not None:
+                self._finish_exit()
+            return  # rejoining: retried on reconnect
+        if self._leave is not None:
+            self._log("handover" if self.leader else "withdrawn", node=self.node, reason=self._leave.reason)
+        self._forget_candidacy()
+
+    # ----------------------------------------------------------------- watches
+
+    def _on_watch(self, event: ev.WatchFired) -> None:
+        if event.kind is ev.WatchKind.CONNECTION:
+            return  # a connection loss, not a deletion; watches are re-armed on reconnect
+        if self.node is not None and event.path == self._path(self.node):
+            if event.kind is ev.WatchKind.DELETED and not self._is_pending(Purpose.DELETE_OWN):
+                self._rejoin("own node deleted")
+            return
+        if self.predecessor is not None and event.path == self._path(self.predecessor):
+            if event.kind is ev.WatchKind.DELETED:
+                self._relist()
+            else:
+                self._request(Purpose.CHECK_PREDECESSOR, lambda rid: act.CheckNode(rid, event.path, watch=True))
+
+    # --------------------------------------------------------------------- job
+
+    def _on_job_started(self, pid: int) -> None:
+        self.job_pid = pid
+        if self.job is JobPhase.STARTING:
+            self.job = JobPhase.RUNNING
+        self._log("job_started", pid=pid, token=self.token)
+
+    def _on_job_exited(self, event: ev.JobExited) -> None:
+        stopped_by_us = self.job is JobPhase.STOPPING
+        ran = self.now - self._job_started_at
+        fields = _exit_fields(event)
+        self._log("job_exited", "info" if stopped_by_us else "warning", pid=self.job_pid, ran=round(ran, 3), **fields)
+        self.job = JobPhase.NONE
+        self.job_pid = None
+        self._kill_at = None
+        self._killed = False
+        if stopped_by_us or not self.leader or self._leave is not None:
+            return
+        policy = self.settings.on_exit
+        if policy is OnExit.RESTART:
+            self._quick_exits = self._quick_exits + 1 if ran < QUICK_EXIT else 1
+            delay = min(self.settings.restart_delay * 2 ** (self._quick_exits - 1), max(MAX_RESTART_DELAY, self.settings.restart_delay))
+            self._restart_at = self.now + delay
+            self._log("job_restart_scheduled", "warning", delay=delay, restarts=self._quick_exits)
+        elif policy is OnExit.RESIGN:
+            self._log("resigned", "warning", reason="job exited and job.on_exit is resign")
+            self._begin_leave(None, "job exited (on_exit: resign)")
+        else:
+            self._begin_leave(exitcodes.JOB_EXITED, "job exited (on_exit: exit)")
+
+    def _on_shutdown(self, signal_name: str) -> None:
+        if self._leave is not None and self._leave.exit_code is not None:
+            return
+        self._log("shutting_down", signal=signal_name, leader=self.leader)
+        self._begin_leave(exitcodes.OK, f"shutdown ({signal_name})")
+
+    # ------------------------------------------------------------- enforcement
+
+    def _enforce(self) -> None:
+        """The safety rule and every deadline, checked after each event."""
+        if self.job in (JobPhase.STARTING, JobPhase.RUNNING) and not self._may_run():
+            self._stop_job(self._why_not_running())
+        if self.job is JobPhase.STOPPING and not self._killed and self._kill_at is not None and self.now >= self._kill_at:
+            self._kill_now("stop_timeout elapsed or the lease ran out")
+        if self._retry_at is not None and self.now >= self._retry_at:
+            self._retry_at = None
+            self._retry()
+        if self._wants_heartbeat() and self._heartbeat_due is not None and self.now >= self._heartbeat_due:
+            self._heartbeat()
+        if self._leave is not None:
+            self._progress_leave()
+        elif self.leader and self.job is JobPhase.NONE and self._may_run():
+            if self._restart_at is None or self.now >= self._restart_at:
+                self._start_job()
+
+    def _may_run(self) -> bool:
+        return (
+            self.leader
+            and self._leave is None
+            and self.writable
+            and self.t_ok is not None
+            and self.now < self._budget.stop_at(self.t_ok)
+        )
+
+    def _why_not_running(self) -> str:
+        if self._leave is not None:
+            return self._leave.reason
+        if not self.leader:
+            return "leadership lost"
+        if not self.writable:
+            return "read-only connection"
+        return "lease expired: no answer from ZooKeeper in time"
+
+    def _start_job(self) -> None:
+        assert self.node is not None and self.token is not None
+        self.job = JobPhase.STARTING
+        self._job_started_at = self.now
+        self._restart_at = None
+        self._out.append(act.StartJob(token=self.token, znode=self._path(self.node)))
+
+    def _stop_job(self, reason: str) -> None:
+        self.job = JobPhase.STOPPING
+        self._killed = False
+        kill_at = self.now + self.settings.stop_timeout
+        if self.t_ok is not None and self.session_id is not None:
+            kill_at = min(kill_at, self._budget.kill_by(self.t_ok))
+        self._kill_at = kill_at
+        if reason.startswith("lease expired"):
+            self._log("lease_expired", "error", reason=reason, lease_left=self._lease_left())
+        self._log("job_stopping", signal=self.settings.stop_signal.name, reason=reason, pid=self.job_pid)
+        self._out.append(act.SignalJob(self.settings.stop_signal))
+        if kill_at <= self.now:
+            self._kill_now(reason)
+
+    def _kill_now(self, reason: str) -> None:
+        if self.job is JobPhase.NONE or self._killed:
+            return
+        self.job = JobPhase.STOPPING
+        self._killed = True
+        self._kill_at = self.now
+        self._log("job_killed", "warning", reason=reason, pid=self.job_pid)
+        self._out.append(act.KillJob())
+
+    # ------------------------------------------------------------- candidacy
+
+    def _join(self) -> None:
+        if self.session_id is None or not self.connected or self._leave is not None:
+            return
+        self.phase = Phase.JOINING
+        self._create()
+
+    def _create(self) -> None:
+        data = json.dumps(
+            {
+                "candidate": self.settings.candidate,
+                "host": self.identity.host,
+                "pid": self.identity.pid,
+                "version": self.identity.version,
+                "started_at": self.identity.started_at,
+            },
+            separators=(",", ":"),
+        ).encode()
+        prefix = candidacy.node_prefix(self.settings.election_path, self.candidacy_id)
+        self._request(Purpose.CREATE, lambda rid: act.CreateNode(rid, prefix, data))
+
+    def _relist(self) -> None:
+        if not self._is_pending(Purpose.LIST):
+            self._request(Purpose.LIST, lambda rid: act.ListChildren(rid, self.settings.election_path))
+
+    def _retry(self) -> None:
+        if not self.connected or self._leave is not None:
+            return
+        if self.node is None and not self._create_unknown and not self._is_pending(Purpose.CREATE):
+            self._join()
+        else:
+            self._relist()
+
+    def _heartbeat(self) -> None:
+        """exists() on our own node, with a watch: refreshes the lease, re-checks ownership
+        and keeps the deletion watch armed (kazoo drops watches on every disconnect)."""
+        if self.node is None or not self.connected or self._heartbeat_inflight:
+            return
+        self._heartbeat_inflight = True
+        self._request(Purpose.CHECK_OWN, lambda rid: act.CheckNode(rid, self._path(self.node or ""), watch=True))
+
+    def _wants_heartbeat(self) -> bool:
+        return self.leader and self.connected and not self._heartbeat_inflight and self.node is not None
+
+    def _rejoin(self, reason: str) -> None:
+        """Our node is gone while the session lives: stop leading, join again at the back.
+        A new node while the old job is still stopping is safe: no job starts until it is reaped."""
+        self._log("node_vanished", "warning", node=self.node, reason=reason)
+        self._lose(reason)
+        self._forget_candidacy()
+        self._join()
+
+    def _resync_if_connected(self) -> None:
+        """A request died with the connection, possibly after the reconnect was already
+        handled (replies and state changes come from different kazoo threads)."""
+        if self.connected:
+            self._resync()
+
+    def _lose(self, reason: str) -> None:
+        """Leadership is gone (or never to be trusted again in this candidacy)."""
+        if self.leader:
+            self._log("leadership_lost", "warning", reason=reason, token=self.token)
+        self.leader = False
+        if self._leave is None and self.phase is Phase.LEADING:
+            self.phase = Phase.JOINING
+        if self.job in (JobPhase.STARTING, JobPhase.RUNNING):
+            self._stop_job(reason)
+
+    def _forget_candidacy(self) -> None:
+        """Our node is gone: the next candidacy gets a fresh id (and so a fresh node)."""
+        self.leader = False
+        self.token = None
+        self.node = None
+        self.predecessor = None
+        self.position = None
+        self._create_unknown = False
+        self._heartbeat_inflight = False
+        self._heartbeat_due = None
+        self._restart_at = None
+        self.candidacy_id = self._new_candidacy_id()
+        self._pending = {rid: p for rid, p in self._pending.items() if p is Purpose.DELETE_EXTRA}
+        if self.phase is not Phase.STOPPED:
+            self.phase = Phase.JOINING if self.session_id is not None else Phase.CONNECTING
+
+    def _begin_leave(self, exit_code: int | None, reason: str) -> None:
+        deadline = None
+        if exit_code is not None:
+            deadline = self.now + self.settings.stop_timeout + LEAVE_GRACE
+        self._leave = _Leave(exit_code, reason, deadline)
+        self.phase = Phase.LEAVING
+        if self.job in (JobPhase.STARTING, JobPhase.RUNNING):
+            self._stop_job(reason)
+
+    def _progress_leave(self) -> None:
+        """Once the job is reaped: delete the node (the successor leads at once), then
+        exit or rejoin at the back of the queue."""
+        leave = self._leave
+        assert leave is not None
+        if self.job is not JobPhase.NONE:
+            if leave.deadline is not None and self.now >= leave.deadline and self._killed:
+                self._log("job_not_reaped", "error", reason="exiting with the job still unreaped")
+                self._finish_exit()
+            return
+        if self.node is not None and self.connected and self.session_id is not None:
+            if not self._is_pending(Purpose.DELETE_OWN):
+                self._request(Purpose.DELETE_OWN, lambda rid: act.DeleteNode(rid, self._path(self.node or "")))
+            if leave.deadline is not None and self.now >= leave.deadline:
+                self._finish_exit()
+            return
+        if leave.exit_code is not None:
+            if self.node is None or not self.connected or (leave.deadline is not None and self.now >= leave.deadline):
+                self._finish_exit()
+            return
+        if self.node is None:
+            self._leave = None
+            self._join()
+
+    def _finish_exit(self) -> None:
+        assert self._leave is not None
+        code = self._leave.exit_code if self._leave.exit_code is not None else exitcodes.OK
+        self._log("stopped", exit_code=code, reason=self._leave.reason)
+        self.phase = Phase.STOPPED
+        self._out.extend([act.CloseSession(), act.Exit(code)])
+
+    def _force_exit(self, code: int, reason: str) -> None:
+        self._kill_now(reason)
+        self._leave = _Leave(code, reason, self.now)
+        self.phase = Phase.LEAVING
+        self.node = None  # do not wait on the server that just refused us
+        self._finish_exit()
+
+    # ---------------------------------------------------------------- helpers
+
+    def _request(self, purpose: Purpose, build: Callable[[int], act.Action]) -> None:
+        self._next_request += 1
+        self._pending[self._next_request] = purpose
+        self._out.append(build(self._next_request))
+
+    def _is_pending(self, purpose: Purpose) -> bool:
+        return purpose in self._pending.values()
+
+    def _path(self, name: str) -> str:
+        return f"{self.settings.election_path}/{name}"
+
+    def _lease_left(self) -> float | None:
+        if self.t_ok is None:
+            return None
+        return round(self._budget.stop_at(self.t_ok) - self.now, 3)
+
+    def _log(self, event: str, level: str = "info", **fields: object) -> None:
+        self._out.append(act.Log(event, level, fields))
+
+
+def _hex(session_id: int) -> str:
+    return f"0x{session_id:x}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _exit_fields(event: ev.JobExited) -> dict[str, object]:
+    if event.error:
+        return {"error": event.error}
+    if event.returncode is not None and event.returncode < 0:
+        return {"signal": _signal_name(-event.returncode)}
+    return {"code": event.returncode}

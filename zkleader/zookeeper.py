@@ -1,0 +1,178 @@
+"""The ZooKeeper shell: executes the core's requests with kazoo and turns kazoo's
+callbacks into events.
+
+kazoo calls listeners on its connection thread and completion callbacks on its
+callback thread; neither may block, so everything here only stamps the time and
+posts an event to the daemon's queue. Every request is sent with the *_async API:
+since kazoo 2.7 a call made while reconnecting is queued, and a synchronous call
+could stall the daemon's loop for a whole session timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    AuthFailedError,
+    ConnectionLoss,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    OperationTimeoutError,
+    SessionExpiredError,
+    ZookeeperError,
+)
+from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
+
+from . import actions as act
+from . import events as ev
+from .config import ZooKeeperConfig
+
+Post = Callable[[ev.Event], None]
+
+#: Reconnect backoff cap: a leader riding through an outage must get back well inside
+#: its lease, so the cap is a small fraction of the session timeout.
+RECONNECT_CAP_FRACTION = 0.2
+
+
+class ZooKeeperShell:
+    def __init__(self, config: ZooKeeperConfig, post: Post, clock: Callable[[], float] = time.monotonic) -> None:
+        self._post = post
+        self._clock = clock
+        self._attempts = 0
+        self._negotiated: float | None = None
+        max_delay = max(0.2, min(2.0, config.session_timeout * RECONNECT_CAP_FRACTION))
+        self.client = KazooClient(
+            hosts=config.connection_string,
+            timeout=config.session_timeout,
+            connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": max_delay},
+            logger=logging.getLogger("kazoo"),
+        )
+        self.client.add_listener(self._on_state)
+        self._instrument_connection()
+
+    def start(self) -> None:
+        """Connects in the background; kazoo retries forever and we log each attempt."""
+        self.client.start_async()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Closes the session (deleting our ephemeral nodes at once when connected).
+        Bounded: a partitioned client would otherwise wait for its read timeout."""
+        closer = threading.Thread(target=self._stop_and_close, name="zk-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
+
+    def execute(self, action: act.Action) -> None:
+        sent_at = self._clock()
+        match action:
+            case act.CreateNode(request_id=rid, path_prefix=prefix, data=data):
+                result = self.client.create_async(prefix, data, ephemeral=True, sequence=True, makepath=True)
+                self._reply(result, rid, sent_at, lambda path: ev.Created(rid, sent_at, path))
+            case act.ListChildren(request_id=rid, path=path):
+                result = self.client.get_children_async(path)
+                self._reply(result, rid, sent_at, lambda children: ev.ChildrenListed(rid, sent_at, tuple(children)))
+            case act.CheckNode(request_id=rid, path=path, watch=watch):
+                result = self.client.exists_async(path, watch=self._on_watch if watch else None)
+                self._reply(result, rid, sent_at, lambda stat: ev.NodeChecked(rid, sent_at, _stat(stat)))
+            case act.DeleteNode(request_id=rid, path=path):
+                result = self.client.delete_async(path)
+                self._reply(result, rid, sent_at, lambda _: ev.Deleted(rid, sent_at))
+            case act.CloseSession():
+                self.close()
+            case _:
+                raise TypeError(f"not a ZooKeeper action: {action!r}")
+
+    # ------------------------------------------------------------ callbacks
+
+    def _reply(self, result: Any, request_id: int, sent_at: float, success: Callable[[Any], ev.Event]) -> None:
+        def done(finished: Any) -> None:
+            if finished.successful():
+                self._post(success(finished.value))
+            else:
+                failure, detail = _failure(finished.exception)
+                self._post(ev.RequestFailed(request_id, sent_at, failure, detail))
+
+        result.rawlink(done)
+
+    def _on_watch(self, event: WatchedEvent) -> None:
+        if event.type == EventType.NONE:
+            kind = ev.WatchKind.CONNECTION
+        elif event.type == EventType.DELETED:
+            kind = ev.WatchKind.DELETED
+        else:
+            kind = ev.WatchKind.CHANGED
+        self._post(ev.WatchFired(event.path, kind))
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.CONNECTED:
+            self._attempts = 0
+            timeout = self._negotiated if self._negotiated is not None else self.client._session_timeout / 1000
+            self._post(
+                ev.Connected(
+                    session_id=self.client._session_id or 0,
+                    negotiated_timeout=timeout,
+                    read_only=self.client.client_state == KeeperState.CONNECTED_RO,
+                )
+            )
+        elif state == KazooState.SUSPENDED:
+            self._post(ev.Suspended())
+        elif self.client.client_state == KeeperState.AUTH_FAILED:
+            self._post(ev.AuthFailed())
+        else:
+            self._post(ev.SessionLost(reason=str(self.client.client_state).lower()))
+
+    def _instrument_connection(self) -> None:
+        """kazoo keeps the negotiated session timeout to itself. The server may grant a
+        shorter one than we asked for (maxSessionTimeout), and the lease must use what
+        was granted, so read it from the connect reply as it passes. Also count attempts
+        for the logs. Pinned to kazoo 2.11's private ConnectionHandler (tested)."""
+        connection = self.client._connection
+        original_connect = connection._connect
+        original_invoke = connection._invoke
+
+        def connect(host: str, hostip: str, port: int) -> Any:
+            self._attempts += 1
+            self._post(ev.ConnectionAttempt(f"{host}:{port}", self._attempts))
+            return original_connect(host, hostip, port)
+
+        def invoke(timeout: float, request: Any, xid: int | None = None) -> Any:
+            answer = original_invoke(timeout, request, xid)
+            connect_result = answer[0] if isinstance(answer, tuple) else None
+            if connect_result is not None and hasattr(connect_result, "time_out"):
+                self._negotiated = connect_result.time_out / 1000
+            return answer
+
+        connection._connect = connect
+        connection._invoke = invoke
+
+    def _stop_and_close(self) -> None:
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception:  # closing is best effort: the session expires on its own
+            logging.getLogger("kazoo").debug("close failed", exc_info=True)
+
+
+def _stat(stat: ZnodeStat | None) -> ev.NodeStat | None:
+    return None if stat is None else ev.NodeStat(czxid=stat.czxid, ephemeral_owner=stat.ephemeralOwner)
+
+
+def _failure(exc: BaseException | None) -> tuple[ev.Failure, str]:
+    """Only an error code the server sent counts as an answer (it refreshes the lease)."""
+    detail = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown"
+    if isinstance(exc, (ConnectionLoss, SessionExpiredError, OperationTimeoutError, AuthFailedError)):
+        return ev.Failure.CONNECTION, detail
+    if isinstance(exc, NoNodeError):
+        return ev.Failure.NO_NODE, detail
+    if isinstance(exc, NodeExistsError):
+        return ev.Failure.NODE_EXISTS, detail
+    if isinstance(exc, NoAuthError):
+        return ev.Failure.NO_AUTH, detail
+    if isinstance(exc, ZookeeperError):
+        return ev.Failure.SERVER_ERROR, detail
+    return ev.Failure.CONNECTION, detail
