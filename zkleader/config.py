@@ -328,8 +328,10 @@ def _duration(value: Any) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         seconds = float(value)
-    if not 0 <= seconds < 86400 * 365:
-        raise ValueError(f"{value!r} is out of range (0 to a year)")
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    if seconds >= 86400 * 365:
+        raise ValueError(f"{value!r} is out of range (at most a year)")
     return seconds
 
 

@@ -144,6 +144,7 @@ class Leadership:
         self._out = []
         if self.phase is not Phase.STOPPED:
             self._dispatch(event)
+        if self.phase is not Phase.STOPPED:
             self._enforce()
         out, self._out = self._out, []
         return out

@@ -1,0 +1,192 @@
+"""Running real zkleader daemons in tests, and reading what they and their jobs did.
+
+Each daemon is a real `python -m zkleader run` process with its own config and log
+file (JSON lines). Every job is tests/jobs/detector.py, the flock overlap detector,
+so every test can assert that no two leader jobs were ever alive at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DETECTOR = REPO / "tests" / "jobs" / "detector.py"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Daemon:
+    name: str
+    config_path: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _offset: int = 0
+    _events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every JSON log event so far (job output lines that are not JSON are skipped)."""
+        if self.log_path.exists():
+            with self.log_path.open("rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+            complete = chunk.rfind(b"\n") + 1
+            self._offset += complete
+            for line in chunk[:complete].splitlines():
+                if line.startswith(b"{"):
+                    try:
+                        self._events.append(json.loads(line))
+                    except ValueError:
+                        pass
+        return [e for e in self._events if name is None or e.get("event") == name]
+
+    def wait_event(self, name: str, timeout: float, count: int = 1) -> dict[str, Any]:
+        return wait_for(lambda: len(self.events(name)) >= count and self.events(name)[count - 1], timeout,
+                        f"{self.name}: event {name!r} #{count}")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class DaemonGroup:
+    """Several daemons on one election, with one overlap detector shared by their jobs."""
+
+    def __init__(self, workdir: Path, hosts: str, election: str, session_timeout: float = 2.0,
+                 stop_timeout: float = 0.5, job_args: tuple[str, ...] = (), job: dict[str, Any] | None = None) -> None:
+        self.workdir = workdir
+        self.hosts = hosts
+        self.election = election
+        self.session_timeout = session_timeout
+        self.stop_timeout = stop_timeout
+        self.job_args = job_args
+        self.job_overrides = job or {}
+        self.lock_path = workdir / "detector.lock"
+        self.record_path = workdir / "detector.jsonl"
+        self.daemons: dict[str, Daemon] = {}
+
+    def config(self, name: str, hosts: str | None = None) -> dict[str, Any]:
+        return {
+            "zookeeper": {"hosts": hosts or self.hosts, "session_timeout": self.session_timeout},
+            "election": {"path": self.election, "candidate": name},
+            "job": {
+                "command": [sys.executable, "-I", "-S", str(DETECTOR), *self.job_args],
+                "stop_timeout": self.stop_timeout,
+                "restart_delay": 0.2,
+                "environment": {"DETECTOR_LOCK": str(self.lock_path), "DETECTOR_RECORD": str(self.record_path)},
+                **self.job_overrides,
+            },
+            "logging": {"level": "debug", "format": "json"},
+        }
+
+    def add(self, name: str, hosts: str | None = None, start: bool = True, **job: Any) -> Daemon:
+        config = self.config(name, hosts)
+        config["job"].update(job)
+        path = self.workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        daemon = Daemon(name, path, self.workdir / f"{name}.log")
+        self.daemons[name] = daemon
+        if start:
+            self.start(name)
+        return daemon
+
+    def start(self, name: str) -> Daemon:
+        daemon = self.daemons[name]
+        assert not daemon.alive()
+        with daemon.log_path.open("ab") as log:
+            daemon.process = subprocess.Popen(
+                [sys.executable, "-m", "zkleader", "run", "-c", str(daemon.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+            )
+        return daemon
+
+    def signal(self, name: str, signum: int) -> float:
+        """Sends a signal; returns the monotonic time it was sent."""
+        sent = time.monotonic()
+        os.kill(self.daemons[name].pid, signum)
+        return sent
+
+    def wait_exit(self, name: str, timeout: float = 10.0) -> int:
+        process = self.daemons[name].process
+        assert process is not None
+        return process.wait(timeout)
+
+    # ---------------------------------------------------------- the detector
+
+    def records(self, kind: str | None = None) -> list[dict[str, Any]]:
+        if not self.record_path.exists():
+            return []
+        rows = [json.loads(line) for line in self.record_path.read_text().splitlines() if line.strip()]
+        return [r for r in rows if kind is None or r["kind"] == kind]
+
+    def overlaps(self) -> list[dict[str, Any]]:
+        return self.records("overlap")
+
+    def lock_is_free(self) -> bool:
+        """True when no process of any leader job holds the lock (we can take it)."""
+        import fcntl
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # closing drops our lock at once
+        return True
+
+    def wait_starts(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        return wait_for(lambda: len(self.records("start")) >= count and self.records("start"), timeout,
+                        f"{count} job start(s)")
+
+    def leaders(self) -> list[str]:
+        """Daemons whose latest leadership event says they lead now."""
+        leading = []
+        for name, daemon in self.daemons.items():
+            if not daemon.alive():
+                continue
+            states = [e["event"] for e in daemon.events() if e["event"] in ("leader_acquired", "leadership_lost", "stopped")]
+            if states and states[-1] == "leader_acquired":
+                leading.append(name)
+        return leading
+
+    def close(self) -> None:
+        for daemon in self.daemons.values():
+            if daemon.alive():
+                assert daemon.process is not None
+                daemon.process.send_signal(signal.SIGKILL)
+                daemon.process.wait(10)
+
+    def describe(self) -> str:
+        """Everything a failing test needs to explain itself."""
+        parts = [f"records: {self.records()}"]
+        for daemon in self.daemons.values():
+            parts.append(f"--- {daemon.name} log tail:\n" + "\n".join(daemon.log_text().splitlines()[-25:]))
+        return "\n".join(parts)

@@ -1,0 +1,239 @@
+"""Unit tests of the pure decision core, driven event by event with explicit times."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+from typing import Any
+
+import pytest
+
+from zkleader import actions as act
+from zkleader import events as ev
+from zkleader import exitcodes
+from zkleader.config import OnExit
+from zkleader.leadership import Identity, Leadership, Phase, Settings
+
+T = 4.0
+STOP = 1.0
+SESSION = 0x42
+PATH = "/e"
+
+
+class Driver:
+    """Feeds events and remembers the actions, answering requests by hand."""
+
+    def __init__(self, on_exit: OnExit = OnExit.RESTART, session_timeout: float = T) -> None:
+        ids = (f"{i:032x}" for i in itertools.count(1))
+        settings = Settings(PATH, "me", session_timeout, signal.SIGTERM, STOP, on_exit, restart_delay=0.5)
+        self.core = Leadership(settings, Identity("host", 1, "0", "now"), new_candidacy_id=lambda: next(ids))
+        self.actions: list[act.Action] = []
+        self.answered: set[int] = set()
+
+    def feed(self, event: ev.Event, now: float) -> list[act.Action]:
+        out = self.core.handle(event, now)
+        self.actions.extend(out)
+        return out
+
+    def last(self, kind: type) -> Any:
+        found = [a for a in self.actions if isinstance(a, kind)]
+        assert found, f"no {kind.__name__} in {self.actions}"
+        return found[-1]
+
+    def beat(self, now: float) -> None:
+        """Answers every heartbeat still waiting, as a healthy server would."""
+        for check in [a for a in self.actions if isinstance(a, act.CheckNode)]:
+            if check.request_id not in self.answered:
+                self.answered.add(check.request_id)
+                self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(77, SESSION)), now)
+
+    def kinds(self, out: list[act.Action]) -> list[str]:
+        return [type(a).__name__ for a in out if not isinstance(a, act.Log)]
+
+    def own_name(self, seq: int = 5) -> str:
+        return f"zkl-{self.core.candidacy_id}-{seq:010d}"
+
+    def lead(self, now: float = 0.0, others: tuple[str, ...] = ()) -> None:
+        """Connect, create, list, confirm: the path every leader takes."""
+        self.feed(ev.Connected(SESSION, T), now)
+        create = self.last(act.CreateNode)
+        name = self.own_name()
+        self.feed(ev.Created(create.request_id, now, f"{PATH}/{name}"), now)
+        listing = self.last(act.ListChildren)
+        self.feed(ev.ChildrenListed(listing.request_id, now, (name, *others)), now)
+        check = self.last(act.CheckNode)
+        assert check.path == f"{PATH}/{name}" and check.watch
+        self.answered.add(check.request_id)
+        out = self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(czxid=77, ephemeral_owner=SESSION)), now)
+        assert self.kinds(out) == ["StartJob"]
+        self.feed(ev.JobStarted(pid=999), now)
+
+
+def test_leader_starts_job_with_czxid_token_only_after_ownership_confirmed() -> None:
+    d = Driver()
+    d.lead()
+    start = d.last(act.StartJob)
+    assert start.token == 77 and start.znode.startswith(f"{PATH}/zkl-")
+    assert d.core.phase is Phase.LEADING
+
+
+def test_node_owned_by_another_session_is_never_led() -> None:
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    name = d.own_name()
+    d.feed(ev.Created(d.last(act.CreateNode).request_id, 0, f"{PATH}/{name}"), 0)
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0, (name,)), 0)
+    out = d.feed(ev.NodeChecked(d.last(act.CheckNode).request_id, 0, ev.NodeStat(77, ephemeral_owner=0x99)), 0)
+    assert "StartJob" not in d.kinds(out)
+    assert "CreateNode" in d.kinds(out)  # rejoins with a fresh node instead
+
+
+def test_lease_stops_then_kills_the_job_before_the_session_could_expire() -> None:
+    d = Driver()
+    d.lead(now=10.0)  # t_ok = 10
+    d.feed(ev.Suspended(), 10.5)
+    budget = d.core.budget
+    stop_at = 10.0 + budget.stop_offset
+    assert d.core.next_deadline() == pytest.approx(stop_at)
+    assert d.kinds(d.feed(ev.Tick(), stop_at - 0.001)) == []
+    assert d.kinds(d.feed(ev.Tick(), stop_at)) == ["SignalJob"]
+    kill_at = 10.0 + budget.kill_offset
+    assert d.core.next_deadline() == pytest.approx(kill_at)
+    assert d.kinds(d.feed(ev.Tick(), kill_at)) == ["KillJob"]
+    assert kill_at + 0.25 < 10.0 + T  # room to reap before the earliest expiry
+
+
+def test_ride_through_a_reconnect_keeps_the_job_untouched() -> None:
+    d = Driver()
+    d.lead(now=0.0)
+    d.feed(ev.Suspended(), 0.5)
+    out = d.feed(ev.Connected(SESSION, T), 1.0)
+    heartbeat = [a for a in out if isinstance(a, act.CheckNode)]
+    assert heartbeat, out
+    d.feed(ev.NodeChecked(heartbeat[0].request_id, 1.0, ev.NodeStat(77, SESSION)), 1.05)
+    for now in (1.5, 2.0, 1.0 + d.core.budget.stop_offset - 0.01):
+        assert "SignalJob" not in d.kinds(d.feed(ev.Tick(), now))
+
+
+def test_a_late_reply_does_not_extend_the_lease_beyond_its_send_time() -> None:
+    d = Driver()
+    d.lead(now=0.0)
+    d.feed(ev.Tick(), d.core.budget.heartbeat_interval)
+    beat = d.last(act.CheckNode)
+    # The answer arrives very late; it proves the server heard us at send time only.
+    late = d.core.budget.heartbeat_interval + 1.0
+    d.feed(ev.NodeChecked(beat.request_id, d.core.budget.heartbeat_interval, ev.NodeStat(77, SESSION)), late)
+    assert d.core.t_ok == pytest.approx(d.core.budget.heartbeat_interval)
+
+
+def test_connection_watch_event_is_not_a_deletion() -> None:
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    name = d.own_name(6)
+    d.feed(ev.Created(d.last(act.CreateNode).request_id, 0, f"{PATH}/{name}"), 0)
+    pred = "zkl-" + "f" * 32 + "-0000000005"
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0, (pred, name, "junk")), 0)
+    assert d.core.phase is Phase.FOLLOWING and d.core.predecessor == pred
+    out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.CONNECTION), 0.1)
+    assert d.kinds(out) == []
+    out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 0.2)
+    assert d.kinds(out) == ["ListChildren"]
+
+
+def test_lost_create_reply_finds_own_node_instead_of_creating_a_ghost() -> None:
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    create = d.last(act.CreateNode)
+    d.feed(ev.Suspended(), 0.1)
+    d.feed(ev.RequestFailed(create.request_id, 0, ev.Failure.CONNECTION), 0.1)
+    out = d.feed(ev.Connected(SESSION, T), 0.5)
+    assert d.kinds(out) == ["ListChildren"]
+    name = d.own_name(3)
+    out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.5, (name,)), 0.5)
+    assert "CreateNode" not in d.kinds(out) and d.core.node == name
+
+
+def test_shutdown_deletes_the_node_only_after_the_job_is_reaped() -> None:
+    d = Driver()
+    d.lead()
+    out = d.feed(ev.ShutdownRequested("SIGTERM"), 0.5)
+    assert d.kinds(out) == ["SignalJob"]
+    assert "DeleteNode" not in d.kinds(d.feed(ev.Tick(), 1.0))
+    d.beat(1.0)
+    out = d.feed(ev.JobExited(-15), 1.1)
+    assert d.kinds(out) == ["DeleteNode"]
+    out = d.feed(ev.Deleted(d.last(act.DeleteNode).request_id, 1.6), 1.61)
+    assert d.kinds(out) == ["CloseSession", "Exit"] and d.last(act.Exit).code == exitcodes.OK
+    assert any(isinstance(a, act.Log) and a.event == "handover" for a in d.actions)
+
+
+def test_stop_timeout_escalates_to_sigkill() -> None:
+    d = Driver()
+    d.lead()
+    d.feed(ev.ShutdownRequested("SIGINT"), 1.0)
+    assert d.kinds(d.feed(ev.Tick(), 1.0 + STOP)) == ["KillJob"]
+
+
+def test_session_lost_with_a_live_job_kills_it_at_once() -> None:
+    d = Driver()
+    d.lead()
+    out = d.feed(ev.SessionLost("expired_session"), 0.5)
+    assert d.kinds(out) == ["KillJob"]
+    out = d.feed(ev.Connected(SESSION + 1, T), 0.6)
+    assert "CreateNode" in d.kinds(out)
+
+
+def test_restart_policy_backs_off_on_quick_exits() -> None:
+    d = Driver(OnExit.RESTART)
+    d.lead()
+    now = 0.0
+    for expected in (0.5, 1.0, 2.0):
+        now += 0.1
+        out = d.feed(ev.JobExited(1), now)
+        (scheduled,) = [a for a in out if isinstance(a, act.Log) and a.event == "job_restart_scheduled"]
+        assert scheduled.fields["delay"] == pytest.approx(expected)
+        restart_at = now + expected
+        while now < restart_at:  # a healthy server keeps answering heartbeats meanwhile
+            now = min(d.core.next_deadline(), restart_at)
+            out = d.feed(ev.Tick(), now)
+            assert ("StartJob" in d.kinds(out)) == (now >= restart_at)
+            d.beat(now)
+        d.feed(ev.JobStarted(1000), now)
+
+
+def test_resign_policy_deletes_node_and_rejoins_at_the_back() -> None:
+    d = Driver(OnExit.RESIGN)
+    d.lead()
+    out = d.feed(ev.JobExited(1), 0.2)
+    assert d.kinds(out) == ["DeleteNode"]
+    out = d.feed(ev.Deleted(d.last(act.DeleteNode).request_id, 0.2), 0.21)
+    assert d.kinds(out) == ["CreateNode"] and not d.core.leader
+
+
+def test_exit_policy_hands_over_then_exits_3() -> None:
+    d = Driver(OnExit.EXIT)
+    d.lead()
+    assert d.kinds(d.feed(ev.JobExited(1), 0.2)) == ["DeleteNode"]
+    out = d.feed(ev.Deleted(d.last(act.DeleteNode).request_id, 0.2), 0.21)
+    assert d.kinds(out) == ["CloseSession", "Exit"] and d.last(act.Exit).code == exitcodes.JOB_EXITED
+
+
+def test_negotiated_timeout_shorter_than_configured_shortens_the_lease() -> None:
+    d = Driver(session_timeout=10.0)
+    d.feed(ev.Connected(SESSION, negotiated_timeout=4.0), 0)
+    assert d.core.budget.session_timeout == 4.0
+    assert any(isinstance(a, act.Log) and a.event == "session_timeout_reduced" for a in d.actions)
+
+
+def test_operator_deleting_the_leader_node_stops_job_and_rejoins() -> None:
+    d = Driver()
+    d.lead()
+    out = d.feed(ev.WatchFired(d.last(act.StartJob).znode, ev.WatchKind.DELETED), 1.0)
+    assert d.kinds(out) == ["SignalJob", "CreateNode"]
+    assert not d.core.leader
+
+
+def test_auth_failure_exits_77() -> None:
+    d = Driver()
+    out = d.feed(ev.AuthFailed(), 0)
+    assert d.kinds(out) == ["CloseSession", "Exit"] and d.last(act.Exit).code == exitcodes.AUTH_FAILED

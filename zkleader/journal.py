@@ -1,0 +1,335 @@
+"""Structured logging to journald, for structlog.
+
+Under systemd every event becomes one journal entry whose fields can be
+queried (``journalctl -u zkleader ZKLEADER_EVENT=leader_acquired``,
+``journalctl MESSAGE_ID=c1937893b6d6476990a52da88714bc4d``) and explained
+(``journalctl -x`` shows the entry of systemd/zkleader.catalog for the
+MESSAGE_ID):
+
+* MESSAGE: one readable sentence, e.g.
+  "leader acquired for /zkleader/report (token 4294967321)";
+* PRIORITY: the syslog priority of the structlog level;
+* MESSAGE_ID: a fixed id per event kind (MESSAGE_IDS; anything else gets
+  OTHER_MESSAGE_ID), so that tools and the catalog need no text matching;
+* ZKLEADER_EVENT: structlog's event name;
+* ZKLEADER_<KEY>: every other key of the event dict, upper-cased (election,
+  candidate, token, leader, reason, pid, ...);
+* SYSLOG_IDENTIFIER=zkleader, so ``journalctl -t zkleader`` finds them.
+
+Wiring (the daemon's logs.configure does this for ``logging.format: journald``,
+and for ``auto`` when stderr_is_journal() says stderr already goes there)::
+
+    structlog.configure(
+        processors=[..., structlog.processors.add_log_level, journal.JournaldRenderer()],
+        logger_factory=journal.JournalLoggerFactory(),
+    )
+
+The renderer is a pure function of the event dict (journal_fields), so it is
+testable without a journal; the logger sends with systemd-python's
+``systemd.journal.sendv`` (imported lazily). Without systemd-python, or if the
+journal socket fails, it falls back to writing ``<priority>MESSAGE`` lines to
+stderr, which journald's stream reader turns into entries of the right priority.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+__all__ = [
+    "MESSAGE_IDS", "OTHER_MESSAGE_ID", "PRIORITIES", "message_id", "priority",
+    "format_message", "journal_fields", "JournaldRenderer", "JournalLogger",
+    "JournalLoggerFactory", "stderr_is_journal", "SYSLOG_IDENTIFIER",
+]
+
+SYSLOG_IDENTIFIER = "zkleader"
+FIELD_PREFIX = "ZKLEADER_"
+
+#: One fixed MESSAGE_ID per event kind; each has an entry in systemd/zkleader.catalog
+#: (tests/test_journal.py checks both directions). Never change an id once released:
+#: operators' queries and alerting rules use them.
+MESSAGE_IDS: dict[str, str] = {
+    # election
+    "joined": "56207d0c88f04c359de527b326d01b47",
+    "following": "8954142dd8fb4732a16d0f285e802673",
+    "leader_acquired": "c1937893b6d6476990a52da88714bc4d",
+    "leadership_lost": "ce4ae2c6f3c14caf8ab49967502386f6",
+    "handover": "f6cf2cc17b824a9388eee07c0cfb9450",
+    "withdrawn": "4fadccbe9d36458e876af4e4535f0b94",
+    "resigned": "1bc41e0c96514a90bd39aa823462f944",
+    "node_vanished": "01baad3cfeab4d4599a657e4d5cc853f",
+    "node_not_ours": "c5e0edfbb7034cc58abed74e55930639",
+    # the job
+    "job_started": "538d3434bcba43b4b7896f9b41ad232b",
+    "job_stopping": "af127f37b43c4474897292dc2704f4aa",
+    "job_killed": "46dc45c517304e518d87616b432c0240",
+    "job_exited": "0d5c7097fbdc46a08b55cb1fd8452c94",
+    "job_restart_scheduled": "970dad80cd7f4640b5d883c1c3e40fbd",
+    "job_not_reaped": "ca568d670eca4be3b71b2937e0cf5a79",
+    # ZooKeeper session
+    "connecting": "fa7ac3e0825642eea3e119d618417381",
+    "connected": "4447a96cf7ef415ba4091f910a32fa9a",
+    "suspended": "5704846b7c19439a89aaf7ea3c10b91c",
+    "reconnected": "59f2ac57e242444b933a0be2ecb63e9e",
+    "session_lost": "4e664ce4b4d142059da42fddfbb0e7a1",
+    "session_timeout_reduced": "ebf2327aad254b3f8ad73f839ab6a904",
+    "lease_expired": "a60ca1d633b34b89af79bd2dca1aeb31",
+    "read_only": "5dcf5afe84a6491793e2526afd25ac49",
+    "auth_failed": "0f49fb0760724c61b2716c06869ff868",
+    # the daemon's life
+    "starting": "c2b0050e363b40fbb90bb52c9a958576",
+    "shutting_down": "f12464e70a56403196e239ecc5e669d3",
+    "stopped": "66191254e9ca4ec19799d394ceaabcd3",
+    "config_error": "57f681cdbeb845d1b1a0e64ba36d35f4",
+    "internal_error": "6d6756befc7e495f92dca8867093fe0c",
+}
+#: Every other event (kazoo's bridged warnings, rare diagnostics).
+OTHER_MESSAGE_ID = "5b2bd3d0793d4c219a35d1b3f6970b60"
+
+#: structlog level (or method) name -> syslog priority (syslog(3), sd-daemon(3)).
+PRIORITIES: dict[str, int] = {
+    "critical": 2, "fatal": 2,
+    "error": 3, "err": 3, "exception": 3, "failure": 3,
+    "warning": 4, "warn": 4,
+    "notice": 5,
+    "info": 6, "msg": 6, "success": 6,
+    "debug": 7,
+}
+
+# One readable sentence per event kind. "[...]" is an optional part, kept only
+# when every {field} in it is present; the daemon adds election and candidate to
+# every event, but the sentence must read well without them too.
+_TEMPLATES: dict[str, str] = {
+    "starting": "starting zkleader[ {version}][ for {election}][ as {candidate}][ (ZooKeeper {zookeeper})]",
+    "connecting": "connecting to ZooKeeper[ {host}][ (attempt {attempt})]",
+    "connected": "connected to ZooKeeper[, session {session}][, session timeout {timeout}s]",
+    "suspended": "connection to ZooKeeper suspended[; lease left {lease_left}s]",
+    "reconnected": "reconnected to ZooKeeper[, same session {session}][; lease left {lease_left}s]",
+    "session_lost": "ZooKeeper session lost[: {reason}]",
+    "session_timeout_reduced": "ZooKeeper reduced the session timeout[ from {configured}s][ to {negotiated}s][: {problem}]",
+    "lease_expired": "lease expired[ for {election}], stopping the job[: {reason}]",
+    "read_only": "read-only ZooKeeper connection, cannot lead[: {reason}]",
+    "auth_failed": "ZooKeeper rejected the credentials[: {reason}]",
+    "joined": "joined election[ {election}][ as {candidate}][ (node {node})][ at position {position}]",
+    "following": "following[ leader {leader}][ in {election}][, watching {predecessor}]",
+    "leader_acquired": "leader acquired[ for {election}][ (token {token})]",
+    "leadership_lost": "leadership lost[ for {election}][: {reason}][ (token {token})]",
+    "handover": "leadership handed over[ for {election}][: {reason}]",
+    "withdrawn": "withdrew from election[ {election}][: {reason}]",
+    "resigned": "resigned leadership[ of {election}][: {reason}]",
+    "node_vanished": "own election node[ {node}] vanished[: {reason}]",
+    "node_not_ours": "election node[ {node}] belongs to another session[ ({owner})]",
+    "job_started": "job started[ for {election}][, pid {pid}][, token {token}]",
+    "job_stopping": "stopping job[ pid {pid}][ with {signal}][: {reason}]",
+    "job_killed": "job killed with SIGKILL[, pid {pid}][: {reason}]",
+    "job_exited": "job exited[, pid {pid}][, exit code {code}][, killed by signal {signal}][: {error}][ after {ran}s]",
+    "job_restart_scheduled": "job restart scheduled[ in {delay}s][ (quick restart {restarts})]",
+    "job_not_reaped": "job not reaped[: {reason}]",
+    "shutting_down": "shutting down[ on {signal}][ (leader: {leader})]",
+    "stopped": "stopped[ with exit code {exit_code}][: {reason}]",
+    "config_error": "invalid configuration[ {path}][: {problem}][: {problems}]",
+    "internal_error": "internal error[: {error}]",
+}
+
+# Keys that are not copied into ZKLEADER_* fields: the event name has its own
+# field, the level is PRIORITY, journald stamps its own time, structlog's
+# stdlib integration keys are internal, exc_info becomes ZKLEADER_EXCEPTION.
+_SKIP_KEYS = frozenset({"event", "level", "timestamp", "exc_info", "_record", "_from_structlog"})
+# Context keys left out of the catch-all sentence (they are on every event).
+_CONTEXT_KEYS = frozenset({"election", "candidate"})
+_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_BAD_FIELD_CHARS = re.compile(r"[^A-Z0-9_]")
+
+
+def message_id(event: str) -> str:
+    """The MESSAGE_ID of an event kind (OTHER_MESSAGE_ID for unknown ones)."""
+    return MESSAGE_IDS.get(event, OTHER_MESSAGE_ID)
+
+
+def priority(level: str | None) -> int:
+    """syslog priority for a structlog level name; info when unknown."""
+    return PRIORITIES.get((level or "info").lower(), 6)
+
+
+def _text(value: Any) -> str:
+    """A field value as journal text: strings as they are, JSON for the rest
+    (so True is "true", None is "null", lists and dicts stay parseable)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (bool, type(None), list, tuple, dict)):
+        try:
+            return json.dumps(value, separators=(",", ":"), default=str)
+        except (TypeError, ValueError):
+            return str(value)
+    return str(value)
+
+
+def _inline(value: Any) -> str:
+    """A value inside the one-line MESSAGE."""
+    if isinstance(value, (list, tuple)):
+        text = "; ".join(_inline(v) for v in value)
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif value is None:
+        text = "none"
+    else:
+        text = _text(value)
+    return " ".join(text.split())
+
+
+def format_message(event: str, fields: Mapping[str, Any]) -> str:
+    """The readable one-line MESSAGE for an event and its fields."""
+    present = {k: v for k, v in fields.items() if v is not None and v != ""}
+    template = _TEMPLATES.get(event)
+    if template is None:
+        extra = [(k, v) for k, v in fields.items() if k not in _SKIP_KEYS and k not in _CONTEXT_KEYS]
+        if "message" in fields:
+            return " ".join(f"{event}: {_inline(fields['message'])}".split())
+        if not extra:
+            return str(event)
+        return f"{event}: " + ", ".join(f"{k}={_inline(v)}" for k, v in extra)
+
+    def optional(match: re.Match[str]) -> str:
+        part = match.group(1)
+        keys = _PLACEHOLDER.findall(part)
+        return part if all(k in present for k in keys) else ""
+
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        found = present.get(key, "?")
+        if key == "signal" and isinstance(found, int) and not isinstance(found, bool):
+            try:
+                return signal.Signals(found).name
+            except ValueError:
+                pass
+        return _inline(found)
+
+    text = _OPTIONAL.sub(optional, template)
+    return _PLACEHOLDER.sub(value, text)
+
+
+def field_name(key: str) -> str:
+    """ZKLEADER_<KEY>: upper-cased, anything but A-Z 0-9 _ replaced by _,
+    at most 64 characters (journald's limit on field names)."""
+    return (FIELD_PREFIX + _BAD_FIELD_CHARS.sub("_", str(key).upper()))[:64]
+
+
+def _exception_text(exc_info: Any) -> str | None:
+    if not exc_info:
+        return None
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if not isinstance(exc_info, tuple) or exc_info[0] is None:
+        return None
+    return "".join(traceback.format_exception(*exc_info)).rstrip()
+
+
+def journal_fields(event_dict: Mapping[str, Any], method_name: str | None = None) -> dict[str, str]:
+    """Map a structlog event dict to journal fields (pure; see module doc)."""
+    event = str(event_dict.get("event", ""))
+    level = event_dict.get("level") or method_name or "info"
+    fields: dict[str, str] = {
+        "MESSAGE": format_message(event, event_dict),
+        "PRIORITY": str(priority(str(level))),
+        "MESSAGE_ID": message_id(event),
+        "SYSLOG_IDENTIFIER": SYSLOG_IDENTIFIER,
+        "ZKLEADER_EVENT": event,
+    }
+    for key, value in event_dict.items():
+        if key in _SKIP_KEYS:
+            continue
+        name = field_name(key)
+        if name == "ZKLEADER_EVENT":
+            continue
+        fields[name] = _text(value)
+    exception = _exception_text(event_dict.get("exc_info"))
+    if exception:
+        fields.setdefault("ZKLEADER_EXCEPTION", exception)
+    return fields
+
+
+class JournaldRenderer:
+    """structlog's final processor: returns the journal fields as a dict, which
+    structlog passes as keyword arguments to JournalLogger."""
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Mapping[str, Any]) -> dict[str, str]:
+        return journal_fields(event_dict, method_name)
+
+
+class JournalLogger:
+    """Sends each rendered event to journald (systemd.journal.sendv)."""
+
+    def __init__(self, fallback: TextIO | None = None) -> None:
+        self._fallback = fallback
+        self._sendv: Any = None
+        try:
+            from systemd import journal
+
+            self._sendv = journal.sendv
+        except ImportError:
+            self._sendv = None
+
+    def msg(self, **fields: str) -> None:
+        if not fields.get("MESSAGE"):
+            return
+        if self._sendv is not None:
+            try:
+                self._sendv(*(f"{k}={v}" for k, v in fields.items()))
+                return
+            except OSError:
+                pass
+        stream = self._fallback or sys.stderr
+        prio = fields.get("PRIORITY", "6")
+        for line in (fields["MESSAGE"].splitlines() or [""]):
+            stream.write(f"<{prio}>{line}\n")
+        stream.flush()
+
+    debug = info = notice = warning = warn = error = err = exception = critical = fatal = failure = success = log = msg
+
+    def __call__(self, **fields: str) -> None:
+        self.msg(**fields)
+
+
+class JournalLoggerFactory:
+    """logger_factory for structlog.configure."""
+
+    def __init__(self, fallback: TextIO | None = None) -> None:
+        self._fallback = fallback
+
+    def __call__(self, *args: Any) -> JournalLogger:
+        return JournalLogger(self._fallback)
+
+
+def stderr_is_journal(stream: TextIO | None = None) -> bool:
+    """True when stderr (or `stream`) is connected to the journal.
+
+    systemd sets JOURNAL_STREAM=<device>:<inode> for a service whose stdout or
+    stderr is a journal stream; the variable is inherited, so we only trust it
+    when it matches the stream's own fstat (a child whose stderr was redirected
+    elsewhere gets False). This is how ``logging.format: auto`` picks journald
+    under systemd and console/JSON elsewhere (sd_journal_stream_fd(3),
+    systemd.exec(5) "$JOURNAL_STREAM").
+    """
+    value = os.environ.get("JOURNAL_STREAM", "")
+    if ":" not in value:
+        return False
+    try:
+        dev, ino = (int(part) for part in value.split(":", 1))
+        fd = (stream if stream is not None else sys.stderr).fileno()
+        st = os.fstat(fd)
+    except (ValueError, OSError, AttributeError):
+        return False
+    except Exception:  # io.UnsupportedOperation (pytest capture etc.)
+        return False
+    return st.st_dev == dev and st.st_ino == ino

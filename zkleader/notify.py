@@ -1,0 +1,136 @@
+"""Tell systemd how the daemon is doing (sd_notify(3)), and feed its watchdog.
+
+The unit is ``Type=notify`` with ``WatchdogSec=``: systemd considers the daemon
+started only after READY=1, and kills the whole unit (job included) when no
+WATCHDOG=1 arrives within the interval. That is what protects leadership from
+a *paused* daemon (SIGSTOP, a frozen VM, a swap storm): a paused daemon cannot
+stop its own job, but systemd can, and does so before the ZooKeeper session can
+expire (see shared/notes/safety-timing.md). So WATCHDOG=1 must only ever be sent
+by the daemon's live main loop, never by a helper thread that would keep
+pinging while the loop is stuck.
+
+Everything here is a no-op returning False when the daemon is not run by
+systemd (NOTIFY_SOCKET unset) or when systemd-python is not installed: the
+same code runs in a terminal, in tests and under systemd. systemd-python is
+imported lazily, on first use, so that importing this module never fails and
+costs nothing outside systemd.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["enabled", "notify", "ready", "status", "watchdog", "stopping", "reloading",
+           "watchdog_interval"]
+
+_UNSET: Any = object()
+_daemon_module: Any = _UNSET
+
+
+def _daemon() -> Any:
+    """systemd.daemon, or None when systemd-python is missing (imported once)."""
+    global _daemon_module
+    if _daemon_module is _UNSET:
+        try:
+            from systemd import daemon as module
+        except ImportError:
+            module = None
+        _daemon_module = module
+    return _daemon_module
+
+
+def enabled() -> bool:
+    """True when a notification would actually be sent: systemd gave us a
+    NOTIFY_SOCKET and systemd-python is importable."""
+    return bool(os.environ.get("NOTIFY_SOCKET")) and _daemon() is not None
+
+
+def notify(*assignments: str) -> bool:
+    """Send one datagram made of VAR=value assignments, one per line.
+
+    Returns True when the datagram was sent, False when notifications are off
+    (no NOTIFY_SOCKET, no systemd-python) or sending failed. Never raises: a
+    daemon must not die because its supervisor's socket is gone.
+    """
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return False
+    module = _daemon()
+    if module is None:
+        return False
+    try:
+        return bool(module.notify("\n".join(assignments)))
+    except (OSError, ValueError):
+        return False
+
+
+def _one_line(text: str) -> str:
+    # A newline would start a new assignment in the datagram (e.g. inject READY=1).
+    return " ".join(str(text).split("\n")).replace("\r", " ")
+
+
+def ready(status_line: str | None = None) -> bool:
+    """READY=1: startup is finished; `systemctl start` returns now.
+
+    zkleader sends it once it is configured and has started talking to
+    ZooKeeper (not once it leads: a follower is a healthy, started daemon).
+    """
+    if status_line is None:
+        return notify("READY=1")
+    return notify("READY=1", "STATUS=" + _one_line(status_line))
+
+
+def status(line: str) -> bool:
+    """STATUS=...: one line shown by `systemctl status` (e.g. "leader of
+    /zkleader/report, token 4294967321, job pid 1234")."""
+    return notify("STATUS=" + _one_line(line))
+
+
+def watchdog() -> bool:
+    """WATCHDOG=1: the main loop is alive. Call it from the loop itself, at
+    least every watchdog_interval()/2 (sd_watchdog_enabled(3) recommends half)."""
+    return notify("WATCHDOG=1")
+
+
+def stopping(status_line: str | None = None) -> bool:
+    """STOPPING=1: shutdown has begun (the job is being stopped); systemd shows
+    the unit as deactivating and will not think the daemon crashed."""
+    if status_line is None:
+        return notify("STOPPING=1")
+    return notify("STOPPING=1", "STATUS=" + _one_line(status_line))
+
+
+def reloading(status_line: str | None = None) -> bool:
+    """RELOADING=1: a reload (SIGHUP from ExecReload) is being applied; send
+    ready() when it is done."""
+    if status_line is None:
+        return notify("RELOADING=1")
+    return notify("RELOADING=1", "STATUS=" + _one_line(status_line))
+
+
+def watchdog_interval() -> float | None:
+    """The watchdog interval in seconds that systemd expects, or None if off.
+
+    systemd sets WATCHDOG_USEC (microseconds) when the unit has WatchdogSec=,
+    and WATCHDOG_PID to the process it means. The variables are inherited by
+    children, so a process whose pid is not WATCHDOG_PID (e.g. a job started by
+    the daemon, or a helper) must not think the watchdog is meant for it: then
+    None. This mirrors sd_watchdog_enabled(3), without needing libsystemd.
+    """
+    usec = os.environ.get("WATCHDOG_USEC")
+    if not usec:
+        return None
+    pid = os.environ.get("WATCHDOG_PID")
+    if pid:
+        try:
+            if int(pid) != os.getpid():
+                return None
+        except ValueError:
+            return None
+    try:
+        value = int(usec)
+    except ValueError:
+        return None
+    if value <= 0:
+        return None
+    return value / 1_000_000
