@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,3 +191,22 @@ class DaemonGroup:
         for daemon in self.daemons.values():
             parts.append(f"--- {daemon.name} log tail:\n" + "\n".join(daemon.log_text().splitlines()[-25:]))
         return "\n".join(parts)
+
+
+@pytest.fixture
+def daemon_group(tmp_path: Path):
+    """Factory: ``daemon_group(hosts, election, **options)`` -> DaemonGroup. Every daemon
+    is SIGKILLed at teardown; on failure the logs and detector records are printed."""
+    groups: list[DaemonGroup] = []
+
+    def make(hosts: str, election: str, **options: Any) -> DaemonGroup:
+        workdir = tmp_path / f"group{len(groups)}"
+        workdir.mkdir()
+        group = DaemonGroup(workdir, hosts, election, **options)
+        groups.append(group)
+        return group
+
+    yield make
+    for group in groups:
+        group.close()
+        print(group.describe())  # pytest shows captured output only when the test failed

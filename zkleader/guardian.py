@@ -56,6 +56,14 @@ def _descendants() -> list[int]:
     return found
 
 
+def _report(status_fd: int, line: str) -> None:
+    """Best effort: a daemon that died no longer reads, and the tree dies anyway."""
+    try:
+        os.write(status_fd, (line + "\n").encode())
+    except OSError:
+        pass
+
+
 def _signal_tree(job_pid: int, signum: int) -> None:
     try:
         os.killpg(job_pid, signum)
@@ -87,9 +95,9 @@ def _in_job(status_fd: int, argv: list[str]) -> int:
             close_fds=True,
         )
     except OSError as err:
-        os.write(status_fd, f"failed {argv[0]}: {err.strerror or err}\n".encode())
+        _report(status_fd, f"failed {argv[0]}: {err.strerror or err}")
         return 127
-    os.write(status_fd, f"started {job.pid}\n".encode())
+    _report(status_fd, f"started {job.pid}")
     return _supervise(status_fd, job.pid)
 
 
@@ -111,7 +119,7 @@ def _supervise(status_fd: int, job_pid: int) -> int:
         if doomed:
             _signal_tree(job_pid, signal.SIGKILL)
         if returncode is not None and not _descendants():
-            os.write(status_fd, f"exited {returncode}\n".encode())
+            _report(status_fd, f"exited {returncode}")
             return 0
         watched = [wake_r] + ([lifeline] if lifeline_open else [])
         ready, _, _ = select.select(watched, [], [], 0.05 if doomed else 1.0)
