@@ -1,0 +1,180 @@
+"""Real-ZooKeeper test bed fixtures (nothing daemon-specific lives here).
+
+Servers (tests/zkserver.py), all on 127.0.0.1, tickTime 200 ms, session
+timeouts 0.4..10 s allowed:
+
+  zk_server           session  ZooKeeperServer, standalone, started
+  zk_ensemble         session  Ensemble of 3, started
+  healthy_zk_server   function zk_server, restarted/resumed first if a test stopped it
+  healthy_ensemble    function zk_ensemble with all 3 servers running and serving
+                               (stopped ones restarted, paused ones resumed)
+
+Helpers:
+
+  fault_proxy         function factory: fault_proxy(upstreams, **kw) -> FaultProxy
+                               (tests/faultproxy.py), all closed at teardown
+  kazoo_client        function factory: kazoo_client(hosts, timeout=4.0, start=True,
+                               **kw) -> KazooClient; stopped and closed at teardown
+  election_path       function a znode path unique to this test, e.g.
+                               "/zkleader-test/test_x.py__test_y-1234-0a1b2c" (not created)
+  unique_path         function factory: unique_path(prefix="/zkleader-test") -> new path
+
+When a test that used a server fails, the tail of each server's log is added
+to the report ("zookeeper log ..." sections).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from faultproxy import FaultProxy  # noqa: E402
+from zkserver import Ensemble, ZooKeeperServer, unique_znode_path  # noqa: E402
+
+_SERVERS_ATTR = "_zk_servers_used"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also declared in pyproject.toml; repeated so the bed works on its own.
+    config.addinivalue_line("markers", "zookeeper: needs a real ZooKeeper server (started by fixtures)")
+
+
+def _note_servers(request: pytest.FixtureRequest, servers) -> None:
+    node = request.node
+    used = getattr(node, _SERVERS_ATTR, None)
+    if used is None:
+        used = []
+        setattr(node, _SERVERS_ATTR, used)
+    for s in servers:
+        if s not in used:
+            used.append(s)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and call.when in ("setup", "call", "teardown"):
+        for s in getattr(item, _SERVERS_ATTR, []):
+            rep.sections.append(
+                (f"zookeeper log {s.name} ({s.hosts}) {s.log_path}", s.log_tail(40))
+            )
+
+
+@pytest.fixture(scope="session")
+def zk_server(tmp_path_factory: pytest.TempPathFactory):
+    """A standalone ZooKeeper server for the whole session (tickTime 200 ms)."""
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zk-standalone"), name="zk-standalone")
+    try:
+        server.start(timeout=60)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def zk_ensemble(tmp_path_factory: pytest.TempPathFactory):
+    """A 3-server ZooKeeper ensemble for the whole session (tickTime 200 ms)."""
+    ensemble = Ensemble(tmp_path_factory.mktemp("zk-ensemble"), size=3)
+    try:
+        ensemble.start(timeout=90)
+        yield ensemble
+    finally:
+        ensemble.close()
+
+
+@pytest.fixture
+def healthy_zk_server(request: pytest.FixtureRequest, zk_server: ZooKeeperServer) -> ZooKeeperServer:
+    """zk_server, made sure to be running and serving before the test."""
+    zk_server.resume()
+    zk_server.start(wait=True, timeout=60)
+    _note_servers(request, [zk_server])
+    return zk_server
+
+
+@pytest.fixture
+def healthy_ensemble(request: pytest.FixtureRequest, zk_ensemble: Ensemble) -> Ensemble:
+    """zk_ensemble with all servers running and serving, a leader elected.
+    Tests may stop, kill or pause servers; the next test gets them back."""
+    zk_ensemble.ensure_running(timeout=90)
+    _note_servers(request, zk_ensemble.servers)
+    return zk_ensemble
+
+
+@pytest.fixture
+def fault_proxy(request: pytest.FixtureRequest):
+    """Factory: ``fault_proxy(upstreams, **kw)`` -> a running FaultProxy.
+
+    ``upstreams``: ZooKeeperServer, Ensemble, "h:p,h:p" or [(h, p), ...].
+    One proxy port per upstream; ``proxy.hosts`` is the connection string.
+    Every proxy made is closed at teardown."""
+    proxies: list[FaultProxy] = []
+
+    def make(upstreams, **kw) -> FaultProxy:
+        kw.setdefault("name", f"proxy{len(proxies)}")
+        proxy = FaultProxy(upstreams, **kw)
+        proxies.append(proxy)
+        if isinstance(upstreams, ZooKeeperServer):
+            _note_servers(request, [upstreams])
+        elif isinstance(upstreams, Ensemble):
+            _note_servers(request, upstreams.servers)
+        return proxy
+
+    yield make
+    for proxy in reversed(proxies):
+        proxy.close()
+
+
+@pytest.fixture
+def kazoo_client():
+    """Factory: ``kazoo_client(hosts, timeout=4.0, start=True, **kw)`` -> KazooClient.
+
+    Reconnects fast (connection_retry: 50 ms doubling up to 1 s, forever)
+    unless ``connection_retry`` is given.  Every client is stopped and closed
+    at teardown."""
+    from kazoo.client import KazooClient
+    from kazoo.retry import KazooRetry
+
+    clients: list = []
+
+    def make(hosts: str, timeout: float = 4.0, start: bool = True, start_timeout: float = 15.0, **kw):
+        kw.setdefault(
+            "connection_retry",
+            KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_jitter=0.05, max_delay=1.0),
+        )
+        client = KazooClient(hosts=hosts, timeout=timeout, **kw)
+        clients.append(client)
+        if start:
+            client.start(timeout=start_timeout)
+        return client
+
+    yield make
+    for client in reversed(clients):
+        try:
+            client.stop()
+        except Exception:
+            pass
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def election_path(request: pytest.FixtureRequest) -> str:
+    """A znode path unique to this test (derived from its node id); not created."""
+    return unique_znode_path(request.node.nodeid)
+
+
+@pytest.fixture
+def unique_path(request: pytest.FixtureRequest):
+    """Factory: ``unique_path(prefix="/zkleader-test")`` -> a fresh unique path."""
+
+    def make(prefix: str = "/zkleader-test") -> str:
+        return unique_znode_path(request.node.nodeid, prefix)
+
+    return make
