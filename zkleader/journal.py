@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 __all__ = [
-    "MESSAGE_IDS", "OTHER_MESSAGE_ID", "PRIORITIES", "message_id", "priority",
+    "MESSAGE_IDS", "OTHER_MESSAGE_ID", "EVENT_FIELDS", "CONTEXT_FIELDS", "PRIORITIES", "message_id", "priority",
     "format_message", "journal_fields", "JournaldRenderer", "JournalLogger",
     "JournalLoggerFactory", "stderr_is_journal", "SYSLOG_IDENTIFIER",
 ]
@@ -92,6 +92,45 @@ MESSAGE_IDS: dict[str, str] = {
 #: Every other event (kazoo's bridged warnings, rare diagnostics).
 OTHER_MESSAGE_ID = "5b2bd3d0793d4c219a35d1b3f6970b60"
 
+#: Fields every event carries (logs.configure binds them), besides its own.
+CONTEXT_FIELDS = ("election", "candidate")
+
+#: The fields each event kind carries besides CONTEXT_FIELDS (as the daemon logs
+#: them, zkleader/leadership.py and daemon.py). The sentences below and the
+#: catalog's @ZKLEADER_...@ substitutions may use only these (checked by
+#: tests/test_journal.py); more fields still reach the journal as ZKLEADER_*.
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "joined": ("node", "position"),
+    "following": ("predecessor", "position", "leader"),
+    "leader_acquired": ("node", "token"),
+    "leadership_lost": ("reason", "token"),
+    "handover": ("node", "reason"),
+    "withdrawn": ("node", "reason"),
+    "resigned": ("reason",),
+    "node_vanished": ("node", "reason"),
+    "node_not_ours": ("node", "owner"),
+    "job_started": ("pid", "token"),
+    "job_stopping": ("signal", "reason", "pid"),
+    "job_killed": ("reason", "pid"),
+    "job_exited": ("pid", "ran", "code", "signal", "error"),
+    "job_restart_scheduled": ("delay", "restarts"),
+    "job_not_reaped": ("reason",),
+    "connecting": ("host", "attempt"),
+    "connected": ("session", "timeout"),
+    "suspended": ("lease_left",),
+    "reconnected": ("session", "lease_left"),
+    "session_lost": ("reason",),
+    "session_timeout_reduced": ("configured", "negotiated", "problem"),
+    "lease_expired": ("reason", "lease_left"),
+    "read_only": ("reason",),
+    "auth_failed": ("reason",),
+    "starting": ("version", "zookeeper", "session_timeout"),
+    "shutting_down": ("signal", "leader"),
+    "stopped": ("exit_code", "reason"),
+    "config_error": ("path", "problem", "problems"),
+    "internal_error": ("error", "exception"),
+}
+
 #: structlog level (or method) name -> syslog priority (syslog(3), sd-daemon(3)).
 PRIORITIES: dict[str, int] = {
     "critical": 2, "fatal": 2,
@@ -106,7 +145,7 @@ PRIORITIES: dict[str, int] = {
 # when every {field} in it is present; the daemon adds election and candidate to
 # every event, but the sentence must read well without them too.
 _TEMPLATES: dict[str, str] = {
-    "starting": "starting zkleader[ {version}][ for {election}][ as {candidate}][ (ZooKeeper {zookeeper})]",
+    "starting": "starting zkleader[ {version}][ for {election}][ as {candidate}][, ZooKeeper {zookeeper}][, session timeout {session_timeout}s]",
     "connecting": "connecting to ZooKeeper[ {host}][ (attempt {attempt})]",
     "connected": "connected to ZooKeeper[, session {session}][, session timeout {timeout}s]",
     "suspended": "connection to ZooKeeper suspended[; lease left {lease_left}s]",
@@ -142,7 +181,7 @@ _TEMPLATES: dict[str, str] = {
 # stdlib integration keys are internal, exc_info becomes ZKLEADER_EXCEPTION.
 _SKIP_KEYS = frozenset({"event", "level", "timestamp", "exc_info", "_record", "_from_structlog"})
 # Context keys left out of the catch-all sentence (they are on every event).
-_CONTEXT_KEYS = frozenset({"election", "candidate"})
+_CONTEXT_KEYS = frozenset(CONTEXT_FIELDS)
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _BAD_FIELD_CHARS = re.compile(r"[^A-Z0-9_]")
@@ -191,7 +230,8 @@ def format_message(event: str, fields: Mapping[str, Any]) -> str:
     present = {k: v for k, v in fields.items() if v is not None and v != ""}
     template = _TEMPLATES.get(event)
     if template is None:
-        extra = [(k, v) for k, v in fields.items() if k not in _SKIP_KEYS and k not in _CONTEXT_KEYS]
+        extra = [(k, v) for k, v in fields.items()
+                 if k not in _SKIP_KEYS and k not in _CONTEXT_KEYS and k != "exception"]
         if "message" in fields:
             return " ".join(f"{event}: {_inline(fields['message'])}".split())
         if not extra:
@@ -239,8 +279,15 @@ def journal_fields(event_dict: Mapping[str, Any], method_name: str | None = None
     """Map a structlog event dict to journal fields (pure; see module doc)."""
     event = str(event_dict.get("event", ""))
     level = event_dict.get("level") or method_name or "info"
+    exception = _exception_text(event_dict.get("exc_info"))
+    if exception is None and isinstance(event_dict.get("exception"), str):
+        exception = event_dict["exception"]  # structlog's format_exc_info ran before us
+    sentence_fields: Mapping[str, Any] = event_dict
+    if exception and not event_dict.get("error"):
+        # "internal error: ValueError: boom" rather than just "internal error"
+        sentence_fields = {**event_dict, "error": exception.strip().splitlines()[-1]}
     fields: dict[str, str] = {
-        "MESSAGE": format_message(event, event_dict),
+        "MESSAGE": format_message(event, sentence_fields),
         "PRIORITY": str(priority(str(level))),
         "MESSAGE_ID": message_id(event),
         "SYSLOG_IDENTIFIER": SYSLOG_IDENTIFIER,
@@ -253,7 +300,6 @@ def journal_fields(event_dict: Mapping[str, Any], method_name: str | None = None
         if name == "ZKLEADER_EVENT":
             continue
         fields[name] = _text(value)
-    exception = _exception_text(event_dict.get("exc_info"))
     if exception:
         fields.setdefault("ZKLEADER_EXCEPTION", exception)
     return fields
@@ -270,15 +316,19 @@ class JournaldRenderer:
 class JournalLogger:
     """Sends each rendered event to journald (systemd.journal.sendv)."""
 
-    def __init__(self, fallback: TextIO | None = None) -> None:
+    def __init__(self, fallback: TextIO | None = None, *, use_journal: bool = True) -> None:
+        """fallback: where "<priority>MESSAGE" lines go when the journal cannot
+        be used (default: sys.stderr at the time of writing); use_journal=False
+        forces the fallback (tests, or a daemon told not to use the socket)."""
         self._fallback = fallback
         self._sendv: Any = None
-        try:
-            from systemd import journal
+        if use_journal:
+            try:
+                from systemd import journal
 
-            self._sendv = journal.sendv
-        except ImportError:
-            self._sendv = None
+                self._sendv = journal.sendv
+            except ImportError:
+                self._sendv = None
 
     def msg(self, **fields: str) -> None:
         if not fields.get("MESSAGE"):
@@ -304,11 +354,12 @@ class JournalLogger:
 class JournalLoggerFactory:
     """logger_factory for structlog.configure."""
 
-    def __init__(self, fallback: TextIO | None = None) -> None:
+    def __init__(self, fallback: TextIO | None = None, *, use_journal: bool = True) -> None:
         self._fallback = fallback
+        self._use_journal = use_journal
 
     def __call__(self, *args: Any) -> JournalLogger:
-        return JournalLogger(self._fallback)
+        return JournalLogger(self._fallback, use_journal=self._use_journal)
 
 
 def stderr_is_journal(stream: TextIO | None = None) -> bool:
