@@ -57,6 +57,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -119,6 +120,7 @@ AllowIsolate=yes
 
 BOOT_SCRIPT = r"""
 set -eu
+umask 022  # the overlay's root directory gets its mode from the upper dir
 R="$ZKH_MNT"
 mount -t tmpfs -o mode=0755 zkh-root "$R"
 mkdir "$R/upper" "$R/work" "$R/root"
@@ -246,7 +248,20 @@ def build_zkleader_venv(dest: Path, *, source_purelib: str | None = None,
         "    sys.exit(main())\n"
     )
     script.chmod(0o755)
+    _normalize_modes(dest)
     return dest
+
+
+def _normalize_modes(top: Path) -> None:
+    """Directories at least 0755, files at least 0444, whatever the umask was."""
+    os.chmod(top, stat.S_IMODE(os.stat(top).st_mode) | 0o755)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                continue
+            mode = stat.S_IMODE(os.lstat(p).st_mode)
+            os.chmod(p, mode | (0o755 if name in dirnames else 0o444))
 
 
 # ---------------------------------------------------------------------------
@@ -442,6 +457,9 @@ class SystemdHost:
         jd.mkdir(parents=True)
         (jd / "zkleader-harness.conf").write_text(
             "[Journal]\nStorage=volatile\nRateLimitBurst=0\nRuntimeMaxUse=32M\n")
+        # `cp -a stage/. root/` copies modes too, onto /, /etc, ...: whatever
+        # the caller's umask, they must be the usual 0755/0644.
+        _normalize_modes(stage)
 
     def _make_cgroups(self) -> list[Path]:
         name = f"{self.hostname}-{secrets.token_hex(3)}"

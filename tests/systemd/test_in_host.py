@@ -138,7 +138,7 @@ def test_watchdog_kills_a_paused_daemon_and_its_job(host, capsys):
         print(f"\nwatchdog: job gone {job_gone:.2f}s after SIGSTOP of the daemon (WatchdogSec=3s)")
     assert main_gone
     # the last WATCHDOG=1 came at most 0.75 s before the SIGSTOP
-    assert 2.0 <= job_gone <= 3.8, job_gone
+    assert 2.0 <= job_gone <= 4.5, job_gone
     log = host.journalctl("-u", "zkleader.service", "-o", "cat").stdout
     assert "Watchdog timeout" in log, log
     # Restart=on-failure brings it back after RestartSec=2s
