@@ -185,7 +185,8 @@ def test_unreachable_zookeeper_is_retried_until_it_answers(
 def test_job_environment(healthy_zk_server, election_path, daemon_group, tmp_path, monkeypatch) -> None:
     # systemd's variables are the daemon's own: the job must not inherit them.
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "no-such-socket"))
-    monkeypatch.setenv("WATCHDOG_USEC", "1000000000")
+    monkeypatch.setenv("WATCHDOG_USEC", "500000")
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process: the daemon ignores it
     dump = tmp_path / "env.txt"
     group = daemon_group(healthy_zk_server.hosts, election_path,
                          job={"command": f"env > {dump}.tmp && mv {dump}.tmp {dump}; exec sleep 60",

@@ -65,7 +65,7 @@ class Driver:
         assert check.path == f"{PATH}/{name}" and check.watch
         self.answered.add(check.request_id)
         out = self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(czxid=77, ephemeral_owner=SESSION)), now)
-        assert self.kinds(out) == ["StartJob"]
+        assert self.kinds(out) == ["PublishLeadership", "StartJob"]
         self.feed(ev.JobStarted(pid=999), now)
 
 
@@ -134,6 +134,7 @@ def test_connection_watch_event_is_not_a_deletion() -> None:
     pred = "zkl-" + "f" * 32 + "-0000000005"
     d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0, (pred, name, "junk")), 0)
     assert d.core.phase is Phase.FOLLOWING and d.core.predecessor == pred
+    assert d.last(act.CheckNode).path == f"{PATH}/{pred}"
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.CONNECTION), 0.1)
     assert d.kinds(out) == []
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 0.2)

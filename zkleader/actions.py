@@ -38,6 +38,18 @@ class CheckNode:
 
 
 @dataclass(frozen=True)
+class PublishLeadership:
+    """Record who leads since when in the election path's own data, for `zkleader
+    status`. No daemon watches that node's data, so publishing wakes nobody (one
+    leader change still wakes exactly one daemon). The shell adds the wall-clock
+    time, which the core never reads."""
+
+    request_id: int
+    path: str
+    data: dict[str, object]
+
+
+@dataclass(frozen=True)
 class DeleteNode:
     request_id: int
     path: str
@@ -76,8 +88,21 @@ class CloseSession:
 
 
 @dataclass(frozen=True)
+class RunHealthCheck:
+    """Run the health command once; its outcome comes back as HealthChecked."""
+
+
+@dataclass(frozen=True)
 class Exit:
     code: int
 
 
-Action = CreateNode | ListChildren | CheckNode | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession | Exit
+@dataclass(frozen=True)
+class Reopen:
+    """The session is closed and the job reaped: start over with the new configuration."""
+
+
+Action = (
+    CreateNode | ListChildren | CheckNode | PublishLeadership | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession
+    | RunHealthCheck | Exit | Reopen
+)

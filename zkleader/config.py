@@ -72,10 +72,12 @@ class JobConfig:
 
     @property
     def argv(self) -> tuple[str, ...]:
-        """A string command runs through the shell, like systemd's ExecStart does not: say so."""
-        if isinstance(self.command, str):
-            return ("/bin/sh", "-c", self.command)
-        return self.command
+        return _argv(self.command)
+
+
+def _argv(command: tuple[str, ...] | str) -> tuple[str, ...]:
+    """A list is exec'd as is; a string runs through /bin/sh -c."""
+    return ("/bin/sh", "-c", command) if isinstance(command, str) else command
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,35 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """An optional check that gates candidacy: a failing host withdraws from the election."""
+
+    command: tuple[str, ...] | str
+    interval: float = 5.0
+    timeout: float = 2.0
+    failures: int = 3
+    successes: int = 2
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return _argv(self.command)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     zookeeper: ZooKeeperConfig
     election: ElectionConfig
     job: JobConfig
     logging: LoggingConfig
+    health: HealthConfig | None = None
+    metrics: MetricsConfig | None = None
 
     @property
     def budget(self) -> timing.LeaseBudget:
@@ -223,21 +248,24 @@ class _Reader:
         if root is None:
             self.problem(None, "", "the file is empty; election.path and job.command are required")
             return None
-        top = self.mapping(root, "", ("zookeeper", "election", "job", "logging"))
+        top = self.mapping(root, "", ("zookeeper", "election", "job", "logging", "health", "metrics"))
         if top is None:
             return None
         zookeeper = self.zookeeper(top)
         election = self.election(top)
         job = self.job(top)
         logging_ = self.logging(top)
-        if zookeeper is None or election is None or job is None or logging_ is None:
+        before = len(self.problems)
+        health = self.health(top)
+        metrics = self.metrics(top)
+        if zookeeper is None or election is None or job is None or logging_ is None or len(self.problems) > before:
             return None
         problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout)
         if problem:
             job_entries = self.mapping(top.get("job"), "job", _JOB_KEYS) or {}
             self.problem(job_entries.get("stop_timeout") or top.get("job"), "job.stop_timeout", problem)
             return None
-        return Config(self.source, zookeeper, election, job, logging_)
+        return Config(self.source, zookeeper, election, job, logging_, health, metrics)
 
     def zookeeper(self, top: dict[str, yaml.Node]) -> ZooKeeperConfig | None:
         entries = self.mapping(top.get("zookeeper"), "zookeeper", ("hosts", "session_timeout"))
@@ -286,6 +314,33 @@ class _Reader:
         if len(self.problems) > before:
             return None
         return JobConfig(**values)
+
+    def health(self, top: dict[str, yaml.Node]) -> HealthConfig | None:
+        if top.get("health") is None:
+            return None
+        entries = self.mapping(top["health"], "health", ("command", "interval", "timeout", "failures", "successes"))
+        if entries is None:
+            return None
+        before = len(self.problems)
+        values = {
+            "command": self.field(entries, "health", "command", _command),
+            "interval": self.field(entries, "health", "interval", _positive_duration, default=HealthConfig.interval),
+            "timeout": self.field(entries, "health", "timeout", _positive_duration, default=HealthConfig.timeout),
+            "failures": self.field(entries, "health", "failures", _count, default=HealthConfig.failures),
+            "successes": self.field(entries, "health", "successes", _count, default=HealthConfig.successes),
+        }
+        if len(self.problems) > before:
+            return None
+        return HealthConfig(**values)
+
+    def metrics(self, top: dict[str, yaml.Node]) -> MetricsConfig | None:
+        if top.get("metrics") is None:
+            return None
+        entries = self.mapping(top["metrics"], "metrics", ("listen",))
+        if entries is None:
+            return None
+        listen = self.field(entries, "metrics", "listen", _listen)
+        return None if listen is None else MetricsConfig(*listen)
 
     def logging(self, top: dict[str, yaml.Node]) -> LoggingConfig | None:
         entries = self.mapping(top.get("logging"), "logging", ("level", "format"))
@@ -450,6 +505,20 @@ def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
         return value
 
     return convert
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ValueError(f"must be a whole number from 1 to 1000, not {value!r}")
+    return value
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    text = _string(value, 'an address such as "127.0.0.1:9108"')
+    match = _HOST.match(text.strip())
+    if not match or not match.group(2) or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f'"{text}" is not "host:port" (e.g. "127.0.0.1:9108")')
+    return match.group(1).strip("[]"), int(match.group(2))
 
 
 def _environment(value: Any) -> dict[str, str]:

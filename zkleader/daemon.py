@@ -1,10 +1,11 @@
 """The daemon's loop: the one place where events meet the decision core.
 
 Every event, whichever thread produced it (kazoo's connection and callback threads,
-the job watcher, the signal waiter), goes through one queue and is handled here in
-order, stamped with the monotonic clock. The loop sleeps until the next event or the
-core's next deadline, whichever comes first, so a lease deadline is never missed
-because nothing else happened.
+the job watcher, the health checker, signal handlers), goes through one queue and is
+handled here in order, stamped with the monotonic clock. The loop sleeps until the
+next event, the core's next deadline or the next watchdog ping, whichever comes
+first, so a lease deadline is never missed because nothing else happened; and the
+watchdog is fed only by this loop, so systemd kills a daemon whose loop is stuck.
 """
 
 from __future__ import annotations
@@ -14,92 +15,238 @@ import os
 import queue
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
-from . import __version__
+from . import __version__, config, logs, notify
 from . import actions as act
 from . import events as ev
 from .config import Config
+from .health import HealthRunner
 from .job import JobRunner
-from .leadership import Identity, Leadership, Settings
+from .leadership import HealthPolicy, Identity, Leadership, Phase, Settings
 from .zookeeper import ZooKeeperShell
 
-#: Signals handled by the loop rather than by Python's default handlers.
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-
-def settings_from(config: Config) -> Settings:
+def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
+    health = loaded.health
     return Settings(
-        election_path=config.election.path,
-        candidate=config.election.candidate,
-        session_timeout=config.zookeeper.session_timeout,
-        stop_signal=config.job.stop_signal,
-        stop_timeout=config.job.stop_timeout,
-        on_exit=config.job.on_exit,
-        restart_delay=config.job.restart_delay,
+        election_path=loaded.election.path,
+        candidate=loaded.election.candidate,
+        session_timeout=loaded.zookeeper.session_timeout,
+        stop_signal=loaded.job.stop_signal,
+        stop_timeout=loaded.job.stop_timeout,
+        on_exit=loaded.job.on_exit,
+        restart_delay=loaded.job.restart_delay,
+        health=HealthPolicy(health.interval, health.failures, health.successes) if health else None,
+        watchdog=watchdog,
     )
 
 
+@dataclass(frozen=True)
+class _Generation:
+    """Events from the shells of one configuration; a reload that reopens the session
+    bumps the number so late callbacks of the old kazoo client are dropped."""
+
+    number: int
+    event: ev.Event
+
+
+@dataclass(frozen=True)
+class _ReloadRequested:
+    """SIGHUP: handled by the loop itself (reading files is not the core's business)."""
+
+
 class Daemon:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config
+    def __init__(self, loaded: Config, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = loaded
         self._clock = clock
-        self._events: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
-        identity = Identity(
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            version=__version__,
-            started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        )
-        self.core = Leadership(settings_from(config), identity, new_candidacy_id=lambda: uuid.uuid4().hex)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._log = structlog.get_logger()
-        self._zookeeper: ZooKeeperShell | None = None
-        self._job = JobRunner(config.job, config.election.path, config.election.candidate, self._events.put)
+        self._generation = 0
+        self._watchdog = notify.watchdog_interval()
+        self._next_ping = 0.0
+        self._ready_sent = False
+        self._status = ""
+        self._pending_config: Config | None = None
+        self._metrics: Any = None
+        self.core: Leadership
+        self._zookeeper: ZooKeeperShell
+        self._job: JobRunner
+        self._health: HealthRunner | None = None
+        self._post: Callable[[ev.Event], None] = self._queue.put
+
+    # ------------------------------------------------------------------ loop
 
     def run(self) -> int:
-        # Blocked before any thread starts, so every thread inherits the mask and the
-        # signals reach only the waiter below (the guardian clears the mask for the job).
-        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        threading.Thread(target=self._wait_for_signals, name="signals", daemon=True).start()
-        self._zookeeper = ZooKeeperShell(self.config.zookeeper, self._events.put, self._clock)
-        self._log.info("starting", version=__version__, zookeeper=self.config.zookeeper.connection_string,
-                       session_timeout=self.config.zookeeper.session_timeout)
-        self._zookeeper.start()
-        while True:
-            deadline = self.core.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self._clock())
-            try:
-                event: ev.Event = self._events.get(timeout=timeout)
-            except queue.Empty:
-                event = ev.Tick()
-            for action in self.core.handle(event, self._clock()):
-                code = self._execute(action)
-                if code is not None:
-                    return code
+        self._install_signal_handlers()
+        if self.config.metrics is not None:
+            from .metrics import Metrics  # prometheus-client only when asked for
 
-    def _execute(self, action: act.Action) -> int | None:
-        assert self._zookeeper is not None
+            self._metrics = Metrics(self.config.metrics, self._clock)
+        self._open(self.config)
+        self._warn_about_watchdog()
+        while True:
+            item = self._next_item()
+            if isinstance(item, _ReloadRequested):
+                self._reload()
+                continue
+            if isinstance(item, _Generation):
+                if item.number != self._generation:
+                    continue
+                event = item.event
+            else:
+                event = item
+            outcome = self._step(event)
+            if isinstance(outcome, int):
+                return outcome
+
+    def _next_item(self) -> Any:
+        now = self._clock()
+        wake = [d for d in (self.core.next_deadline(), self._next_ping if self._watchdog else None) if d is not None]
+        timeout = max(0.0, min(wake) - now) if wake else None
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            item = ev.Tick()
+        self._feed_watchdog()
+        return item
+
+    def _step(self, event: ev.Event) -> int | None:
+        now = self._clock()
+        actions = self.core.handle(event, now)
+        if self._metrics is not None:
+            self._metrics.observe(event, actions, self.core, now)
+        for action in actions:
+            match action:
+                case act.Exit(code=code):
+                    notify.stopping("stopped")
+                    if self._metrics is not None:
+                        self._metrics.close()
+                    return code
+                case act.Reopen():
+                    assert self._pending_config is not None
+                    self.config, self._pending_config = self._pending_config, None
+                    logs.configure(self.config.logging.level, self.config.logging.format, _context(self.config))
+                    self._open(self.config)
+                    return None
+                case _:
+                    self._execute(action)
+        self._report_status()
+        return None
+
+    def _execute(self, action: act.Action) -> None:
         match action:
             case act.Log(event=name, level=level, fields=fields):
                 getattr(self._log, level)(name, **fields)
+                if name == "shutting_down":
+                    notify.stopping("stopping: " + self.core.status_line())
             case act.StartJob(token=token, znode=znode):
                 self._job.start(token, znode)
             case act.SignalJob(signal=signum):
                 self._job.signal(signum)
             case act.KillJob():
                 self._job.kill()
-            case act.Exit(code=code):
-                return code
+            case act.RunHealthCheck():
+                if self._health is not None:
+                    self._health.run_once()
+                else:
+                    self._post(ev.HealthChecked(True, "no health check configured"))
             case _:
                 self._zookeeper.execute(action)
-        return None
 
-    def _wait_for_signals(self) -> None:
-        while True:
-            signum = signal.sigwait(HANDLED_SIGNALS)
-            self._events.put(ev.ShutdownRequested(signal.Signals(signum).name))
+    # ------------------------------------------------------------ lifecycle
+
+    def _open(self, loaded: Config) -> None:
+        """Builds the core and the shells for one configuration and connects."""
+        self._generation += 1
+        identity = Identity(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        )
+        self.core = Leadership(settings_from(loaded, self._watchdog or 0.0), identity,
+                               new_candidacy_id=lambda: uuid.uuid4().hex)
+        generation = self._generation
+
+        def post(event: ev.Event) -> None:
+            self._queue.put(_Generation(generation, event))
+
+        self._post = post
+        self._job = JobRunner(loaded.job, loaded.election.path, loaded.election.candidate, post)
+        self._health = HealthRunner(loaded.health, post) if loaded.health else None
+        self._zookeeper = ZooKeeperShell(loaded.zookeeper, post, self._clock)
+        self._log.info("starting", version=__version__, zookeeper=loaded.zookeeper.connection_string,
+                       session_timeout=loaded.zookeeper.session_timeout, watchdog=self._watchdog)
+        self._zookeeper.start()
+
+    def _reload(self) -> None:
+        """SIGHUP: an invalid file is reported and the running configuration kept; a new
+        ZooKeeper connection or election means leaving cleanly and joining again; any
+        other change applies in place (a changed job restarts it)."""
+        notify.reloading("reloading configuration")
+        try:
+            new = config.load(self.config.source)
+        except config.ConfigError as err:
+            self._log.error("reload_failed", problems=[str(p) for p in err.problems], kept=self.config.source)
+            notify.ready("reload failed, running configuration kept; " + self.core.status_line())
+            return
+        old = self.config
+        if new.zookeeper != old.zookeeper or new.election != old.election:
+            self._pending_config = new
+            self._step(ev.ReopenRequested("zookeeper or election settings changed"))
+        else:
+            self.config = new
+            if new.logging != old.logging:
+                logs.configure(new.logging.level, new.logging.format, _context(new))
+            if new.metrics != old.metrics:
+                self._log.warning("reload_partial", reason="metrics settings apply at the next restart")
+            self._job.config = new.job
+            self._health = HealthRunner(new.health, self._post) if new.health else None
+            self._step(ev.Reconfigured(settings_from(new, self._watchdog or 0.0), restart_job=new.job != old.job))
+        self._log.info("reloaded", source=new.source)
+        notify.ready(self.core.status_line())
+
+    # ---------------------------------------------------------------- systemd
+
+    def _report_status(self) -> None:
+        line = self.core.status_line()
+        if not self._ready_sent and self.core.node is not None:
+            self._ready_sent = notify.ready(line) or True  # joined: `systemctl start` may return
+        elif line != self._status:
+            notify.status(line)
+        self._status = line
+
+    def _feed_watchdog(self) -> None:
+        if self._watchdog is None or self.core.phase is Phase.STOPPED:
+            return
+        now = self._clock()
+        if now >= self._next_ping:
+            notify.watchdog()
+            self._next_ping = now + self._watchdog / 2
+
+    def _warn_about_watchdog(self) -> None:
+        problem = self.core.budget_problem()
+        if problem:
+            self._log.warning("watchdog_too_long", watchdog=self._watchdog, problem=problem)
+
+    def _install_signal_handlers(self) -> None:
+        """SimpleQueue.put is reentrant, so the handlers hand signals to the loop
+        directly, with no signal mask that the job would inherit."""
+        def shutdown(signum: int, frame: object) -> None:
+            self._post(ev.ShutdownRequested(signal.Signals(signum).name))
+
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        signal.signal(signal.SIGUSR1, lambda signum, frame: self._post(ev.ResignRequested()))
+        signal.signal(signal.SIGHUP, lambda signum, frame: self._queue.put(_ReloadRequested()))
+
+
+def _context(loaded: Config) -> dict[str, Any]:
+    return {"election": loaded.election.path, "candidate": loaded.election.candidate}

@@ -90,6 +90,12 @@ class NodeChecked:
 
 
 @dataclass(frozen=True)
+class DataSet:
+    request_id: int
+    sent_at: float
+
+
+@dataclass(frozen=True)
 class Deleted:
     request_id: int
     sent_at: float
@@ -103,7 +109,7 @@ class RequestFailed:
     detail: str = ""
 
 
-Reply = Created | ChildrenListed | NodeChecked | Deleted | RequestFailed
+Reply = Created | ChildrenListed | NodeChecked | DataSet | Deleted | RequestFailed
 
 
 class WatchKind(enum.Enum):
@@ -139,6 +145,34 @@ class ShutdownRequested:
 
 
 @dataclass(frozen=True)
+class ResignRequested:
+    """An operator asked this host to step down (SIGUSR1 or `zkleader resign`)."""
+
+
+@dataclass(frozen=True)
+class HealthChecked:
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Reconfigured:
+    """A reloaded configuration that keeps the same session and election.
+    settings is a leadership.Settings; restart_job when the job's definition changed."""
+
+    settings: object
+    restart_job: bool
+
+
+@dataclass(frozen=True)
+class ReopenRequested:
+    """The ZooKeeper connection or the election changed: leave cleanly, then the daemon
+    starts over with the new configuration."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed; the core checks its deadlines."""
 
@@ -152,11 +186,16 @@ Event = (
     | Created
     | ChildrenListed
     | NodeChecked
+    | DataSet
     | Deleted
     | RequestFailed
     | WatchFired
     | JobStarted
     | JobExited
     | ShutdownRequested
+    | ResignRequested
+    | HealthChecked
+    | Reconfigured
+    | ReopenRequested
     | Tick
 )

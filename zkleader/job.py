@@ -43,7 +43,7 @@ def job_environment(
 
 class JobRunner:
     def __init__(self, job: JobConfig, election: str, candidate: str, post: Post) -> None:
-        self._job = job
+        self.config = job
         self._election = election
         self._candidate = candidate
         self._post = post
@@ -56,14 +56,14 @@ class JobRunner:
     def start(self, token: int, znode: str) -> None:
         if self._guardian is not None:
             raise RuntimeError("a job is already running")
-        environment = job_environment(os.environ, self._job, self._election, self._candidate, znode, token)
+        environment = job_environment(os.environ, self.config, self._election, self._candidate, znode, token)
         status_r, status_w = os.pipe()
         try:
             guardian = subprocess.Popen(
-                [sys.executable, "-I", "-S", GUARDIAN, str(status_w), "--", *self._job.argv],
+                [sys.executable, "-I", "-S", GUARDIAN, str(status_w), "--", *self.config.argv],
                 stdin=subprocess.PIPE,
                 env=environment,
-                cwd=self._job.working_directory,
+                cwd=self.config.working_directory,
                 pass_fds=(status_w,),
             )
         except OSError as err:

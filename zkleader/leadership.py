@@ -45,6 +45,18 @@ class Settings:
     stop_timeout: float
     on_exit: OnExit
     restart_delay: float
+    health: HealthPolicy | None = None
+    #: systemd's watchdog interval (0: none); the lease keeps it in reserve (timing.py).
+    watchdog: float = 0.0
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """When the health check runs and how many results flip the host's candidacy."""
+
+    interval: float
+    failures: int
+    successes: int
 
 
 @dataclass(frozen=True)
@@ -81,16 +93,24 @@ class Purpose(enum.Enum):
     LIST = "list"
     CHECK_PREDECESSOR = "check_predecessor"
     CHECK_OWN = "check_own"
+    PUBLISH = "publish"
     DELETE_OWN = "delete_own"
     DELETE_EXTRA = "delete_extra"
 
 
+class LeaveKind(enum.Enum):
+    """What follows once the job is reaped and the node deleted."""
+
+    REJOIN = "rejoin"  # queue again at the back (resign, on_exit: resign, health)
+    EXIT = "exit"  # close the session and exit the daemon
+    REOPEN = "reopen"  # close the session; the daemon starts over with a new configuration
+
+
 @dataclass
 class _Leave:
-    """Leadership or candidacy is being given up; what to do once the job is reaped."""
-
-    exit_code: int | None  # None: rejoin at the back of the queue
+    kind: LeaveKind
     reason: str
+    exit_code: int = exitcodes.OK
     deadline: float | None = None
 
 
@@ -99,7 +119,7 @@ class Leadership:
         self.settings = settings
         self.identity = identity
         self._new_candidacy_id = new_candidacy_id
-        self._budget = timing.LeaseBudget(settings.session_timeout, settings.stop_timeout)
+        self._budget = timing.LeaseBudget(settings.session_timeout, settings.stop_timeout, settings.watchdog)
         self._next_request = 0
         self._pending: dict[int, Purpose] = {}
         self._out: list[act.Action] = []
@@ -131,6 +151,14 @@ class Leadership:
         self._quick_exits = 0
         self._leave: _Leave | None = None
         self.phase = Phase.CONNECTING
+        self._negotiated_timeout: float | None = None
+        # Health-gated candidacy: with a check configured, the host joins only after a pass.
+        self.withdrawn = settings.health is not None
+        self._withdrawn_at: float | None = None
+        self._health_due: float | None = 0.0 if settings.health else None
+        self._health_inflight = False
+        self._health_passes = 0
+        self._health_failures = 0
 
     # ------------------------------------------------------------------ public
 
@@ -149,9 +177,16 @@ class Leadership:
         out, self._out = self._out, []
         return out
 
+    def budget_problem(self) -> str | None:
+        """Why the lease in force cannot keep the ride-through minimum (a watchdog too
+        long, a negotiated timeout too short), or None."""
+        return timing.budget_problem(self._budget.session_timeout, self.settings.stop_timeout, self.settings.watchdog)
+
     def next_deadline(self) -> float | None:
         """The next instant at which a Tick may produce actions."""
         candidates = [self._retry_at, self._restart_at]
+        if not self._health_inflight:
+            candidates.append(self._health_due)
         if self.job in (JobPhase.STARTING, JobPhase.RUNNING) and self.t_ok is not None:
             candidates.append(self._budget.stop_at(self.t_ok))
         if self.job is JobPhase.STOPPING and not self._killed:
@@ -193,7 +228,7 @@ class Leadership:
                 self._force_exit(exitcodes.AUTH_FAILED, "authentication failed")
             case ev.ConnectionAttempt():
                 self._on_connection_attempt(event)
-            case ev.Created() | ev.ChildrenListed() | ev.NodeChecked() | ev.Deleted() | ev.RequestFailed():
+            case ev.Created() | ev.ChildrenListed() | ev.NodeChecked() | ev.DataSet() | ev.Deleted() | ev.RequestFailed():
                 self._on_reply(event)
             case ev.WatchFired():
                 self._on_watch(event)
@@ -203,6 +238,16 @@ class Leadership:
                 self._on_job_exited(event)
             case ev.ShutdownRequested():
                 self._on_shutdown(event.signal_name)
+            case ev.ResignRequested():
+                self._on_resign()
+            case ev.HealthChecked():
+                self._on_health(event)
+            case ev.Reconfigured():
+                self._on_reconfigured(event)
+            case ev.ReopenRequested():
+                if self._leave is None or self._leave.kind is LeaveKind.REJOIN:
+                    self._log("leaving_to_reconfigure", reason=event.reason)
+                    self._begin_leave(LeaveKind.REOPEN, event.reason)
             case ev.Tick():
                 pass
 
@@ -220,16 +265,15 @@ class Leadership:
         self.session_id = event.session_id
         self.connected = True
         self.writable = not event.read_only
-        effective = min(self.settings.session_timeout, event.negotiated_timeout)
-        if effective != self._budget.session_timeout:
-            self._budget = timing.LeaseBudget(effective, self.settings.stop_timeout)
+        self._negotiated_timeout = event.negotiated_timeout
+        effective = self._update_budget()
         if event.negotiated_timeout < self.settings.session_timeout:
             self._log(
                 "session_timeout_reduced",
                 "warning",
                 configured=self.settings.session_timeout,
                 negotiated=event.negotiated_timeout,
-                problem=timing.budget_problem(effective, self.settings.stop_timeout),
+                problem=timing.budget_problem(effective, self.settings.stop_timeout, self.settings.watchdog),
             )
         if event.read_only:
             self._log("read_only", "warning", reason="connected to a read-only server; cannot lead")
@@ -263,7 +307,7 @@ class Leadership:
         self.t_ok = None
         self._pending.clear()
         self._forget_candidacy()
-        if self._leave is not None and self._leave.exit_code is None:
+        if self._leave is not None and self._leave.kind is LeaveKind.REJOIN:
             self._leave = None  # rejoining happens with the next session anyway
 
     def _resync(self) -> None:
@@ -297,6 +341,7 @@ class Leadership:
             Purpose.CHECK_OWN: self._on_own_reply,
             Purpose.DELETE_OWN: self._on_delete_reply,
             Purpose.DELETE_EXTRA: lambda r: None,
+            Purpose.PUBLISH: self._on_publish_reply,
         }[purpose]
         handler(reply)
 
@@ -400,10 +445,17 @@ class Leadership:
             self._restart_at = None
             self._quick_exits = 0
             self._log("leader_acquired", node=self.node, token=self.token)
+            data = {**self._node_data(), "node": self.node, "token": self.token}
+            self._request(Purpose.PUBLISH, lambda rid: act.PublishLeadership(rid, self.settings.election_path, data))
+
+    def _on_publish_reply(self, reply: ev.Reply) -> None:
+        """Only informative: a failure is logged; the heartbeat decides about the node."""
+        if isinstance(reply, ev.RequestFailed) and reply.failure is not ev.Failure.CONNECTION:
+            self._log("publish_failed", "warning", detail=reply.detail)
 
     def _on_delete_reply(self, reply: ev.Reply) -> None:
         if isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.CONNECTION:
-            if self._leave is not None and self._leave.exit_code is not None:
+            if self._leave is not None and self._leave.kind is not LeaveKind.REJOIN:
                 self._finish_exit()
             return  # rejoining: retried on reconnect
         if self._leave is not None:
@@ -436,8 +488,13 @@ class Leadership:
     def _on_job_exited(self, event: ev.JobExited) -> None:
         stopped_by_us = self.job is JobPhase.STOPPING
         ran = self.now - self._job_started_at
+        if stopped_by_us:
+            cause = "killed" if self._killed else "stopped"
+        else:
+            cause = "failed_to_start" if event.error else "exited"
         fields = _exit_fields(event)
-        self._log("job_exited", "info" if stopped_by_us else "warning", pid=self.job_pid, ran=round(ran, 3), **fields)
+        self._log("job_exited", "info" if stopped_by_us else "warning", pid=self.job_pid, ran=round(ran, 3),
+                  cause=cause, **fields)
         self.job = JobPhase.NONE
         self.job_pid = None
         self._kill_at = None
@@ -452,15 +509,79 @@ class Leadership:
             self._log("job_restart_scheduled", "warning", delay=delay, restarts=self._quick_exits)
         elif policy is OnExit.RESIGN:
             self._log("resigned", "warning", reason="job exited and job.on_exit is resign")
-            self._begin_leave(None, "job exited (on_exit: resign)")
+            self._begin_leave(LeaveKind.REJOIN, "job exited (on_exit: resign)")
         else:
-            self._begin_leave(exitcodes.JOB_EXITED, "job exited (on_exit: exit)")
+            self._begin_leave(LeaveKind.EXIT, "job exited (on_exit: exit)", exitcodes.JOB_EXITED)
+
+    def _on_resign(self) -> None:
+        if not self.leader or self._leave is not None:
+            self._log("resign_ignored", reason="not the leader", position=self.position)
+            return
+        self._log("resigning", token=self.token)
+        self._begin_leave(LeaveKind.REJOIN, "resign requested")
+
+    def _on_health(self, event: ev.HealthChecked) -> None:
+        policy = self.settings.health
+        self._health_inflight = False
+        if policy is None:
+            return
+        self._health_due = self.now + policy.interval
+        if event.ok:
+            self._health_passes += 1
+            self._health_failures = 0
+        else:
+            self._health_failures += 1
+            self._health_passes = 0
+        if not self.withdrawn and self._health_failures >= policy.failures:
+            self.withdrawn = True
+            self._withdrawn_at = self.now
+            self._log("health_withdrawn", "warning", failures=self._health_failures, detail=event.detail)
+            if self._leave is None and (self.node is not None or self._create_unknown or self._is_pending(Purpose.CREATE)):
+                self._begin_leave(LeaveKind.REJOIN, "health check failed")
+        elif self.withdrawn and event.ok and self._health_admits(policy):
+            self.withdrawn = False
+            self._log("health_passed" if self._withdrawn_at is None else "health_restored", passes=self._health_passes)
+            if self._leave is None and self.node is None and not self._is_pending(Purpose.CREATE):
+                self._join()
+        elif not event.ok:
+            self._log("health_failed", "warning", failures=self._health_failures, detail=event.detail)
+
+    def _health_admits(self, policy: HealthPolicy) -> bool:
+        """The first pass admits a starting host; a withdrawn one needs `successes` passes
+        in a row and at least one interval out, so a flapping check cannot flap leadership."""
+        if self._withdrawn_at is None:
+            return True
+        return self._health_passes >= policy.successes and self.now - self._withdrawn_at >= policy.interval
+
+    def _on_reconfigured(self, event: ev.Reconfigured) -> None:
+        settings = event.settings
+        assert isinstance(settings, Settings)
+        old_health = self.settings.health
+        self.settings = settings
+        self._update_budget()
+        if settings.health is None and self.withdrawn:
+            self.withdrawn = False
+            if self._leave is None and self.node is None:
+                self._join()
+        elif settings.health is not None and old_health is None:
+            self._health_due = self.now
+        self._log("reconfigured", restart_job=event.restart_job and self.job is not JobPhase.NONE)
+        if event.restart_job and self.job in (JobPhase.STARTING, JobPhase.RUNNING):
+            self._stop_job("configuration reloaded")
+
+    def _update_budget(self) -> float:
+        """The lease uses the shorter of the configured and the negotiated timeout."""
+        effective = self.settings.session_timeout
+        if self._negotiated_timeout is not None:
+            effective = min(effective, self._negotiated_timeout)
+        self._budget = timing.LeaseBudget(effective, self.settings.stop_timeout, self.settings.watchdog)
+        return effective
 
     def _on_shutdown(self, signal_name: str) -> None:
-        if self._leave is not None and self._leave.exit_code is not None:
+        if self._leave is not None and self._leave.kind is LeaveKind.EXIT:
             return
         self._log("shutting_down", signal=signal_name, leader=self.leader)
-        self._begin_leave(exitcodes.OK, f"shutdown ({signal_name})")
+        self._begin_leave(LeaveKind.EXIT, f"shutdown ({signal_name})")
 
     # ------------------------------------------------------------- enforcement
 
@@ -470,6 +591,10 @@ class Leadership:
             self._stop_job(self._why_not_running())
         if self.job is JobPhase.STOPPING and not self._killed and self._kill_at is not None and self.now >= self._kill_at:
             self._kill_now("stop_timeout elapsed or the lease ran out")
+        if self._health_due is not None and self.now >= self._health_due and not self._health_inflight:
+            self._health_inflight = True
+            self._health_due = None
+            self._out.append(act.RunHealthCheck())
         if self._retry_at is not None and self.now >= self._retry_at:
             self._retry_at = None
             self._retry()
@@ -532,22 +657,22 @@ class Leadership:
     # ------------------------------------------------------------- candidacy
 
     def _join(self) -> None:
-        if self.session_id is None or not self.connected or self._leave is not None:
+        if self.session_id is None or not self.connected or self._leave is not None or self.withdrawn:
             return
         self.phase = Phase.JOINING
         self._create()
 
+    def _node_data(self) -> dict[str, object]:
+        return {
+            "candidate": self.settings.candidate,
+            "host": self.identity.host,
+            "pid": self.identity.pid,
+            "version": self.identity.version,
+            "started_at": self.identity.started_at,
+        }
+
     def _create(self) -> None:
-        data = json.dumps(
-            {
-                "candidate": self.settings.candidate,
-                "host": self.identity.host,
-                "pid": self.identity.pid,
-                "version": self.identity.version,
-                "started_at": self.identity.started_at,
-            },
-            separators=(",", ":"),
-        ).encode()
+        data = json.dumps(self._node_data(), separators=(",", ":")).encode()
         prefix = candidacy.node_prefix(self.settings.election_path, self.candidacy_id)
         self._request(Purpose.CREATE, lambda rid: act.CreateNode(rid, prefix, data))
 
@@ -614,11 +739,11 @@ class Leadership:
         if self.phase is not Phase.STOPPED:
             self.phase = Phase.JOINING if self.session_id is not None else Phase.CONNECTING
 
-    def _begin_leave(self, exit_code: int | None, reason: str) -> None:
+    def _begin_leave(self, kind: LeaveKind, reason: str, exit_code: int = exitcodes.OK) -> None:
         deadline = None
-        if exit_code is not None:
+        if kind is not LeaveKind.REJOIN:
             deadline = self.now + self.settings.stop_timeout + LEAVE_GRACE
-        self._leave = _Leave(exit_code, reason, deadline)
+        self._leave = _Leave(kind, reason, exit_code, deadline)
         self.phase = Phase.LEAVING
         if self.job in (JobPhase.STARTING, JobPhase.RUNNING):
             self._stop_job(reason)
@@ -639,24 +764,27 @@ class Leadership:
             if leave.deadline is not None and self.now >= leave.deadline:
                 self._finish_exit()
             return
-        if leave.exit_code is not None:
-            if self.node is None or not self.connected or (leave.deadline is not None and self.now >= leave.deadline):
-                self._finish_exit()
+        if leave.kind is not LeaveKind.REJOIN:
+            self._finish_exit()  # no node left to delete, or no connection to delete it with
             return
         if self.node is None:
             self._leave = None
             self._join()
 
     def _finish_exit(self) -> None:
-        assert self._leave is not None
-        code = self._leave.exit_code if self._leave.exit_code is not None else exitcodes.OK
-        self._log("stopped", exit_code=code, reason=self._leave.reason)
+        leave = self._leave
+        assert leave is not None
         self.phase = Phase.STOPPED
-        self._out.extend([act.CloseSession(), act.Exit(code)])
+        if leave.kind is LeaveKind.REOPEN:
+            self._log("reopening", reason=leave.reason)
+            self._out.extend([act.CloseSession(), act.Reopen()])
+            return
+        self._log("stopped", exit_code=leave.exit_code, reason=leave.reason)
+        self._out.extend([act.CloseSession(), act.Exit(leave.exit_code)])
 
     def _force_exit(self, code: int, reason: str) -> None:
         self._kill_now(reason)
-        self._leave = _Leave(code, reason, self.now)
+        self._leave = _Leave(LeaveKind.EXIT, reason, code, self.now)
         self.phase = Phase.LEAVING
         self.node = None  # do not wait on the server that just refused us
         self._finish_exit()

@@ -13,15 +13,18 @@ from typing import Any, TextIO
 
 import structlog
 
+from . import journal
 from .config import LogFormat
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def choose_format(requested: LogFormat, stream: TextIO) -> LogFormat:
-    """auto: console on a terminal, JSON lines otherwise."""
+    """auto: journald under systemd, console on a terminal, JSON lines otherwise."""
     if requested is not LogFormat.AUTO:
         return requested
+    if journal.stderr_is_journal(stream):
+        return LogFormat.JOURNALD
     return LogFormat.CONSOLE if stream.isatty() else LogFormat.JSON
 
 
@@ -34,14 +37,18 @@ def configure(level: str, requested: LogFormat, context: dict[str, Any], stream:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    factory: Any = structlog.PrintLoggerFactory(file=stream)
     if chosen is LogFormat.CONSOLE:
         processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    elif chosen is LogFormat.JOURNALD:
+        processors.append(journal.JournaldRenderer())
+        factory = journal.JournalLoggerFactory(stream)
     else:
         processors += [structlog.processors.format_exc_info, _headline_first, structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
     bridge = logging.getLogger("kazoo")

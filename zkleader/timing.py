@@ -36,14 +36,22 @@ MIN_SESSION_TIMEOUT = 1.0
 
 @dataclass(frozen=True)
 class LeaseBudget:
-    """Deadlines derived from one session timeout and one stop timeout."""
+    """Deadlines derived from one session timeout and one stop timeout.
+
+    watchdog: systemd's watchdog interval, when there is one. A daemon that pauses
+    (SIGSTOP, a frozen VM) cannot stop its job; systemd kills the unit, job included,
+    at most one interval after the last ping. A pause can begin right before SIGKILL
+    was due, so the kill deadline keeps at least that interval in reserve. The same
+    reserve covers a loop that runs late for any other reason, so it replaces the
+    clock slack when larger rather than adding to it."""
 
     session_timeout: float
     stop_timeout: float
+    watchdog: float = 0.0
 
     @property
     def slack(self) -> float:
-        return self.session_timeout * CLOCK_SLACK
+        return max(self.session_timeout * CLOCK_SLACK, self.watchdog)
 
     @property
     def kill_offset(self) -> float:
@@ -70,21 +78,31 @@ class LeaseBudget:
         return t_ok + self.session_timeout
 
 
-def max_stop_timeout(session_timeout: float) -> float:
+def max_stop_timeout(session_timeout: float, watchdog: float = 0.0) -> float:
     """The largest stop_timeout that still leaves the minimum ride-through."""
-    return session_timeout * (1 - CLOCK_SLACK - MIN_RIDE_THROUGH) - REAP_ALLOWANCE
+    slack = LeaseBudget(session_timeout, 0.0, watchdog).slack
+    return session_timeout * (1 - MIN_RIDE_THROUGH) - slack - REAP_ALLOWANCE
 
 
-def min_session_timeout(stop_timeout: float) -> float:
-    """The smallest session timeout that fits a given stop_timeout."""
-    return max(MIN_SESSION_TIMEOUT, (stop_timeout + REAP_ALLOWANCE) / (1 - CLOCK_SLACK - MIN_RIDE_THROUGH))
+def min_session_timeout(stop_timeout: float, watchdog: float = 0.0) -> float:
+    """The smallest session timeout that fits a given stop_timeout (and watchdog)."""
+    by_slack = (stop_timeout + REAP_ALLOWANCE) / (1 - CLOCK_SLACK - MIN_RIDE_THROUGH)
+    by_watchdog = (stop_timeout + REAP_ALLOWANCE + watchdog) / (1 - MIN_RIDE_THROUGH)
+    return max(MIN_SESSION_TIMEOUT, by_slack, by_watchdog)
 
 
-def budget_problem(session_timeout: float, stop_timeout: float) -> str | None:
-    """Why these two numbers cannot keep the safety rule, or None when they can."""
-    limit = max_stop_timeout(session_timeout)
+def budget_problem(session_timeout: float, stop_timeout: float, watchdog: float = 0.0) -> str | None:
+    """Why these numbers cannot keep the safety rule, or None when they can."""
+    limit = max_stop_timeout(session_timeout, watchdog)
     if stop_timeout <= limit:
         return None
+    if watchdog > session_timeout * CLOCK_SLACK:
+        return (
+            f"the systemd watchdog interval {watchdog:g}s, job.stop_timeout {stop_timeout:g}s and "
+            f"zookeeper.session_timeout {session_timeout:g}s leave less than half the session to ride "
+            f"through a reconnect: lower WatchdogSec or job.stop_timeout, or raise zookeeper.session_timeout "
+            f"to at least {min_session_timeout(stop_timeout, watchdog):.2f}s"
+        )
     if limit <= 0:
         return (
             f"zookeeper.session_timeout {session_timeout:g}s is too short to stop any job safely; "

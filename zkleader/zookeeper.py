@@ -10,6 +10,8 @@ could stall the daemon's loop for a whole session timeout.
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import threading
 import time
@@ -79,6 +81,10 @@ class ZooKeeperShell:
             case act.CheckNode(request_id=rid, path=path, watch=watch):
                 result = self.client.exists_async(path, watch=self._on_watch if watch else None)
                 self._reply(result, rid, sent_at, lambda stat: ev.NodeChecked(rid, sent_at, _stat(stat)))
+            case act.PublishLeadership(request_id=rid, path=path, data=data):
+                stamped = {**data, "leader_since": _wall_clock()}
+                result = self.client.set_async(path, json.dumps(stamped, separators=(",", ":")).encode())
+                self._reply(result, rid, sent_at, lambda _: ev.DataSet(rid, sent_at))
             case act.DeleteNode(request_id=rid, path=path):
                 result = self.client.delete_async(path)
                 self._reply(result, rid, sent_at, lambda _: ev.Deleted(rid, sent_at))
@@ -89,7 +95,13 @@ class ZooKeeperShell:
 
     # ------------------------------------------------------------ callbacks
 
-    def _reply(self, result: Any, request_id: int, sent_at: float, success: Callable[[Any], ev.Event]) -> None:
+    def _reply(
+        self,
+        result: Any,
+        request_id: int,
+        sent_at: float,
+        success: Callable[[Any], ev.Event],
+    ) -> None:
         def done(finished: Any) -> None:
             if finished.successful():
                 self._post(success(finished.value))
@@ -156,6 +168,10 @@ class ZooKeeperShell:
             self.client.close()
         except Exception:  # closing is best effort: the session expires on its own
             logging.getLogger("kazoo").debug("close failed", exc_info=True)
+
+
+def _wall_clock() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _stat(stat: ZnodeStat | None) -> ev.NodeStat | None:

@@ -106,10 +106,10 @@ def test_ready_status_reload_stop(host):
     assert time.monotonic() - t0 < 10
     props = host.show("zkleader.service", "ActiveState", "StatusText", "WatchdogUSec")
     assert props["ActiveState"] == "active"
-    assert props["StatusText"] == "stand-in ready, watchdog 3.0"
-    assert props["WatchdogUSec"] == "3s"
+    assert props["StatusText"] == "stand-in ready, watchdog 2.0"
+    assert props["WatchdogUSec"] == "2s"
     main, job, interval = host.read_file("/run/standin.pids").split()
-    assert float(interval) == 3.0
+    assert float(interval) == 2.0
 
     # ExecReload sends SIGHUP; RELOADING=1 then READY=1 completes the reload
     r = host.systemctl("reload", "zkleader.service", timeout=30)

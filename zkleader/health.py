@@ -1,0 +1,49 @@
+"""The health-check shell: runs the configured command when the core asks and
+reports pass or fail. The core decides when to run it and what the results mean
+(health-gated candidacy, leadership.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+
+from . import events as ev
+from .config import HealthConfig
+
+Post = Callable[[ev.Event], None]
+
+
+class HealthRunner:
+    def __init__(self, config: HealthConfig, post: Post) -> None:
+        self.config = config
+        self._post = post
+
+    def run_once(self) -> None:
+        """In a thread: a slow check must never hold up the daemon's loop."""
+        threading.Thread(target=self._check, name="health-check", daemon=True).start()
+
+    def _check(self) -> None:
+        try:
+            process = subprocess.Popen(
+                self.config.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,  # so a timeout can kill everything the check started
+            )
+        except OSError as err:
+            self._post(ev.HealthChecked(False, f"cannot run: {err.strerror or err}"))
+            return
+        try:
+            output, _ = process.communicate(timeout=self.config.timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            process.communicate()
+            self._post(ev.HealthChecked(False, f"timed out after {self.config.timeout:g}s"))
+            return
+        last_line = (output.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+        detail = f"exit {process.returncode}" + (f": {last_line}" if last_line else "")
+        self._post(ev.HealthChecked(process.returncode == 0, detail))
