@@ -107,9 +107,12 @@ class DaemonGroup:
             "logging": {"level": "debug", "format": "json"},
         }
 
-    def add(self, name: str, hosts: str | None = None, start: bool = True, **job: Any) -> Daemon:
+    def add(self, name: str, hosts: str | None = None, start: bool = True,
+            sections: dict[str, Any] | None = None, **job: Any) -> Daemon:
+        """sections: extra top-level config sections (health, metrics, ...)."""
         config = self.config(name, hosts)
         config["job"].update(job)
+        config.update(sections or {})
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         daemon = Daemon(name, path, self.workdir / f"{name}.log")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import structlog
 
-from . import __version__, config, exitcodes, logs
+from . import __version__, config, exitcodes, logs, status
 
 CONFIG_HELP = f"configuration file (default: ${config.ENV_VAR}, else {config.DEFAULT_PATH})"
 
@@ -17,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zkleader",
         description="Elect one leader among hosts through ZooKeeper and run a leader-only job on it.",
         epilog="Exit statuses: 0 ok, 1 internal error, 2 usage, 3 job exited (on_exit: exit), "
+        "4 the election has no leader (status) or this host is not in it (resign), "
+        "69 ZooKeeper unreachable, 75 timed out waiting (resign --wait), "
         "77 ZooKeeper authentication failed, 78 invalid configuration.",
     )
     parser.add_argument("--version", action="version", version=f"zkleader {__version__}")
@@ -27,6 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a configuration file and exit",
                                    description="Check a configuration; exit 0 when valid, 78 with one line per problem.")
     validate.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
+    status = commands.add_parser("status", help="show the election as ZooKeeper sees it",
+                                 description="Show the leader and the queue. Exit 0 when a leader exists, "
+                                 "4 when nobody is queued, 69 when ZooKeeper is unreachable.")
+    status.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
+    status.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    resign = commands.add_parser("resign", help="make this host's daemon step down (like SIGUSR1)",
+                                 description="If this host leads, its daemon stops the job, deletes its node "
+                                 "(the next host takes over at once) and queues again at the back. "
+                                 "On a follower it does nothing and says so.")
+    resign.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
+    resign.add_argument("--wait", action="store_true", help="return once another host leads")
+    resign.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="with --wait: give up after this long (exit 75; default 60)")
     return parser
 
 
@@ -43,7 +59,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: valid (election {loaded.election.path}, candidate {loaded.election.candidate}, "
               f"session_timeout {loaded.zookeeper.session_timeout:g}s, stop_timeout {loaded.job.stop_timeout:g}s)")
         return exitcodes.OK
+    if args.command in ("status", "resign"):
+        try:
+            return _status(loaded, args.json) if args.command == "status" else _resign(loaded, args.wait, args.timeout)
+        except status.Unreachable as err:
+            print(f"zkleader: {err}", file=sys.stderr)
+            return exitcodes.UNAVAILABLE
     return _run(loaded)
+
+
+def _status(loaded: config.Config, as_json: bool) -> int:
+    election = status.read(loaded)
+    print(election.to_json() if as_json else status.render(election))
+    return exitcodes.OK if election.leader is not None else exitcodes.NOT_FOUND
+
+
+def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
+    election = status.read(loaded)
+    mine = [c for c in election.queue if c.this_host]
+    if not mine:
+        print(f"zkleader: this host ({loaded.election.candidate}) is not in {loaded.election.path}", file=sys.stderr)
+        return exitcodes.NOT_FOUND
+    if mine[0].position != 0:
+        print(f"this host is not the leader (position {mine[0].position}); nothing to do")
+        return exitcodes.OK
+    problem = status.signal_local_daemon(mine[0])
+    if problem:
+        print(f"zkleader: cannot ask the daemon to resign: {problem}", file=sys.stderr)
+        return exitcodes.FAILURE
+    print(f"asked the daemon (pid {mine[0].pid}) to resign leadership of {loaded.election.path}")
+    if not wait:
+        return exitcodes.OK
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        leader = status.read(loaded).leader
+        if leader is not None and leader.node != mine[0].node:
+            print(f"{leader.candidate} on {leader.host} leads now (token {leader.token})")
+            return exitcodes.OK
+    print(f"zkleader: no other host took over within {timeout:g}s", file=sys.stderr)
+    return exitcodes.TIMEOUT
 
 
 def _run(loaded: config.Config) -> int:

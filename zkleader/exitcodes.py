@@ -11,6 +11,12 @@ FAILURE = 1
 USAGE = 2
 #: The job exited while this host led and job.on_exit is "exit".
 JOB_EXITED = 3
+#: status: the election has no leader; resign: this host is not queued.
+NOT_FOUND = 4
+#: ZooKeeper did not answer (EX_UNAVAILABLE).
+UNAVAILABLE = 69
+#: resign --wait: no other host took over in time (EX_TEMPFAIL).
+TIMEOUT = 75
 #: ZooKeeper refused our credentials (EX_NOPERM); retrying would not help.
 AUTH_FAILED = 77
 #: The configuration is invalid (EX_CONFIG).

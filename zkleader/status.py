@@ -1,0 +1,183 @@
+"""`zkleader status` and `zkleader resign`: what ZooKeeper says about an election.
+
+Status reads ZooKeeper, not the local daemon, so it answers from any host and
+even when the local daemon is down. Its --json output is a stable interface
+(README, "zkleader status --json"): fields are only ever added.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+
+from . import candidacy
+from .config import Config
+
+SCHEMA_VERSION = 1
+
+
+class Unreachable(Exception):
+    """ZooKeeper did not answer in time."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    position: int
+    node: str
+    candidate: str | None
+    host: str | None
+    pid: int | None
+    version: str | None
+    started_at: str | None
+    token: int
+    session: str
+    age_seconds: float
+    this_host: bool
+
+
+@dataclass(frozen=True)
+class Election:
+    election: str
+    zookeeper: str
+    leader: Candidate | None
+    leader_since: str | None
+    queue: tuple[Candidate, ...]
+    ignored: tuple[str, ...]
+
+    def to_json(self) -> str:
+        document: dict[str, Any] = {"schema": SCHEMA_VERSION, **asdict(self)}
+        return json.dumps(document, indent=2)
+
+
+def _quiet_logger() -> logging.Logger:
+    """kazoo's retry chatter would bury the one-line answer of a command."""
+    logger = logging.getLogger("zkleader.command.kazoo")
+    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def read(config: Config, timeout: float = 5.0) -> Election:
+    client = KazooClient(hosts=config.zookeeper.connection_string, timeout=max(config.zookeeper.session_timeout, 4.0),
+                         logger=_quiet_logger())
+    try:
+        client.start(timeout=timeout)
+    except KazooTimeoutError:
+        client.close()
+        raise Unreachable(f"ZooKeeper at {config.zookeeper.connection_string} did not answer within {timeout:g}s") from None
+    try:
+        return _read(client, config)
+    finally:
+        client.stop()
+        client.close()
+
+
+def _read(client: KazooClient, config: Config) -> Election:
+    path = config.election.path
+    try:
+        children = tuple(client.get_children(path))
+        parent_data, _ = client.get(path)
+    except NoNodeError:
+        children, parent_data = (), b""
+    queue = candidacy.Queue.from_children(children)
+    me = (config.election.candidate, socket.gethostname())
+    now = time.time()
+    entries = []
+    for entry in queue.entries:
+        try:
+            data, stat = client.get(f"{path}/{entry.name}")
+        except NoNodeError:
+            continue  # it went while we looked
+        facts = _json_object(data)
+        candidate = _text(facts.get("candidate"))
+        host = _text(facts.get("host"))
+        entries.append(
+            Candidate(
+                position=len(entries),
+                node=entry.name,
+                candidate=candidate,
+                host=host,
+                pid=facts.get("pid") if isinstance(facts.get("pid"), int) else None,
+                version=_text(facts.get("version")),
+                started_at=_text(facts.get("started_at")),
+                token=stat.czxid,
+                session=f"0x{stat.ephemeralOwner:x}",
+                age_seconds=round(max(0.0, now - stat.ctime / 1000), 1),
+                this_host=(candidate, host) == me,
+            )
+        )
+    leader = entries[0] if entries else None
+    record = _json_object(parent_data)
+    since = _text(record.get("leader_since")) if leader and record.get("node") == leader.node else None
+    return Election(path, config.zookeeper.connection_string, leader, since, tuple(entries), queue.ignored)
+
+
+def render(election: Election) -> str:
+    lines = [f"election  {election.election}  (ZooKeeper {election.zookeeper})"]
+    leader = election.leader
+    if leader is None:
+        lines.append("leader    none: no candidate is queued")
+    else:
+        since = election.leader_since or "unknown"
+        lines.append(f"leader    {leader.candidate} on {leader.host} (pid {leader.pid}), since {since}, token {leader.token}")
+    if election.queue:
+        header = ("POS", "CANDIDATE", "HOST", "PID", "AGE", "NODE", "")
+        rows = [header] + [
+            (str(c.position), c.candidate or "?", c.host or "?", str(c.pid or "?"), _age(c.age_seconds), c.node,
+             "<- this host" if c.this_host else "")
+            for c in election.queue
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines.append("")
+        lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    if election.ignored:
+        lines.append(f"\nignored   {len(election.ignored)} child node(s) not in zkleader's format: {', '.join(election.ignored[:5])}")
+    return "\n".join(lines)
+
+
+def signal_local_daemon(entry: Candidate) -> str | None:
+    """SIGUSR1 to the daemon behind our own entry; None when done, else why not."""
+    if entry.pid is None:
+        return "the node does not name the daemon's pid"
+    try:
+        with open(f"/proc/{entry.pid}/cmdline", "rb") as handle:
+            command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"no process {entry.pid} on this host"
+    if "zkleader" not in command:
+        return f"process {entry.pid} is not a zkleader daemon ({command[:60]})"
+    os.kill(entry.pid, signal.SIGUSR1)
+    return None
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data.decode()) if data else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value[:255] if isinstance(value, str) else None
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
