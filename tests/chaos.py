@@ -1,0 +1,1008 @@
+"""Fault-injection harness and the randomized chaos run.
+
+Used by tests/test_faults.py (one fault per test), tests/test_chaos.py (a short
+seeded run in CI) and as a CLI for long runs against a fresh 3-node ensemble:
+
+    .venv/bin/python tests/chaos.py --seed 7 --duration 600 --daemons 4
+    .venv/bin/python tests/chaos.py --table results.jsonl   # fault-suite table (FAULT_RESULTS)
+
+The pieces:
+
+``Cluster``      a 3-node ensemble, N real daemons each behind its own FaultProxy
+                 (one proxy port per server: a host can be cut off silently, or only
+                 from the server it talks to), an observer kazoo client talking to the
+                 ensemble directly, and a ``JobWatcher``.
+``JobWatcher``   follows the overlap detector's records and polls /proc for every
+                 job process it saw start, so each job has an observed end time: the
+                 first poll that found it gone. The flock is released when the process
+                 exits, so that end is an upper bound of "the lock was free". The test
+                 never takes the detector's lock itself (that could fake an overlap).
+``run_chaos``    random faults over a bounded time, then heal everything and check:
+                 zero overlaps (unless SIGSTOP faults were enabled), exactly one leader,
+                 fencing tokens strictly increasing across leaderships, every daemon
+                 back in the queue. Returns a summary (printed by ``format_summary``).
+
+Times are CLOCK_MONOTONIC everywhere (the detector records it too), so every bound
+is a difference of two readings of one clock on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from daemons import REPO, DaemonGroup, wait_for  # noqa: E402
+from faultproxy import CREATE_OPS, FaultProxy  # noqa: E402
+from zkserver import Ensemble  # noqa: E402
+
+#: Events after which a daemon's own log says it leads / no longer leads.
+LEAD_ON = {"leader_acquired"}
+LEAD_OFF = {"leadership_lost", "session_lost", "node_vanished", "handover", "withdrawn", "stopped", "resigned"}
+
+ProxyFactory = Callable[..., FaultProxy]
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class JobLife:
+    """One leader job, from the detector's start record to its observed end."""
+
+    pid: int
+    candidate: str
+    token: int
+    start: float  # detector "start" record: the lock was taken
+    stop: float | None = None  # detector "stop"/"exit" record: just before it exits
+    stop_kind: str | None = None
+    seen_alive: float | None = None  # last poll that found the process alive
+    end: float | None = None  # first poll that found it gone (or a zombie): upper bound
+    _starttime: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.end is None
+
+    def end_or(self, now: float) -> float:
+        return self.end if self.end is not None else now
+
+
+def _proc_state(pid: int) -> tuple[str, str] | None:
+    """(state, starttime) of a process, or None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return fields[0], fields[19]
+
+
+class JobWatcher(threading.Thread):
+    """Polls the detector records and /proc; keeps a JobLife per job process."""
+
+    def __init__(self, record_path: Path, interval: float = 0.01) -> None:
+        super().__init__(name="job-watcher", daemon=True)
+        self.record_path = record_path
+        self.interval = interval
+        self.jobs: dict[int, JobLife] = {}
+        self.overlaps: list[dict[str, Any]] = []
+        self._offset = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            self.poll()
+            self._stopping.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(5)
+
+    def poll(self) -> None:
+        with self._lock:
+            self._read_records()
+            for life in self.jobs.values():
+                if life.end is not None:
+                    continue
+                state = _proc_state(life.pid)
+                now = time.monotonic()
+                if state is None or state[0] in "ZX" or (life._starttime and state[1] != life._starttime):
+                    life.end = now
+                else:
+                    life._starttime = life._starttime or state[1]
+                    life.seen_alive = now
+
+    def _read_records(self) -> None:
+        if not self.record_path.exists():
+            return
+        with self.record_path.open("rb") as handle:
+            handle.seek(self._offset)
+            chunk = handle.read()
+        complete = chunk.rfind(b"\n") + 1
+        self._offset += complete
+        for line in chunk[:complete].splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row["kind"] == "start":
+                self.jobs[row["pid"]] = JobLife(row["pid"], row["candidate"], row["token"], row["t"])
+            elif row["kind"] in ("stop", "exit") and row["pid"] in self.jobs:
+                self.jobs[row["pid"]].stop = row["t"]
+                self.jobs[row["pid"]].stop_kind = row["kind"]
+            elif row["kind"] == "overlap":
+                self.overlaps.append(row)
+
+    def lives(self) -> list[JobLife]:
+        self.poll()
+        with self._lock:
+            return sorted(self.jobs.values(), key=lambda j: j.start)
+
+    def alive(self) -> list[JobLife]:
+        return [j for j in self.lives() if j.alive]
+
+    def started_after(self, t: float) -> list[JobLife]:
+        return [j for j in self.lives() if j.start > t]
+
+    def wait_start_after(self, t: float, timeout: float, what: str = "a job start") -> JobLife:
+        return wait_for(lambda: (self.started_after(t) or [None])[0], timeout, what)
+
+    def wait_end(self, life: JobLife, timeout: float) -> float:
+        return wait_for(lambda: self.jobs[life.pid].end, timeout, f"job pid {life.pid} ({life.candidate}) to end")
+
+    def gaps(self, t0: float, t1: float) -> list[tuple[float, float]]:
+        """Intervals inside [t0, t1] during which no job was alive."""
+        lives = self.lives()
+        spans = sorted((j.start, j.end_or(t1)) for j in lives if j.end_or(t1) > t0 and j.start < t1)
+        out, cursor = [], t0
+        for start, end in spans:
+            if start > cursor:
+                out.append((cursor, start))
+            cursor = max(cursor, end)
+        if cursor < t1:
+            out.append((cursor, t1))
+        return out
+
+
+# --------------------------------------------------------------------------- daemons
+
+
+CHATTER = '''\
+"""Test-only instrumentation (tests/chaos.py): this daemon's kazoo client sends an
+exists() on its own every ZKL_CHATTER_INTERVAL seconds while kazoo thinks it is
+connected. Requests count as pings for kazoo, so during a silent partition kazoo
+never reports SUSPENDED: only the daemon's own lease clock can stop the job."""
+import os, threading, time
+_interval = float(os.environ.get("ZKL_CHATTER_INTERVAL", "0") or 0)
+if _interval > 0:
+    from kazoo.client import KazooClient, KazooState
+    _original = KazooClient.start_async
+    def start_async(self):
+        answer = _original(self)
+        def chatter():
+            path = os.environ.get("ZKL_CHATTER_PATH", "/")
+            while True:
+                time.sleep(_interval)
+                if self.state == KazooState.CONNECTED:
+                    try:
+                        self.exists_async(path)
+                    except Exception:
+                        pass
+        threading.Thread(target=chatter, name="chatter", daemon=True).start()
+        return answer
+    KazooClient.start_async = start_async
+'''
+
+
+class FaultGroup(DaemonGroup):
+    """A DaemonGroup whose daemons may each get extra environment variables."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.env: dict[str, dict[str, str]] = {}
+
+    def start(self, name: str):  # type: ignore[override]
+        daemon = self.daemons[name]
+        assert not daemon.alive()
+        environment = {**os.environ, **self.env.get(name, {})}
+        with daemon.log_path.open("ab") as log:
+            daemon.process = subprocess.Popen(
+                [sys.executable, "-m", "zkleader", "run", "-c", str(daemon.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=environment,
+            )
+        return daemon
+
+    def chatter(self, name: str, interval: float, path: str = "/") -> None:
+        """Make daemon ``name`` (from its next start) send extra requests, see CHATTER."""
+        directory = self.workdir / "chatter"
+        directory.mkdir(exist_ok=True)
+        (directory / "sitecustomize.py").write_text(CHATTER)
+        python_path = os.pathsep.join(p for p in (str(directory), os.environ.get("PYTHONPATH", "")) if p)
+        self.env.setdefault(name, {}).update(
+            PYTHONPATH=python_path, ZKL_CHATTER_INTERVAL=str(interval), ZKL_CHATTER_PATH=path
+        )
+
+
+@dataclass
+class Node:
+    name: str
+    sequence: int
+    candidate: str | None
+    czxid: int
+    owner: int
+
+
+class Cluster:
+    """N daemons, each behind its own FaultProxy to the ensemble, and what they did."""
+
+    def __init__(self, ensemble: Ensemble, workdir: Path, make_proxy: ProxyFactory, admin: Any, election: str,
+                 session_timeout: float = 2.0, stop_timeout: float = 0.5, job_args: tuple[str, ...] = (),
+                 job: dict[str, Any] | None = None) -> None:
+        self.ensemble = ensemble
+        self.make_proxy = make_proxy
+        self.admin = admin
+        self.election = election
+        self.T = session_timeout
+        self.group = FaultGroup(workdir, ensemble.hosts, election, session_timeout=session_timeout,
+                                stop_timeout=stop_timeout, job_args=job_args, job=job)
+        self.proxies: dict[str, FaultProxy] = {}
+        self.watcher = JobWatcher(self.group.record_path)
+        self.watcher.start()
+        admin.ensure_path(election)  # so that a daemon's first create is its own node
+
+    # ------------------------------------------------------------ daemons
+
+    def add(self, name: str, wait_joined: bool = True, timeout: float = 30, **job: Any):
+        proxy = self.make_proxy(self.ensemble, name=f"proxy-{name}")
+        self.proxies[name] = proxy
+        daemon = self.group.add(name, hosts=proxy.hosts, **job)
+        if wait_joined:
+            daemon.wait_event("joined", timeout)
+        return daemon
+
+    def daemon(self, name: str):
+        return self.group.daemons[name]
+
+    def names(self) -> list[str]:
+        return list(self.group.daemons)
+
+    def alive_names(self) -> list[str]:
+        return [n for n, d in self.group.daemons.items() if d.alive()]
+
+    def restart_daemon(self, name: str, wait_joined: bool = False) -> None:
+        daemon = self.daemon(name)
+        if daemon.alive():
+            return
+        joined = len(daemon.events("joined"))
+        self.group.start(name)
+        if wait_joined:
+            daemon.wait_event("joined", 30, count=joined + 1)
+
+    def kill9(self, name: str) -> float:
+        sent = self.group.signal(name, signal.SIGKILL)
+        self.daemon(name).process.wait(10)
+        return sent
+
+    def leading(self, name: str) -> bool:
+        """What the daemon's own log says: it acquired leadership and has not lost it since."""
+        daemon = self.daemon(name)
+        if not daemon.alive():
+            return False
+        leading = False
+        for e in daemon.events():  # the log file spans restarts: "starting" begins a new process
+            if e["event"] in LEAD_ON:
+                leading = True
+            elif e["event"] in LEAD_OFF or e["event"] == "starting":
+                leading = False
+        return leading
+
+    def log_leaders(self) -> list[str]:
+        return [n for n in self.names() if self.leading(n)]
+
+    def own_node(self, name: str) -> str | None:
+        """The node the daemon last said it joined with (or recovered after a lost reply)."""
+        found = [e["node"] for e in self.daemon(name).events() if e["event"] in ("joined", "create_recovered")]
+        return found[-1] if found else None
+
+    # ------------------------------------------------------------ ZooKeeper's view
+
+    def queue(self) -> list[Node]:
+        """The election's children in queue order, each with its owner and candidate."""
+        out = []
+        for child in self.admin.get_children(self.election):
+            try:
+                data, stat = self.admin.get(f"{self.election}/{child}")
+            except Exception:  # deleted meanwhile
+                continue
+            try:
+                candidate = json.loads(data)["candidate"]
+            except ValueError:
+                candidate = None
+            out.append(Node(child, int(child.rsplit("-", 1)[1]), candidate, stat.czxid, stat.ephemeralOwner))
+        return sorted(out, key=lambda n: n.sequence)
+
+    def zk_leader(self) -> Node | None:
+        queue = self.queue()
+        return queue[0] if queue else None
+
+    def job_holder(self) -> str | None:
+        """The candidate whose job is alive, when exactly one is."""
+        alive = self.watcher.alive()
+        return alive[0].candidate if len(alive) == 1 else None
+
+    def server_of(self, name: str) -> int | None:
+        """The ensemble member the daemon's live connection goes to (via its proxy)."""
+        active = self.proxies[name].active_upstreams(include_partitioned=False)
+        return active[0] if len(active) == 1 else None
+
+    def last_heard(self, name: str) -> float:
+        """The last moment any byte from this daemon reached a server: no session of it
+        can expire before this + T (the server never expires early)."""
+        stats = self.proxies[name].stats()["upstreams"]
+        return max((s["last_sent_upstream"] or 0.0) for s in stats)
+
+    def last_answered(self, name: str) -> float:
+        """The last moment a server's byte reached this daemon: an upper bound of its t_ok."""
+        stats = self.proxies[name].stats()["upstreams"]
+        return max((s["last_sent_client"] or 0.0) for s in stats)
+
+    # ------------------------------------------------------------ convergence
+
+    def convergence_problems(self, expect_alive: list[str] | None = None) -> list[str]:
+        """Why the election is not (yet) settled: exactly one leader (ZooKeeper's lowest
+        node, that daemon's log and the one live job agree, token == czxid), every live
+        daemon has exactly one node, every follower follows its real predecessor."""
+        problems = []
+        names = expect_alive if expect_alive is not None else self.alive_names()
+        dead = [n for n in names if not self.daemon(n).alive()]
+        if dead:
+            problems.append(f"daemons not running: {dead}")
+        try:
+            queue = self.queue()
+        except Exception as err:  # e.g. the observer is reconnecting
+            return problems + [f"cannot read the queue: {err!r}"]
+        by_candidate = Counter(n.candidate for n in queue)
+        for name in names:
+            if by_candidate[name] != 1:
+                problems.append(f"{name} has {by_candidate[name]} node(s)")
+        strangers = [n.name for n in queue if n.candidate not in names]
+        if strangers:
+            problems.append(f"nodes of no running daemon: {strangers}")
+        if not queue:
+            return problems + ["empty queue"]
+        head = queue[0]
+        alive = self.watcher.alive()
+        if [(j.candidate, j.token) for j in alive] != [(head.candidate, head.czxid)]:
+            problems.append(f"live jobs {[(j.candidate, j.token, j.pid) for j in alive]} but the lowest node is "
+                            f"{head.candidate}'s (czxid {head.czxid})")
+        leaders = self.log_leaders()
+        if leaders != [head.candidate]:
+            problems.append(f"daemons leading by their logs: {leaders}, lowest node: {head.candidate}")
+        for before, node in zip(queue, queue[1:]):
+            if node.candidate in names:
+                following = self.daemon(node.candidate).events("following")
+                if not following or following[-1]["predecessor"] != before.name:
+                    last = following[-1]["predecessor"] if following else None
+                    problems.append(f"{node.candidate} follows {last}, its predecessor is {before.name}")
+        return problems
+
+    def wait_converged(self, timeout: float, expect_alive: list[str] | None = None) -> str:
+        """Waits until convergence_problems() is empty; returns the leader's name."""
+        deadline = time.monotonic() + timeout
+        while True:
+            problems = self.convergence_problems(expect_alive)
+            if not problems:
+                leader = self.zk_leader()
+                assert leader is not None and leader.candidate is not None
+                return leader.candidate
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"not converged after {timeout:g}s: {problems}")
+            time.sleep(0.05)
+
+    def token_problems(self) -> list[str]:
+        """Fencing tokens only grow: in start order each job's token is at least the
+        previous one, and a token belongs to one candidate (one leadership)."""
+        problems = []
+        owners: dict[int, str] = {}
+        previous = None
+        for life in self.watcher.lives():
+            if owners.setdefault(life.token, life.candidate) != life.candidate:
+                problems.append(f"token {life.token} used by {owners[life.token]} and {life.candidate}")
+            if previous is not None and life.token < previous.token:
+                problems.append(f"token went down: {previous.candidate} {previous.token} -> "
+                                f"{life.candidate} {life.token} at t={life.start:.3f}")
+            previous = life
+        return problems
+
+    def leaderships(self) -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        for life in self.watcher.lives():
+            if not seen or seen[-1] != (life.candidate, life.token):
+                seen.append((life.candidate, life.token))
+        return seen
+
+    def heal_all(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.cancel_rules()
+            proxy.heal()
+
+    def close(self) -> None:
+        for daemon in self.group.daemons.values():
+            if daemon.alive():
+                try:
+                    os.kill(daemon.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self.group.close()
+        self.watcher.stop()
+
+    def describe(self) -> str:
+        lines = [f"jobs: {[(j.candidate, j.token, j.pid, round(j.start, 3), j.end and round(j.end, 3)) for j in self.watcher.lives()]}",
+                 f"overlaps: {self.group.overlaps()}"]
+        return "\n".join(lines) + "\n" + self.group.describe()
+
+
+# --------------------------------------------------------------------------- results
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def record_result(fault: str, **fields: Any) -> None:
+    """Appends one trial's result to $FAULT_RESULTS (JSON lines), when set."""
+    path = os.environ.get("FAULT_RESULTS")
+    line = json.dumps({"fault": fault, **fields})
+    print(f"RESULT {line}")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(line + "\n")
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table per fault: trials, overlaps, failover p50/p99 (seconds)."""
+    by_fault: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_fault[row["fault"]].append(row)
+    out = ["| fault | trials | overlaps | failover p50 (s) | failover p99 (s) | claim |", "|---|---|---|---|---|---|"]
+    for fault, trials in by_fault.items():
+        failovers = [t["failover"] for t in trials if t.get("failover") is not None]
+        overlaps = sum(t.get("overlaps", 0) for t in trials)
+        p50, p99 = percentile(failovers, 50), percentile(failovers, 99)
+        claim = trials[-1].get("claim", "")
+        out.append(f"| {fault} | {len(trials)} | {overlaps} | {'' if p50 is None else f'{p50:.2f}'} | "
+                   f"{'' if p99 is None else f'{p99:.2f}'} | {claim} |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- chaos
+
+
+@dataclass
+class Fault:
+    kind: str
+    target: str
+    injected: float
+    duration: float
+    leader: str | None  # the job holder when the fault was injected
+    restore: Callable[[], None] | None = None
+    restored: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+FAULTS: dict[str, float] = {
+    # kind: weight
+    "kill9_leader": 2,
+    "kill9_follower": 1,
+    "sigterm_leader": 1,
+    "partition_leader": 3,
+    "partition_follower": 1,
+    "partition_leader_link": 1,
+    "chatty_partition_leader": 0,  # needs a chatter daemon; see run_chaos
+    "flap_leader": 2,
+    "kill_zk_server": 2,
+    "quorum_loss": 1,
+    "ensemble_restart": 0.5,
+    "delete_leader_node": 1,
+    "lost_create_reply": 1,
+    "job_crash": 1,
+    "sigstop_leader": 1,  # only with sigstop=True: the documented hole without a watchdog
+}
+
+
+class Chaos:
+    def __init__(self, cluster: Cluster, rng: random.Random, sigstop: bool = False, log: Callable[[str], None] = print):
+        self.c = cluster
+        self.weights = dict(FAULTS)
+        if not sigstop:
+            self.weights["sigstop_leader"] = 0
+        if any("ZKL_CHATTER_INTERVAL" in env for env in cluster.group.env.values()):
+            self.weights["chatty_partition_leader"] = 1
+        self.rng = rng
+        self.sigstop = sigstop
+        self.log = log
+        self.faults: list[Fault] = []
+        self.active: list[Fault] = []
+        self.busy_daemons: set[str] = set()
+        self.busy_servers: set[int] = set()
+        self.t0 = time.monotonic()
+
+    @property
+    def T(self) -> float:
+        return self.c.T
+
+    # ---------------------------------------------------------- choosing
+
+    def leader(self) -> str | None:
+        holder = self.c.job_holder()
+        if holder is not None:
+            return holder
+        leaders = self.c.log_leaders()
+        return leaders[0] if len(leaders) == 1 else None
+
+    def _free_daemons(self) -> list[str]:
+        return [n for n in self.c.alive_names() if n not in self.busy_daemons]
+
+    def _choose(self) -> Fault | None:
+        kinds = [k for k, w in self.weights.items() if w > 0]
+        weights = [self.weights[k] for k in kinds]
+        for _ in range(10):
+            kind = self.rng.choices(kinds, weights)[0]
+            fault = getattr(self, f"_inject_{kind}")()
+            if fault is not None:
+                return fault
+        return None
+
+    def _new(self, kind: str, target: str, duration: float, **detail: Any) -> Fault:
+        fault = Fault(kind, target, time.monotonic(), duration, self.leader(), detail=detail)
+        return fault
+
+    def _leader_target(self) -> str | None:
+        leader = self.leader()
+        return leader if leader is not None and leader in self._free_daemons() else None
+
+    def _follower_target(self) -> str | None:
+        leader = self.leader()
+        choices = [n for n in self._free_daemons() if n != leader]
+        return self.rng.choice(choices) if choices else None
+
+    # ---------------------------------------------------------- faults
+
+    def _kill(self, target: str | None, kind: str) -> Fault | None:
+        if target is None or len(self.c.alive_names()) < 3:
+            return None
+        fault = self._new(kind, target, self.rng.uniform(0.2, 1.5) * self.T)
+        self.c.kill9(target)
+        fault.restore = lambda: self.c.restart_daemon(target)
+        self.busy_daemons.add(target)
+        return fault
+
+    def _inject_kill9_leader(self) -> Fault | None:
+        return self._kill(self._leader_target(), "kill9_leader")
+
+    def _inject_kill9_follower(self) -> Fault | None:
+        return self._kill(self._follower_target(), "kill9_follower")
+
+    def _inject_sigterm_leader(self) -> Fault | None:
+        target = self._leader_target()
+        if target is None or len(self.c.alive_names()) < 3:
+            return None
+        fault = self._new("sigterm_leader", target, self.rng.uniform(0.2, 1.5) * self.T)
+        self.c.group.signal(target, signal.SIGTERM)
+
+        def restore() -> None:
+            try:
+                self.c.group.wait_exit(target, timeout=15)
+            except subprocess.TimeoutExpired:
+                self.log(f"  {target} did not exit 15 s after SIGTERM: kill -9")
+                self.c.kill9(target)
+            self.c.restart_daemon(target)
+
+        fault.restore = restore
+        self.busy_daemons.add(target)
+        return fault
+
+    def _partition(self, target: str | None, kind: str, servers: list[int] | None = None,
+                   duration: float | None = None) -> Fault | None:
+        if target is None:
+            return None
+        duration = duration if duration is not None else self.rng.uniform(0.2, 2.5) * self.T
+        fault = self._new(kind, target, duration, servers=servers)
+        proxy = self.c.proxies[target]
+        proxy.partition(servers)
+        fault.detail["heard"] = self.c.last_heard(target)
+        fault.restore = lambda: proxy.heal(servers)
+        self.busy_daemons.add(target)
+        return fault
+
+    def _inject_partition_leader(self) -> Fault | None:
+        return self._partition(self._leader_target(), "partition_leader")
+
+    def _inject_chatty_partition_leader(self) -> Fault | None:
+        target = self._leader_target()
+        if target is None or "ZKL_CHATTER_INTERVAL" not in self.c.group.env.get(target, {}):
+            return None
+        return self._partition(target, "chatty_partition_leader")
+
+    def _inject_partition_follower(self) -> Fault | None:
+        return self._partition(self._follower_target(), "partition_follower")
+
+    def _inject_partition_leader_link(self) -> Fault | None:
+        target = self._leader_target()
+        if target is None:
+            return None
+        server = self.c.server_of(target)
+        if server is None:
+            return None
+        return self._partition(target, "partition_leader_link", servers=[server],
+                               duration=self.rng.uniform(0.5, 2.0) * self.T)
+
+    def _inject_flap_leader(self) -> Fault | None:
+        target = self._leader_target()
+        if target is None:
+            return None
+        period = self.rng.uniform(0.15, 0.8) * self.T
+        duration = self.rng.uniform(1.5, 3.0) * self.T
+        fault = self._new("flap_leader", target, duration, period=round(period, 3))
+        flapper = self.c.proxies[target].flap(period, duration, down_fraction=self.rng.uniform(0.3, 0.7))
+        fault.restore = flapper.stop
+        self.busy_daemons.add(target)
+        return fault
+
+    def _inject_kill_zk_server(self) -> Fault | None:
+        if self.busy_servers or len(self.c.ensemble.running_indices()) < 3:
+            return None
+        leader = self._leader_target()
+        server = self.c.server_of(leader) if leader else None
+        if server is None:
+            server = self.rng.randrange(3)
+        fault = self._new("kill_zk_server", f"zk{server + 1}", self.rng.uniform(0.3, 2.0) * self.T,
+                          zk_leader=self.c.ensemble.leader() == server)
+        self.c.ensemble.stop_server(server, kill=True)
+        fault.restore = lambda: self.c.ensemble.start_server(server, wait=False)
+        self.busy_servers.add(server)
+        return fault
+
+    def _inject_quorum_loss(self) -> Fault | None:
+        if self.busy_servers or len(self.c.ensemble.running_indices()) < 3:
+            return None
+        victims = self.rng.sample(range(3), 2)
+        fault = self._new("quorum_loss", ",".join(f"zk{v + 1}" for v in victims), self.rng.uniform(0.3, 2.0) * self.T)
+        for v in victims:
+            self.c.ensemble.stop_server(v, kill=True)
+
+        def restore() -> None:
+            for v in victims:
+                self.c.ensemble.start_server(v, wait=False)
+            fault.detail["quorum_back"] = _wait_serving(self.c.ensemble, 60)
+
+        fault.restore = restore
+        self.busy_servers.update(victims)
+        return fault
+
+    def _inject_ensemble_restart(self) -> Fault | None:
+        if self.busy_servers or len(self.c.ensemble.running_indices()) < 3:
+            return None
+        fault = self._new("ensemble_restart", "zk*", self.rng.uniform(0.1, 1.0) * self.T)
+        self.c.ensemble.stop(kill=self.rng.random() < 0.5)
+
+        def restore() -> None:
+            self.c.ensemble.start(wait=False)
+            fault.detail["quorum_back"] = _wait_serving(self.c.ensemble, 60)
+
+        fault.restore = restore
+        self.busy_servers.update(range(3))
+        return fault
+
+    def _inject_delete_leader_node(self) -> Fault | None:
+        target = self._leader_target()
+        if target is None or self.busy_servers:
+            return None
+        head = self.c.zk_leader()
+        if head is None or head.candidate != target:
+            return None
+        fault = self._new("delete_leader_node", target, 0.0, node=head.name)
+        try:
+            self.c.admin.delete(f"{self.c.election}/{head.name}")
+        except Exception as err:
+            fault.detail["error"] = repr(err)
+        return fault
+
+    def _inject_lost_create_reply(self) -> Fault | None:
+        target = self._follower_target()
+        if target is None or self.busy_servers:
+            return None
+        node = next((n for n in self.c.queue() if n.candidate == target), None)
+        if node is None:
+            return None
+        fault = self._new("lost_create_reply", target, 0.0, node=node.name)
+        rule = self.c.proxies[target].lose_reply_to(CREATE_OPS)
+        fault.detail["rule"] = rule
+        try:
+            self.c.admin.delete(f"{self.c.election}/{node.name}")  # it rejoins: a create whose reply is lost
+        except Exception as err:
+            fault.detail["error"] = repr(err)
+        return fault
+
+    def _inject_job_crash(self) -> Fault | None:
+        alive = self.c.watcher.alive()
+        if len(alive) != 1 or alive[0].candidate in self.busy_daemons:
+            return None
+        fault = self._new("job_crash", alive[0].candidate, 0.0, pid=alive[0].pid)
+        try:
+            os.kill(alive[0].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return fault
+
+    def _inject_sigstop_leader(self) -> Fault | None:
+        target = self._leader_target()
+        if target is None:
+            return None
+        fault = self._new("sigstop_leader", target, self.rng.uniform(1.2, 2.0) * self.T)
+        self.c.group.signal(target, signal.SIGSTOP)
+        fault.restore = lambda: self.c.group.signal(target, signal.SIGCONT)
+        self.busy_daemons.add(target)
+        return fault
+
+    # ---------------------------------------------------------- running
+
+    def _restore(self, fault: Fault) -> None:
+        if fault.restore is not None:
+            fault.restore()
+        fault.restored = time.monotonic()
+        self.busy_daemons.discard(fault.target)
+        if fault.kind in ("kill_zk_server", "quorum_loss", "ensemble_restart"):
+            self.busy_servers.clear()
+        self.active.remove(fault)
+        self.log(f"  {fault.restored - self.t0:7.2f}s restored {fault.kind} {fault.target}")
+
+    def run(self, duration: float, max_active: int = 2) -> None:
+        end = self.t0 + duration
+        while time.monotonic() < end:
+            now = time.monotonic()
+            for fault in sorted(self.active, key=lambda f: f.injected + f.duration):
+                if now >= fault.injected + fault.duration:
+                    self._restore(fault)
+            if len(self.active) < max_active and (not self.active or self.rng.random() < 0.25):
+                fault = self._choose()
+                if fault is not None:
+                    self.faults.append(fault)
+                    self.active.append(fault)
+                    self.log(f"  {fault.injected - self.t0:7.2f}s {fault.kind} {fault.target} "
+                             f"(leader {fault.leader}, {fault.duration:.2f}s)")
+                    if fault.restore is None:
+                        self._restore(fault)
+            time.sleep(self.rng.uniform(0.3, 1.2) * self.T)
+        for fault in list(self.active):
+            self._restore(fault)
+
+
+def _wait_serving(ensemble: Ensemble, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [s for s in ensemble.servers if s.running]
+        if len(running) >= ensemble.quorum_size and sum(1 for s in running if s.mode()) >= ensemble.quorum_size:
+            return time.monotonic()
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"ensemble not serving after {timeout}s: {ensemble.modes()}")
+        time.sleep(0.05)
+
+
+@dataclass
+class ChaosResult:
+    seed: int
+    duration: float
+    daemons: int
+    faults: list[Fault]
+    lives: list[JobLife]
+    overlaps: list[dict[str, Any]]
+    leaderships: list[tuple[str, int]]
+    token_problems: list[str]
+    final_leader: str
+    max_gap: float
+    gap_at: float
+    recoveries: dict[str, list[float]]
+    interruptions: Counter
+    settle: float
+    t0: float
+    sigstop: bool
+
+    def problems(self) -> list[str]:
+        out = list(self.token_problems)
+        if self.overlaps and not self.sigstop:
+            out.append(f"{len(self.overlaps)} overlap(s): {self.overlaps}")
+        if self.overlaps and self.sigstop:
+            windows = [(f.injected, (f.restored or f.injected) + 3 * 2.0) for f in self.faults if f.kind == "sigstop_leader"]
+            stray = [o for o in self.overlaps if not any(a <= o["t"] <= b for a, b in windows)]
+            if stray:
+                out.append(f"overlaps outside any SIGSTOP window: {stray}")
+        return out
+
+
+def analyse(chaos: Chaos, seed: int, duration: float, final_leader: str, settle: float, t_end: float) -> ChaosResult:
+    c = chaos.c
+    lives = c.watcher.lives()
+    gaps = c.watcher.gaps(lives[0].start if lives else chaos.t0, t_end)
+    longest = max(gaps, key=lambda g: g[1] - g[0], default=(0.0, 0.0))
+    recoveries: dict[str, list[float]] = defaultdict(list)
+    interruptions: Counter = Counter()
+    for fault in chaos.faults:
+        # The job alive when the fault hit; if it ended within the fault (+ T), the
+        # recovery is the time from the fault to the next job start after that end.
+        at = fault.injected
+        victim = next((j for j in lives if j.start <= at and j.end_or(t_end) > at), None)
+        if victim is None or victim.end is None:
+            continue
+        window_end = (fault.restored or at) + 2 * c.T
+        if victim.end > window_end:
+            continue
+        interruptions[fault.kind] += 1
+        successor = next((j for j in lives if j.start > at and j.pid != victim.pid), None)
+        if successor is not None:
+            recoveries[fault.kind].append(successor.start - at)
+    return ChaosResult(
+        seed=seed, duration=duration, daemons=len(c.names()), faults=chaos.faults, lives=lives,
+        overlaps=c.group.overlaps(), leaderships=c.leaderships(), token_problems=c.token_problems(),
+        final_leader=final_leader, max_gap=longest[1] - longest[0], gap_at=longest[0] - chaos.t0,
+        recoveries=dict(recoveries), interruptions=interruptions, settle=settle, t0=chaos.t0, sigstop=chaos.sigstop,
+    )
+
+
+def format_summary(result: ChaosResult) -> str:
+    counts = Counter(f.kind for f in result.faults)
+    lines = [
+        f"chaos seed={result.seed} duration={result.duration:g}s daemons={result.daemons} "
+        f"sigstop={'on' if result.sigstop else 'off'}",
+        f"faults injected: {len(result.faults)} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})",
+        f"leader changes: {max(0, len(result.leaderships) - 1)} (leaderships {len(result.leaderships)}, "
+        f"job starts {len(result.lives)})",
+        f"overlaps: {len(result.overlaps)}",
+        f"max time with no leader job: {result.max_gap:.2f}s (from t={result.gap_at:.1f}s)",
+        f"settled after heal-all in {result.settle:.2f}s; final leader {result.final_leader}",
+        f"fencing tokens: {'strictly increasing across leaderships' if not result.token_problems else result.token_problems}",
+        "recovery (fault -> next job start, when the fault interrupted the job), per fault type:",
+        "| fault | injected | job interrupted | p50 (s) | p99 (s) | max (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in sorted(counts):
+        values = result.recoveries.get(kind, [])
+        p50, p99 = percentile(values, 50), percentile(values, 99)
+        fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+        lines.append(f"| {kind} | {counts[kind]} | {result.interruptions.get(kind, 0)} | {fmt(p50)} | {fmt(p99)} | "
+                     f"{fmt(max(values) if values else None)} |")
+    problems = result.problems()
+    lines.append("verdict: " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
+    return "\n".join(lines)
+
+
+def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int, sigstop: bool = False,
+              chatter: bool = True, settle_timeout: float = 60.0, log: Callable[[str], None] = print) -> ChaosResult:
+    """Starts ``daemons`` daemons on ``cluster``, injects random faults for ``duration``
+    seconds, heals everything and waits for one leader; returns what happened.
+    Safety checks are the caller's (result.problems())."""
+    rng = random.Random(seed)
+    names = [f"d{i}" for i in range(daemons)]
+    for index, name in enumerate(names):
+        if chatter and index == 0:
+            cluster.group.chatter(name, 0.05, cluster.election)
+        cluster.add(name)
+    cluster.wait_converged(30, names)
+    chaos = Chaos(cluster, rng, sigstop=sigstop, log=log)
+    log(f"chaos: seed {seed}, {duration:g}s, {daemons} daemons, T={cluster.T:g}s")
+    try:
+        chaos.run(duration)
+    finally:
+        for fault in list(chaos.active):
+            chaos._restore(fault)
+    # Heal everything, bring every server and daemon back, and wait for one leader.
+    t_heal = time.monotonic()
+    cluster.heal_all()
+    for name in names:
+        if not cluster.daemon(name).alive():
+            cluster.restart_daemon(name)
+    cluster.ensemble.start(wait=True, timeout=60)
+    leader = cluster.wait_converged(settle_timeout, names)
+    settle = time.monotonic() - t_heal
+    time.sleep(cluster.T)  # a second job, if any were to start, would have by now
+    leader = cluster.wait_converged(settle_timeout, names)
+    return analyse(chaos, seed, duration, leader, settle, time.monotonic())
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of fault injection")
+    parser.add_argument("--daemons", type=int, default=4)
+    parser.add_argument("--session-timeout", type=float, default=2.0)
+    parser.add_argument("--stop-timeout", type=float, default=0.5)
+    parser.add_argument("--sigstop", action="store_true", help="also SIGSTOP leaders (overlaps are then expected)")
+    parser.add_argument("--no-chatter", action="store_true", help="no daemon with extra kazoo requests")
+    parser.add_argument("--workdir", type=Path, help="keep logs here (default: a temporary directory)")
+    parser.add_argument("--table", type=Path, help="only print the fault-suite table of a FAULT_RESULTS file")
+    args = parser.parse_args(argv)
+    if args.table:
+        rows = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
+        print(format_table(rows))
+        return 0
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="zkleader-chaos-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"workdir {workdir} (daemon logs, detector records, ZooKeeper logs)")
+    from kazoo.client import KazooClient
+
+    ensemble = Ensemble(workdir / "zk", size=3)
+    proxies: list[FaultProxy] = []
+
+    def make_proxy(upstreams: Any, **kw: Any) -> FaultProxy:
+        proxy = FaultProxy(upstreams, **kw)
+        proxies.append(proxy)
+        return proxy
+
+    admin = None
+    cluster = None
+    try:
+        ensemble.start(timeout=90)
+        admin = KazooClient(hosts=ensemble.hosts, timeout=10.0,
+                            connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 1.0})
+        admin.start(timeout=30)
+        groupdir = workdir / "daemons"
+        groupdir.mkdir(exist_ok=True)
+        cluster = Cluster(ensemble, groupdir, make_proxy, admin, f"/zkleader-chaos/seed-{seed}-{os.getpid()}",
+                          session_timeout=args.session_timeout, stop_timeout=args.stop_timeout)
+        started = time.monotonic()
+        result = run_chaos(cluster, seed, args.duration, args.daemons, sigstop=args.sigstop,
+                           chatter=not args.no_chatter)
+        print(format_summary(result))
+        print(f"wall time {time.monotonic() - started:.1f}s; reproduce: .venv/bin/python tests/chaos.py "
+              f"--seed {seed} --duration {args.duration:g} --daemons {args.daemons}"
+              + (" --sigstop" if args.sigstop else ""))
+        return 0 if not result.problems() else 1
+    except AssertionError as err:
+        print(f"FAILED: {err}")
+        if cluster is not None:
+            print(cluster.describe())
+        return 1
+    finally:
+        if cluster is not None:
+            cluster.close()
+        for proxy in proxies:
+            proxy.close()
+        if admin is not None:
+            try:
+                admin.stop()
+                admin.close()
+            except Exception:
+                pass
+        ensemble.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
