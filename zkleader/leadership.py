@@ -152,6 +152,10 @@ class Leadership:
         self._leave: _Leave | None = None
         self.phase = Phase.CONNECTING
         self._negotiated_timeout: float | None = None
+        self._attempt = 0
+        self._attempt_host = ""
+        self._leader_node: str | None = None
+        self._leading_since = 0.0
         # Health-gated candidacy: with a check configured, the host joins only after a pass.
         self.withdrawn = settings.health is not None
         self._withdrawn_at: float | None = None
@@ -199,18 +203,28 @@ class Leadership:
         return min(present) if present else None
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS= and for logs."""
-        if self.phase is Phase.CONNECTING:
-            return "connecting to ZooKeeper"
-        if not self.connected and self.session_id is not None:
-            deadline = self._budget.stop_at(self.t_ok) - self.now if self.t_ok and self.job is JobPhase.RUNNING else None
-            extra = f"; job stops in {deadline:.1f}s unless reconnected" if deadline is not None else ""
-            return f"suspended (connection lost){extra}"
+        """One line for systemd's STATUS= (`systemctl status`): what this host is doing
+        and, when it knows, which node leads, so the lines of all hosts can be compared."""
+        if self.phase is Phase.STOPPED:
+            return "stopped"
+        if self._leave is not None and self._leave.kind is LeaveKind.EXIT:
+            return f"stopping: {self._leave.reason}"
+        if self.session_id is None:
+            where = f" (attempt {self._attempt}, {self._attempt_host})" if self._attempt else ""
+            return f"connecting to ZooKeeper{where}"
+        if not self.connected:
+            if self.t_ok is not None and self.job in (JobPhase.STARTING, JobPhase.RUNNING):
+                left = max(0.0, self._budget.stop_at(self.t_ok) - self.now)
+                return f"suspended: connection lost; the job stops in {left:.1f}s unless ZooKeeper answers"
+            return "suspended: connection lost, reconnecting"
+        if self.withdrawn:
+            return "withdrawn: health check failing"
         if self.phase is Phase.LEADING:
-            pid = f", job pid {self.job_pid}" if self.job_pid else f", job {self.job.value}"
-            return f"leading {self.settings.election_path} (token {self.token}{pid})"
+            job = f"job pid {self.job_pid}" if self.job_pid else f"job {self.job.value}"
+            since = self.now - self._leading_since
+            return f"leading {self.settings.election_path} as {self.node} for {since:.0f}s (token {self.token}, {job})"
         if self.phase is Phase.FOLLOWING:
-            return f"following {self.predecessor} (position {self.position})"
+            return f"following {self.predecessor} (position {self.position}); leader {self._leader_node}"
         return f"{self.phase.value} {self.settings.election_path}"
 
     # ---------------------------------------------------------------- dispatch
@@ -254,6 +268,7 @@ class Leadership:
     # ----------------------------------------------------------------- session
 
     def _on_connection_attempt(self, event: ev.ConnectionAttempt) -> None:
+        self._attempt, self._attempt_host = event.attempt, event.host
         # Powers of two: the first attempts are visible, a long outage does not flood the log.
         if event.attempt & (event.attempt - 1) == 0:
             self._log("connecting", "info" if event.attempt == 1 else "warning", host=event.host, attempt=event.attempt)
@@ -404,6 +419,7 @@ class Leadership:
             # never lead from behind another candidate.
             self._lose("a lower node appeared")
         self.phase = Phase.FOLLOWING
+        self._leader_node = queue.entries[0].name
         if predecessor.name != self.predecessor:
             self.predecessor = predecessor.name
             self._log("following", predecessor=predecessor.name, position=position, leader=queue.entries[0].name)
@@ -442,6 +458,7 @@ class Leadership:
             self.leader = True
             self.token = reply.stat.czxid
             self.phase = Phase.LEADING
+            self._leading_since = self.now
             self._restart_at = None
             self._quick_exits = 0
             self._log("leader_acquired", node=self.node, token=self.token)

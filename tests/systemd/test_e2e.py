@@ -180,6 +180,13 @@ def test_start_on_all_three_elects_one_leader(cluster: Cluster):
         if name != leader:
             assert not cluster.job_running(name)
             assert cluster.state(name)["ActiveState"] == "active"
+    # Every host's `systemctl status` line names the same leader node.
+    node = acquired[leader][0]["ZKLEADER_NODE"]
+    lines = {name: cluster.state(name)["StatusText"] for name in cluster.hosts}
+    assert lines[leader].startswith(f"leading {cluster.election} as {node} "), lines
+    for name in cluster.hosts:
+        if name != leader:
+            assert lines[name].startswith("following ") and lines[name].endswith(f"; leader {node}"), lines
     assert not cluster.overlaps()
 
 
