@@ -238,3 +238,45 @@ def test_auth_failure_exits_77() -> None:
     d = Driver()
     out = d.feed(ev.AuthFailed(), 0)
     assert d.kinds(out) == ["CloseSession", "Exit"] and d.last(act.Exit).code == exitcodes.AUTH_FAILED
+
+
+def test_persistent_node_shaped_like_ours_is_skipped() -> None:
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    name = d.own_name(6)
+    d.feed(ev.Created(d.last(act.CreateNode).request_id, 0, f"{PATH}/{name}"), 0)
+    junk = "zkl-" + "e" * 32 + "-0000000001"
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0, (junk, name)), 0)
+    out = d.feed(ev.NodeChecked(d.last(act.CheckNode).request_id, 0, ev.NodeStat(3, ephemeral_owner=0)), 0)
+    assert d.kinds(out) == ["ListChildren"]
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.1, (junk, name)), 0.1)
+    check = d.last(act.CheckNode)
+    assert check.path == f"{PATH}/{name}"  # confirming its own node: it leads
+
+
+def test_create_landing_after_health_withdrawal_is_taken_back() -> None:
+    from zkleader.leadership import HealthPolicy
+
+    ids = (f"{i:032x}" for i in itertools.count(1))
+    settings = Settings(PATH, "me", T, signal.SIGTERM, STOP, OnExit.RESTART, 0.5, health=HealthPolicy(1.0, 1, 1))
+    core = Leadership(settings, Identity("h", 1, "0", "now"), new_candidacy_id=lambda: next(ids))
+    out = core.handle(ev.Tick(), 0)
+    assert [type(a).__name__ for a in out] == ["RunHealthCheck"]
+    core.handle(ev.HealthChecked(True), 0.1)
+    out = core.handle(ev.Connected(SESSION, T), 0.2)
+    (create,) = [a for a in out if isinstance(a, act.CreateNode)]
+    core.handle(ev.Tick(), 1.1)
+    core.handle(ev.HealthChecked(False, "disk full"), 1.2)
+    assert core.withdrawn
+    out = core.handle(ev.Created(create.request_id, 0.2, f"{PATH}/zkl-{core.candidacy_id}-0000000001"), 1.3)
+    assert [type(a).__name__ for a in out if not isinstance(a, act.Log)] == ["DeleteNode"]
+    assert not core.leader
+
+
+def test_restart_backoff_is_capped_however_long_the_crash_loop() -> None:
+    d = Driver(OnExit.RESTART)
+    d.lead()
+    d.core._quick_exits = 5000  # a crash loop that has run for days
+    out = d.feed(ev.JobExited(1), 1.0)
+    (scheduled,) = [a for a in out if isinstance(a, act.Log) and a.event == "job_restart_scheduled"]
+    assert scheduled.fields["delay"] == 60.0

@@ -155,6 +155,7 @@ class Leadership:
         self._attempt = 0
         self._attempt_host = ""
         self._leader_node: str | None = None
+        self._not_candidates: set[str] = set()
         self._leading_since = 0.0
         # Health-gated candidacy: with a check configured, the host joins only after a pass.
         self.withdrawn = settings.health is not None
@@ -364,6 +365,8 @@ class Leadership:
         if isinstance(reply, ev.Created):
             self.node = reply.name.rsplit("/", 1)[-1]
             self._create_unknown = False
+            if self._withdraw_if_unhealthy():
+                return
             self._request(Purpose.LIST, lambda rid: act.ListChildren(rid, self.settings.election_path))
         elif isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.CONNECTION:
             # The server may have created the node while the reply was lost: look before creating again.
@@ -376,15 +379,14 @@ class Leadership:
     def _on_list_reply(self, reply: ev.Reply) -> None:
         if isinstance(reply, ev.RequestFailed):
             if reply.failure is ev.Failure.NO_NODE:
-                self._forget_candidacy()  # the election path itself is gone: so is our node
-                self._join()
+                self._rejoin("the election path was deleted")
             elif reply.failure is ev.Failure.CONNECTION:
                 self._resync_if_connected()
             else:
                 self._retry_at = self.now + RETRY_DELAY
             return
         assert isinstance(reply, ev.ChildrenListed)
-        queue = candidacy.Queue.from_children(reply.children)
+        queue = candidacy.Queue.from_children(tuple(c for c in reply.children if c not in self._not_candidates))
         if queue.ignored:
             self._log("foreign_children", "warning", ignored=list(queue.ignored[:5]), count=len(queue.ignored))
         mine = queue.mine(self.candidacy_id)
@@ -397,6 +399,8 @@ class Leadership:
                 return
             self.node = mine[0].name
             self._log("create_recovered", node=self.node)
+            if self._withdraw_if_unhealthy():
+                return
         if self.node is None:
             return
         entry = queue.named(self.node)
@@ -431,6 +435,12 @@ class Leadership:
         if isinstance(reply, ev.NodeChecked) and reply.stat is None:
             # Gone before the watch was set: the watch would never fire, so look again now.
             self._relist()
+        elif isinstance(reply, ev.NodeChecked) and reply.stat.ephemeral_owner == 0 and self.predecessor:
+            # A persistent node shaped like ours is no candidate (no session can lose it):
+            # every daemon that meets it skips it, so they all agree on the order.
+            self._log("not_a_candidate", "warning", node=self.predecessor, reason="persistent node")
+            self._not_candidates.add(self.predecessor)
+            self._relist()
         elif isinstance(reply, ev.RequestFailed):
             if reply.failure is ev.Failure.CONNECTION:
                 self._resync_if_connected()
@@ -454,7 +464,7 @@ class Leadership:
             self._rejoin("own node is owned by another session")
             return
         self._heartbeat_due = self.now + self._budget.heartbeat_interval
-        if not self.leader and self._leave is None:
+        if not self.leader and self._leave is None and not self.withdrawn:
             self.leader = True
             self.token = reply.stat.czxid
             self.phase = Phase.LEADING
@@ -521,7 +531,8 @@ class Leadership:
         policy = self.settings.on_exit
         if policy is OnExit.RESTART:
             self._quick_exits = self._quick_exits + 1 if ran < QUICK_EXIT else 1
-            delay = min(self.settings.restart_delay * 2 ** (self._quick_exits - 1), max(MAX_RESTART_DELAY, self.settings.restart_delay))
+            doubled = self.settings.restart_delay * 2 ** min(self._quick_exits - 1, 32)
+            delay = min(doubled, max(MAX_RESTART_DELAY, self.settings.restart_delay))
             self._restart_at = self.now + delay
             self._log("job_restart_scheduled", "warning", delay=delay, restarts=self._quick_exits)
         elif policy is OnExit.RESIGN:
@@ -715,6 +726,14 @@ class Leadership:
 
     def _wants_heartbeat(self) -> bool:
         return self.leader and self.connected and not self._heartbeat_inflight and self.node is not None
+
+    def _withdraw_if_unhealthy(self) -> bool:
+        """A create that was in flight when the health check failed still lands: take
+        that node out of the queue again instead of letting it lead."""
+        if not self.withdrawn or self._leave is not None:
+            return False
+        self._begin_leave(LeaveKind.REJOIN, "health check failed")
+        return True
 
     def _rejoin(self, reason: str) -> None:
         """Our node is gone while the session lives: stop leading, join again at the back.
