@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from . import timing
+from . import security, timing
+from .security import AclEntry, Secret
 
 DEFAULT_PATH = "/etc/zkleader/zkleader.yaml"
 ENV_VAR = "ZKLEADER_CONFIG"
@@ -43,11 +44,45 @@ class LogFormat(enum.Enum):
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+AUTH_SCHEMES = ("digest", "sasl")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """zookeeper.auth: the identity the daemon authenticates as. The password is read
+    from password_file at load time (so a reload picks up a new one) and kept masked."""
+
+    scheme: str
+    username: str
+    password_file: str
+    password: Secret = field(repr=False)
+    #: Set when the file is readable by group or others (one line, file:line:key).
+    warning: str | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """zookeeper.tls: TLS to ZooKeeper's secureClientPort."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+    verify_hostname: bool = True
+
+
+#: zookeeper.acl: "open" (world may do anything), "creator" (the authenticated creator
+#: may do anything, world may read) or an explicit list of entries.
+Acl = str | tuple[AclEntry, ...]
+
+
 @dataclass(frozen=True)
 class ZooKeeperConfig:
     hosts: tuple[str, ...] = ("127.0.0.1:2181",)
     chroot: str | None = None
     session_timeout: float = 10.0
+    auth: AuthConfig | None = None
+    acl: Acl = "open"
+    tls: TlsConfig | None = None
 
     @property
     def connection_string(self) -> str:
@@ -120,6 +155,12 @@ class Config:
     @property
     def budget(self) -> timing.LeaseBudget:
         return timing.LeaseBudget(self.zookeeper.session_timeout, self.job.stop_timeout)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Problems that do not stop the daemon (one line each, file:line: key: ...)."""
+        auth = self.zookeeper.auth
+        return (auth.warning,) if auth is not None and auth.warning else ()
 
 
 @dataclass(frozen=True)
@@ -268,16 +309,113 @@ class _Reader:
         return Config(self.source, zookeeper, election, job, logging_, health, metrics)
 
     def zookeeper(self, top: dict[str, yaml.Node]) -> ZooKeeperConfig | None:
-        entries = self.mapping(top.get("zookeeper"), "zookeeper", ("hosts", "session_timeout"))
+        entries = self.mapping(top.get("zookeeper"), "zookeeper", ("hosts", "session_timeout", "auth", "acl", "tls"))
         if entries is None:
             return None
+        before = len(self.problems)
         hosts = self.field(entries, "zookeeper", "hosts", _hosts, default=(ZooKeeperConfig.hosts, None))
         session_timeout = self.field(
             entries, "zookeeper", "session_timeout", _session_timeout, default=ZooKeeperConfig.session_timeout
         )
-        if hosts is None or session_timeout is None:
+        auth = self.auth(entries)
+        tls = self.tls(entries)
+        if len(self.problems) > before:
             return None
-        return ZooKeeperConfig(hosts=hosts[0], chroot=hosts[1], session_timeout=session_timeout)
+        acl = self.acl(entries, auth, tls)
+        if hosts is None or session_timeout is None or acl is None:
+            return None
+        return ZooKeeperConfig(hosts=hosts[0], chroot=hosts[1], session_timeout=session_timeout,
+                               auth=auth, acl=acl, tls=tls)
+
+    def auth(self, entries: dict[str, yaml.Node]) -> AuthConfig | None:
+        node = entries.get("auth")
+        if node is None or _is_null(node):
+            return None
+        auth = self.mapping(node, "zookeeper.auth", ("scheme", "username", "password_file", "password"))
+        if auth is None:
+            return None
+        before = len(self.problems)
+        if "password" in auth:
+            # Never echo the value: it may be the real password.
+            self.problem(auth["password"], "zookeeper.auth.password",
+                         "passwords are never accepted inline; put it in a file only zkleader's user can read "
+                         "and name that file in zookeeper.auth.password_file")
+        scheme = self.field(auth, "zookeeper.auth", "scheme", _auth_scheme, default="digest")
+        username = self.field(auth, "zookeeper.auth", "username", security.check_username)
+        secret = self.field(auth, "zookeeper.auth", "password_file", security.read_secret)
+        if len(self.problems) > before or scheme is None or username is None or secret is None:
+            return None
+        password_file = self.value(auth["password_file"])
+        line = auth["password_file"].start_mark.line + 1
+        exposed = security.exposure_warning(password_file, secret[1])
+        warning = str(Problem(self.source, line, "zookeeper.auth.password_file", exposed)) if exposed else None
+        return AuthConfig(scheme, username, password_file, secret[0], warning)
+
+    def tls(self, entries: dict[str, yaml.Node]) -> TlsConfig | None:
+        node = entries.get("tls")
+        if node is None or _is_null(node):
+            return None
+        tls = self.mapping(node, "zookeeper.tls", ("ca", "cert", "key", "verify_hostname"))
+        if tls is None:
+            return None
+        before = len(self.problems)
+        ca = self.field(tls, "zookeeper.tls", "ca", _file_path)
+        cert = self.field(tls, "zookeeper.tls", "cert", _file_path_or_null, default=None)
+        key = self.field(tls, "zookeeper.tls", "key", _file_path_or_null, default=None)
+        verify_hostname = self.field(tls, "zookeeper.tls", "verify_hostname", _boolean, default=True)
+        if len(self.problems) > before or ca is None or verify_hostname is None:
+            return None
+        if (cert is None) != (key is None):
+            missing = "key" if key is None else "cert"
+            given = "cert" if key is None else "key"
+            self.problem(tls.get(given), f"zookeeper.tls.{missing}",
+                         f"zookeeper.tls.{given} is set, so zookeeper.tls.{missing} is needed too (a client "
+                         "certificate comes with its key)")
+            return None
+        for name, problem in security.check_tls_files(ca, cert, key).items():
+            self.problem(tls.get(name), f"zookeeper.tls.{name}", problem)
+        if len(self.problems) > before:
+            return None
+        return TlsConfig(ca=ca, cert=cert, key=key, verify_hostname=verify_hostname)
+
+    def acl(self, entries: dict[str, yaml.Node], auth: AuthConfig | None, tls: TlsConfig | None) -> Acl | None:
+        """Default: creator with zookeeper.auth, open without."""
+        node = entries.get("acl")
+        has_identity = auth is not None or (tls is not None and tls.cert is not None)
+        if node is None or _is_null(node):
+            return "creator" if auth is not None else "open"
+        if isinstance(node, yaml.SequenceNode):
+            acl: list[AclEntry] = []
+            for index, item in enumerate(node.value):
+                key = f"zookeeper.acl[{index}]"
+                try:
+                    acl.append(security.parse_acl_entry(self.value(item)))
+                except (ValueError, TypeError) as err:
+                    self.problem(item, key, str(err))
+                except yaml.YAMLError as err:
+                    self.problem(item, key, f"invalid value: {err}")
+            if len(acl) != len(node.value):
+                return None
+            problem = security.acl_problem(acl, auth.username if auth else None, auth.password if auth else None,
+                                           has_identity)
+            if problem:
+                self.problem(node, "zookeeper.acl", problem)
+                return None
+            return tuple(acl)
+        try:
+            value = self.value(node)
+        except yaml.YAMLError as err:
+            self.problem(node, "zookeeper.acl", f"invalid value: {err}")
+            return None
+        if value not in ("creator", "open"):
+            self.problem(node, "zookeeper.acl", 'must be creator, open or a list of entries such as '
+                         '["auth::cdrwa", "world:anyone:r"], not ' + _describe_short(value))
+            return None
+        if value == "creator" and not has_identity:
+            self.problem(node, "zookeeper.acl", "creator needs an identity to grant: set zookeeper.auth "
+                         "(or a client certificate in zookeeper.tls), or use acl: open")
+            return None
+        return value
 
     def election(self, top: dict[str, yaml.Node]) -> ElectionConfig | None:
         node = top.get("election")
@@ -354,6 +492,41 @@ class _Reader:
 
 
 _JOB_KEYS = ("command", "stop_signal", "stop_timeout", "on_exit", "restart_delay", "environment", "working_directory")
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def _auth_scheme(value: Any) -> str:
+    if value == "sasl":
+        raise ValueError("sasl is not supported yet; use digest (ZooKeeper's built-in user:password scheme)")
+    if value not in AUTH_SCHEMES:
+        raise ValueError(f"must be digest, not {_describe_short(value)}")
+    return value
+
+
+def _describe_short(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return _describe(value)
+
+
+def _file_path(value: Any) -> str:
+    path = _string(value, "an absolute path to a PEM file")
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError(f"{_describe_short(path)} must be an absolute path")
+    return path
+
+
+def _file_path_or_null(value: Any) -> str | None:
+    return None if value is None else _file_path(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {_describe_short(value)}")
+    return value
 
 
 def _string(value: Any, what: str = "a string") -> str:

@@ -12,15 +12,15 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
-from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.exceptions import NoAuthError, NoNodeError
 
-from . import candidacy
+from . import candidacy, security
 from .config import Config
 
 SCHEMA_VERSION = 1
@@ -28,6 +28,11 @@ SCHEMA_VERSION = 1
 
 class Unreachable(Exception):
     """ZooKeeper did not answer in time."""
+
+
+class Refused(Unreachable):
+    """ZooKeeper answered but refused us: TLS or the election path's ACL. The message
+    says which and never contains a secret."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +74,38 @@ def _quiet_logger() -> logging.Logger:
 
 
 def read(config: Config, timeout: float = 5.0) -> Election:
-    client = KazooClient(hosts=config.zookeeper.connection_string, timeout=max(config.zookeeper.session_timeout, 4.0),
-                         logger=_quiet_logger())
-    try:
-        client.start(timeout=timeout)
-    except KazooTimeoutError:
+    """The election as ZooKeeper sees it, with the daemon's own credentials and TLS
+    settings (an ACL without world:read needs them)."""
+    zookeeper = config.zookeeper
+    options = security.client_options(zookeeper)
+    options.pop("default_acl", None)  # status creates nothing
+    client = KazooClient(hosts=zookeeper.connection_string, timeout=max(zookeeper.session_timeout, 4.0),
+                         logger=_quiet_logger(), **options)
+    refused: list[str] = []
+    gave_up = threading.Event()
+    if zookeeper.tls is not None:
+        def on_rejected(reason: str, final: bool) -> None:
+            refused.append(reason)
+            if final:
+                gave_up.set()
+
+        security.guard_tls(client._connection, len(zookeeper.hosts), on_rejected)
+    connected = client.start_async()
+    deadline = time.monotonic() + timeout
+    while not connected.is_set() and not gave_up.is_set() and time.monotonic() < deadline:
+        connected.wait(0.05)
+    if not client.connected:
+        client.stop()
         client.close()
-        raise Unreachable(f"ZooKeeper at {config.zookeeper.connection_string} did not answer within {timeout:g}s") from None
+        if refused:
+            raise Refused(f"ZooKeeper at {zookeeper.connection_string} refused TLS: {refused[-1]}")
+        raise Unreachable(f"ZooKeeper at {zookeeper.connection_string} did not answer within {timeout:g}s") from None
     try:
         return _read(client, config)
+    except NoAuthError:
+        who = f"user {zookeeper.auth.username}" if zookeeper.auth else "an unauthenticated client"
+        raise Refused(f"ZooKeeper refused {who} reading {config.election.path} (NoAuth): "
+                      "check zookeeper.auth and the ACL of the election path") from None
     finally:
         client.stop()
         client.close()
