@@ -422,11 +422,37 @@ class Cluster:
                     problems.append(f"{node.candidate} follows {last}, its predecessor is {before.name}")
         return problems
 
-    def wait_converged(self, timeout: float, expect_alive: list[str] | None = None) -> str:
-        """Waits until convergence_problems() is empty; returns the leader's name."""
+    def watch_problems(self) -> list[str]:
+        """Every daemon's watch is armed on the servers ('wchc' of every running server):
+        a follower's on its predecessor's node, the leader's on its own node. A daemon
+        that lost a watch would wait forever (a stuck state)."""
+        watched: dict[int, set[str]] = defaultdict(set)
+        for server in self.ensemble.servers:
+            if not server.running:
+                continue
+            session = None
+            for line in (server.try_four_letter("wchc") or "").splitlines():
+                if line.startswith("0x"):
+                    session = int(line.strip(), 16)
+                elif line.strip().startswith("/") and session is not None:
+                    watched[session].add(line.strip())
+        queue = self.queue()
+        problems = []
+        for index, node in enumerate(queue):
+            target = queue[index - 1] if index else node
+            path = f"{self.election}/{target.name}"
+            if path not in watched.get(node.owner, set()):
+                problems.append(f"{node.candidate} (session 0x{node.owner:x}) does not watch {target.name}")
+        return problems
+
+    def wait_converged(self, timeout: float, expect_alive: list[str] | None = None, watches: bool = False) -> str:
+        """Waits until convergence_problems() (and, with ``watches``, watch_problems()) is
+        empty; returns the leader's name."""
         deadline = time.monotonic() + timeout
         while True:
             problems = self.convergence_problems(expect_alive)
+            if not problems and watches:
+                problems = self.watch_problems()
             if not problems:
                 leader = self.zk_leader()
                 assert leader is not None and leader.candidate is not None
@@ -554,6 +580,7 @@ FAULTS: dict[str, float] = {
 class Chaos:
     def __init__(self, cluster: Cluster, rng: random.Random, sigstop: bool = False, log: Callable[[str], None] = print):
         self.c = cluster
+        self._journal = (cluster.group.workdir / "chaos.log").open("a")
         self.weights = dict(FAULTS)
         if not sigstop:
             self.weights["sigstop_leader"] = 0
@@ -571,6 +598,14 @@ class Chaos:
     @property
     def T(self) -> float:
         return self.c.T
+
+    def say(self, text: str) -> None:
+        """Progress to the caller's log and to <workdir>/chaos.log, with wall-clock time
+        (the daemons' logs carry UTC wall-clock times) and monotonic time."""
+        stamp = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        self._journal.write(f"{stamp} mono={time.monotonic():.3f} {text}\n")
+        self._journal.flush()
+        self.log(text)
 
     # ---------------------------------------------------------- choosing
 
@@ -635,7 +670,7 @@ class Chaos:
             try:
                 self.c.group.wait_exit(target, timeout=15)
             except subprocess.TimeoutExpired:
-                self.log(f"  {target} did not exit 15 s after SIGTERM: kill -9")
+                self.say(f"  {target} did not exit 15 s after SIGTERM: kill -9")
                 self.c.kill9(target)
             self.c.restart_daemon(target)
 
@@ -796,7 +831,7 @@ class Chaos:
         if fault.kind in ("kill_zk_server", "quorum_loss", "ensemble_restart"):
             self.busy_servers.clear()
         self.active.remove(fault)
-        self.log(f"  {fault.restored - self.t0:7.2f}s restored {fault.kind} {fault.target}")
+        self.say(f"  {fault.restored - self.t0:7.2f}s restored {fault.kind} {fault.target}")
 
     def run(self, duration: float, max_active: int = 2) -> None:
         end = self.t0 + duration
@@ -810,7 +845,7 @@ class Chaos:
                 if fault is not None:
                     self.faults.append(fault)
                     self.active.append(fault)
-                    self.log(f"  {fault.injected - self.t0:7.2f}s {fault.kind} {fault.target} "
+                    self.say(f"  {fault.injected - self.t0:7.2f}s {fault.kind} {fault.target} "
                              f"(leader {fault.leader}, {fault.duration:.2f}s)")
                     if fault.restore is None:
                         self._restore(fault)
@@ -843,6 +878,8 @@ class ChaosResult:
     final_leader: str
     max_gap: float
     gap_at: float
+    gap_faults: list[str]
+    load: tuple[float, float, float]
     recoveries: dict[str, list[float]]
     after_heal: dict[str, list[float]]
     interruptions: Counter
@@ -867,6 +904,9 @@ def analyse(chaos: Chaos, seed: int, duration: float, final_leader: str, settle:
     lives = c.watcher.lives()
     gaps = c.watcher.gaps(lives[0].start if lives else chaos.t0, t_end)
     longest = max(gaps, key=lambda g: g[1] - g[0], default=(0.0, 0.0))
+    gap_faults = [f"{f.kind} {f.target} @{f.injected - chaos.t0:.1f}s"
+                  for f in chaos.faults
+                  if f.injected <= longest[1] and (f.restored or f.injected) >= longest[0] - 2 * c.T]
     recoveries: dict[str, list[float]] = defaultdict(list)
     after_heal: dict[str, list[float]] = defaultdict(list)
     interruptions: Counter = Counter()
@@ -892,6 +932,7 @@ def analyse(chaos: Chaos, seed: int, duration: float, final_leader: str, settle:
         seed=seed, duration=duration, daemons=len(c.names()), faults=chaos.faults, lives=lives,
         overlaps=c.group.overlaps(), leaderships=c.leaderships(), token_problems=c.token_problems(),
         final_leader=final_leader, max_gap=longest[1] - longest[0], gap_at=longest[0] - chaos.t0,
+        gap_faults=gap_faults, load=os.getloadavg(),
         recoveries=dict(recoveries), after_heal=dict(after_heal), interruptions=interruptions, settle=settle, t0=chaos.t0, sigstop=chaos.sigstop,
     )
 
@@ -905,7 +946,8 @@ def format_summary(result: ChaosResult) -> str:
         f"leader changes: {max(0, len(result.leaderships) - 1)} (leaderships {len(result.leaderships)}, "
         f"job starts {len(result.lives)})",
         f"overlaps: {len(result.overlaps)}",
-        f"max time with no leader job: {result.max_gap:.2f}s (from t={result.gap_at:.1f}s)",
+        f"max time with no leader job: {result.max_gap:.2f}s (from t={result.gap_at:.1f}s; faults around it: "
+        f"{', '.join(result.gap_faults) or 'none'})",
         f"settled after heal-all in {result.settle:.2f}s; final leader {result.final_leader}",
         f"fencing tokens: {'strictly increasing across leaderships' if not result.token_problems else result.token_problems}",
         "failover per fault type: a job that ended is charged to the latest fault injected before its end;",
@@ -919,6 +961,7 @@ def format_summary(result: ChaosResult) -> str:
         healed = result.after_heal.get(kind, [])
         lines.append(f"| {kind} | {counts[kind]} | {result.interruptions.get(kind, 0)} | {fmt(percentile(values, 50))} | "
                      f"{fmt(percentile(values, 99))} | {fmt(percentile(healed, 50))} | {fmt(percentile(healed, 99))} |")
+    lines.append(f"load average at the end: {' '.join(f'{x:.1f}' for x in result.load)} ({os.cpu_count()} CPUs)")
     problems = result.problems()
     lines.append("verdict: " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
     return "\n".join(lines)
@@ -953,7 +996,7 @@ def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int, sigsto
     leader = cluster.wait_converged(settle_timeout, names)
     settle = time.monotonic() - t_heal
     time.sleep(cluster.T)  # a second job, if any were to start, would have by now
-    leader = cluster.wait_converged(settle_timeout, names)
+    leader = cluster.wait_converged(settle_timeout, names, watches=True)
     return analyse(chaos, seed, duration, leader, settle, time.monotonic())
 
 

@@ -382,7 +382,7 @@ def test_08a_a_crashing_leader_job_restarts_with_backoff_on_the_same_leader(clus
     c.add("d0", command=[sys.executable, "-I", "-S", str(DETECTOR), "--exit-after", "0.1"])
     c.add("d1")
     c.add("d2")
-    wait_for(lambda: len(c.daemon("d0").events("job_restart_scheduled")) >= 4, 20, "four restarts")
+    wait_for(lambda: len(c.daemon("d0").events("job_restart_scheduled")) >= 4, 60, "four restarts")
     delays = [e["delay"] for e in c.daemon("d0").events("job_restart_scheduled")[:4]]
     assert delays == [0.2, 0.4, 0.8, 1.6]
     assert {j.candidate for j in c.watcher.lives()} == {"d0"}
@@ -428,7 +428,7 @@ def test_09_a_flapping_link_never_gives_two_jobs_and_settles_on_one_leader(clust
     flapper.join(4 * T + 10)
     flapper2.join(4 * T + 10)
     t_heal = time.monotonic()
-    leader = c.wait_converged(T + 15)
+    leader = c.wait_converged(T + 15, watches=True)
     settled = time.monotonic() - t_heal
     assert c.group.overlaps() == []
     assert c.token_problems() == []
@@ -444,30 +444,33 @@ def test_09_a_flapping_link_never_gives_two_jobs_and_settles_on_one_leader(clust
 def test_10_partition_of_a_leader_whose_kazoo_keeps_sending_is_still_reaped_in_time(cluster, election_path) -> None:
     """The daemon sends one heartbeat at a time, so by itself it never piles requests up
     during a partition. To get the case where kazoo's own detection comes late (never,
-    here), d0's kazoo gets an extra exists() every 50 ms (test-only sitecustomize, see
-    chaos.CHATTER): requests count as pings, so kazoo stays CONNECTED throughout."""
+    here), every daemon's kazoo gets an extra exists() every 50 ms (test-only
+    sitecustomize, see chaos.CHATTER): requests count as pings, so kazoo stays CONNECTED
+    throughout the partition and only the daemon's lease clock can stop the job."""
     c = cluster()
-    c.group.chatter("d0", 0.05, election_path)
+    for name in ("d0", "d1", "d2"):
+        c.group.chatter(name, 0.05, election_path)
     start(c, 3)
-    old = only_job(c)
-    t_wall = time.time()
-    c.proxies["d0"].partition()
-    t_p = time.monotonic()
-    heard = c.last_heard("d0")
-    end = c.watcher.wait_end(old, T + 3)
-    successor = c.watcher.wait_start_after(t_p, T + 5, "a successor job")
-    assert end < heard + T and end < t_p + T
-    assert successor.start > end
-    suspended = events_after(c, "d0", t_wall, "suspended")
-    time.sleep(1.0)
-    suspended = events_after(c, "d0", t_wall, "suspended")
-    assert suspended == [], "kazoo noticed the partition: the test lost its point"
-    c.proxies["d0"].heal()
-    c.wait_converged(20)
-    assert c.group.overlaps() == []
-    record_result("silent partition, leader's kazoo keeps sending", trial=0, failover=successor.start - t_p,
-                  reaped=end - t_p, margin=heard + T - end, kazoo_suspended=None, overlaps=0,
-                  claim="reaped < heard + T though kazoo never reports SUSPENDED")
+    leader = "d0"
+    for trial in range(trials(1)):
+        old = only_job(c)
+        t_wall = time.time()
+        c.proxies[leader].partition()
+        t_p = time.monotonic()
+        heard = c.last_heard(leader)
+        end = c.watcher.wait_end(old, T + 3)
+        successor = c.watcher.wait_start_after(t_p, T + 5, "a successor job")
+        assert end < heard + T and end < t_p + T
+        assert successor.start > end
+        time.sleep(1.0)
+        assert events_after(c, leader, t_wall, "suspended") == [], "kazoo noticed the partition: the test lost its point"
+        c.proxies[leader].heal()
+        new_leader = c.wait_converged(20)
+        assert c.group.overlaps() == []
+        record_result("silent partition, leader's kazoo keeps sending", trial=trial, failover=successor.start - t_p,
+                      reaped=end - t_p, margin=heard + T - end, kazoo_suspended=None, overlaps=0,
+                      claim="reaped < heard + T though kazoo never reports SUSPENDED")
+        leader = new_leader
 
 
 # --------------------------------------------------------------------------- 11
