@@ -1,0 +1,1 @@
+"""zkleader's benchmark harness (scripts/bench). Not part of the test suite."""

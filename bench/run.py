@@ -1,0 +1,580 @@
+"""The benchmark: zkleader's election against kazoo's Election recipe, the classic
+herd and etcd's lease design, on a loopback 3-node ensemble and a standalone server,
+for growing numbers of candidates. Run it through scripts/bench; see README.md
+("Benchmark") and results/bench.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from zkserver import Ensemble, ZooKeeperServer  # noqa: E402
+
+from . import etcd  # noqa: E402
+
+MARKER = REPO / "bench" / "jobs" / "marker.py"
+ZK_DESIGNS = ("zkleader", "kazoo", "herd")
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (p99 of 20 samples is the largest: no interpolation
+    flatters a small sample)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+# ------------------------------------------------------------------ plumbing
+
+
+class Records:
+    """The marker jobs' shared JSON-lines file: who started a job when, overlaps."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.rows: list[dict[str, Any]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        complete = chunk.rfind(b"\n") + 1
+        self.offset += complete
+        new = [json.loads(line) for line in chunk[:complete].splitlines() if line.strip()]
+        self.rows.extend(new)
+        return new
+
+    def wait_start(self, after: float, exclude: str | None, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for row in self.rows + self.poll():
+                if row["kind"] == "start" and row["t"] > after and row["candidate"] != exclude:
+                    return row
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.002)
+
+    def overlaps(self, until: float) -> int:
+        self.poll()
+        return sum(1 for r in self.rows if r["kind"] == "overlap" and r["t"] <= until)
+
+
+class Workers:
+    """The candidate processes of one cell and their event streams."""
+
+    def __init__(self, settings: dict[str, Any], count: int) -> None:
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.procs: list[subprocess.Popen[str]] = []
+        self.owner: dict[int, int] = {}
+        self.history: list[dict[str, Any]] = []
+        self._seq = 0
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for index in range(count):
+            proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], cwd=REPO, env=env, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(settings) + "\n")
+            proc.stdin.flush()
+            self.procs.append(proc)
+            threading.Thread(target=self._read, args=(index, proc), daemon=True).start()
+        self.wait(lambda e: e["ev"] == "ready", count, 60)
+
+    def _read(self, index: int, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = json.loads(line)
+            event["worker"] = index
+            self.events.put(event)
+
+    def send(self, index: int, command: dict[str, Any]) -> None:
+        stdin = self.procs[index].stdin
+        assert stdin is not None
+        stdin.write(json.dumps(command) + "\n")
+        stdin.flush()
+
+    def add(self, ids: list[int], index: int | None = None) -> None:
+        """Round-robin over the workers unless one is given."""
+        slices: dict[int, list[int]] = {}
+        for n, ident in enumerate(ids):
+            w = index if index is not None else n % len(self.procs)
+            self.owner[ident] = w
+            slices.setdefault(w, []).append(ident)
+        for w, chunk in slices.items():
+            self.send(w, {"op": "add", "ids": chunk})
+
+    def drain(self) -> None:
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._note(event)
+
+    def _note(self, event: dict[str, Any]) -> None:
+        self.history.append(event)
+        if event["ev"] == "error":
+            log(f"    candidate c{event['id']}: {event.get('detail')}")
+
+    def wait(self, match: Callable[[dict[str, Any]], bool], count: int, timeout: float) -> list[dict[str, Any]]:
+        """Waits until `count` events (from now or already seen) match."""
+        found = [e for e in self.history if match(e)]
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(found)} of {count} events after {timeout:g}s")
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            self._note(event)
+            if match(event):
+                found.append(event)
+        return found
+
+    def counters(self) -> dict[str, Any]:
+        self._seq += 1
+        seq = self._seq
+        for w in range(len(self.procs)):
+            self.send(w, {"op": "counters", "seq": seq})
+        replies = self.wait(lambda e: e["ev"] == "counters" and e.get("seq") == seq, len(self.procs), 30)
+        total: dict[str, Any] = {"requests": 0, "by_kind": {}, "periodic": 0, "pings": 0, "notifications": 0,
+                                 "per": {}, "threads": 0}
+        for r in replies:
+            for kind, count in r["requests"].items():
+                total["by_kind"][kind] = total["by_kind"].get(kind, 0) + count
+                total["requests"] += count
+            for key in ("periodic", "pings", "notifications", "threads"):
+                total[key] += r[key]
+            total["per"].update(r["per"])
+        return total
+
+    def rss_cpu(self) -> tuple[int, float]:
+        """Summed RSS (bytes) and CPU seconds of the worker processes."""
+        rss = 0
+        cpu = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for proc in self.procs:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                rss += int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) * 1024
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, StopIteration):
+                pass
+        return rss, cpu
+
+    def close(self) -> None:
+        for w, proc in enumerate(self.procs):
+            if proc.poll() is None:
+                try:
+                    self.send(w, {"op": "quit"})
+                except (BrokenPipeError, ValueError):
+                    pass
+        deadline = time.monotonic() + 15
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --------------------------------------------------------------------- servers
+
+
+class Backend:
+    """The servers one design runs against, with the server-side counters."""
+
+    def __init__(self, kind: str, topology: str, workdir: Path, tick_ms: int) -> None:
+        self.kind = kind
+        self.topology = topology
+        self.zk: Ensemble | ZooKeeperServer | None = None
+        self.etcd: etcd.EtcdCluster | None = None
+        size = 3 if topology == "ensemble" else 1
+        if kind == "zookeeper":
+            if topology == "ensemble":
+                self.zk = Ensemble(workdir / "zk", size=3, tick_time=tick_ms, max_session_timeout=60000)
+            else:
+                self.zk = ZooKeeperServer(workdir / "zk", name="zk", tick_time=tick_ms, max_session_timeout=60000)
+            self.zk.start(timeout=120)
+        else:
+            self.etcd = etcd.EtcdCluster(workdir / "etcd", size=size)
+            self.etcd.start()
+
+    @property
+    def hosts(self) -> str:
+        assert self.zk is not None
+        return self.zk.hosts
+
+    def servers(self) -> list[ZooKeeperServer]:
+        if isinstance(self.zk, Ensemble):
+            return list(self.zk.servers)
+        return [self.zk] if self.zk is not None else []
+
+    def server_counters(self) -> dict[str, float]:
+        """ZooKeeper: watches fired (mntr's node_*_watch_count sums), packets received
+        and watches set (wchs), summed over the servers. etcd: watch events sent."""
+        if self.etcd is not None:
+            return {"notifications": self.etcd.metric("etcd_debugging_mvcc_events_total")}
+        total = {"notifications": 0.0, "packets_received": 0.0, "watches": 0.0}
+        for server in self.servers():
+            for line in server.four_letter("mntr").splitlines():
+                parts = line.split("\t")
+                if len(parts) != 2:
+                    continue
+                key, value = parts
+                if key.startswith("zk_sum_node_") and key.endswith("_watch_count"):
+                    total["notifications"] += float(value)
+                elif key == "zk_packets_received":
+                    total["packets_received"] += float(value)
+            wchs = server.four_letter("wchs")
+            for line in wchs.splitlines():
+                if line.startswith("Total watches:"):
+                    total["watches"] += float(line.split(":")[1])
+        return total
+
+    def close(self) -> None:
+        if self.zk is not None:
+            self.zk.close()
+        if self.etcd is not None:
+            self.etcd.close()
+
+
+# ------------------------------------------------------------------------ a cell
+
+
+@dataclass
+class Change:
+    kind: str  # "stop" | "crash"
+    leader: int
+    latency: float | None = None  # trigger -> successor's job running (s)
+    elected: float | None = None  # trigger -> successor decided to lead
+    spawned: float | None = None  # trigger -> successor's guardian reported the job started
+    requests: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    notifications: int = 0
+    notifications_to_leaver: int = 0
+    pings: int = 0
+    server: dict[str, float] = field(default_factory=dict)
+
+
+class Cell:
+    def __init__(self, design: str, topology: str, n: int, backend: Backend, args: argparse.Namespace,
+                 workdir: Path) -> None:
+        self.design = design
+        self.topology = topology
+        self.n = n
+        self.backend = backend
+        self.args = args
+        self.timeout = args.lease_ttl if design == "etcd" else args.session_timeout
+        self.dir = workdir / f"{design}-{topology}-{n}"
+        self.dir.mkdir(parents=True)
+        self.records = Records(self.dir / "records.jsonl")
+        self.election = f"/bench/{design}-{topology}-{n}-{uuid.uuid4().hex[:8]}"
+        self.next_id = 0
+        self.alive: set[int] = set()
+        self.result: dict[str, Any] = {"design": design, "topology": topology, "n": n, "timeout": self.timeout}
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "design": self.design,
+            "hosts": self.backend.hosts if self.backend.zk is not None else "",
+            "etcd": self.backend.etcd.endpoints if self.backend.etcd is not None else [],
+            "election": self.election,
+            "session_timeout": self.args.session_timeout,
+            "lease_ttl": self.args.lease_ttl,
+            "tick_ms": self.args.tick_ms,
+            "stop_timeout": self.args.stop_timeout,
+            "job_argv": [sys.executable, "-I", "-S", str(MARKER)],
+            "job_env": {"BENCH_RECORD": str(self.records.path), "BENCH_LOCK": str(self.dir / "job.lock")},
+        }
+
+    def new_ids(self, count: int) -> list[int]:
+        ids = list(range(self.next_id, self.next_id + count))
+        self.next_id += count
+        return ids
+
+    def run(self, planned: int, crashes: int, idle: float) -> dict[str, Any]:
+        per = self.args.per_worker
+        workers = Workers(self.settings(), max(1, math.ceil(self.n / per)))
+        self.workers = workers
+        try:
+            self._run(workers, planned, crashes, idle)
+        except Exception as err:  # a cell that fails is reported, and the run goes on
+            log(f"    FAILED: {type(err).__name__}: {err}")
+            self.result["error"] = f"{type(err).__name__}: {err}"
+        finally:
+            self.result["overlaps"] = self.records.overlaps(until=time.monotonic())
+            workers.close()
+        return self.result
+
+    def _leader(self) -> int:
+        """The candidate whose job runs now (the latest job start)."""
+        self.records.poll()
+        starts = [r for r in self.records.rows if r["kind"] == "start"]
+        return int(starts[-1]["candidate"][1:])
+
+    def _run(self, workers: Workers, planned: int, crashes: int, idle: float) -> None:
+        ids = self.new_ids(self.n)
+        rss0, _ = workers.rss_cpu()
+        t0 = time.monotonic()
+        wave = self.args.join_wave
+        for first in range(0, self.n, wave):
+            workers.add(ids[first:first + wave])
+            joined = workers.wait(lambda e: e["ev"] == "joined", min(self.n, first + wave), 120)
+        self.result["join_s"] = max(e["t"] for e in joined) - t0
+        self.result["join_wave"] = wave
+        self.alive = set(ids)
+        if self.records.wait_start(0, None, 30) is None:
+            raise TimeoutError("no job started after the join")
+        time.sleep(1.0)
+        workers.drain()
+        rss1, cpu1 = workers.rss_cpu()
+        time.sleep(idle)
+        rss2, cpu2 = workers.rss_cpu()
+        self.result["worker_rss_mb_per_candidate"] = (rss2 - rss0) / self.n / 2**20
+        self.result["worker_rss_mb"] = rss2 / 2**20
+        self.result["workers"] = len(workers.procs)
+        self.result["idle_cpu_pct_per_candidate"] = (cpu2 - cpu1) / idle * 100 / self.n
+        counts = workers.counters()
+        self.result["threads_per_candidate"] = counts["threads"] / self.n
+        self.result["watches"] = self.backend.server_counters().get("watches")
+        log(f"    joined in {self.result['join_s']:.2f}s; {self.result['worker_rss_mb_per_candidate']:.2f} MB and "
+            f"{self.result['idle_cpu_pct_per_candidate']:.3f}% CPU per candidate in-process; "
+            f"{self.result['threads_per_candidate']:.1f} threads each")
+        changes: list[Change] = []
+        for kind, count in (("stop", planned), ("crash", crashes)):
+            for _ in range(count):
+                change = self._change(workers, kind)
+                changes.append(change)
+                if change.latency is None:
+                    raise TimeoutError(f"no successor after a {kind}")
+        self.result["changes"] = [change.__dict__ for change in changes]
+
+    def _change(self, workers: Workers, kind: str) -> Change:
+        leader = self._leader()
+        change = Change(kind, leader)
+        workers.drain()
+        before = workers.counters()
+        server_before = self.backend.server_counters()
+        workers.send(workers.owner[leader], {"op": kind, "id": leader})
+        trigger = workers.wait(lambda e: e["ev"] == "trigger" and e["id"] == leader, 1, 10)[-1]["t"]
+        wait = self.timeout + 15 if kind == "crash" else 15
+        started = self.records.wait_start(trigger, f"c{leader}", wait)
+        if started is None:
+            return change
+        successor = int(started["candidate"][1:])
+        change.latency = started["t"] - trigger
+        workers.drain()
+        for name in ("elected", "spawned"):
+            seen = [e for e in workers.history if e["ev"] == name and e["id"] == successor and e["t"] > trigger]
+            if seen:
+                setattr(change, name, seen[0]["t"] - trigger)
+        after = self._settled(workers)
+        change.requests = after["requests"] - before["requests"]
+        change.by_kind = {k: v - before["by_kind"].get(k, 0) for k, v in after["by_kind"].items()
+                          if v - before["by_kind"].get(k, 0)}
+        change.notifications = after["notifications"] - before["notifications"]
+        change.notifications_to_leaver = after["per"].get(str(leader), 0) - before["per"].get(str(leader), 0)
+        change.pings = after["pings"] - before["pings"]
+        server_after = self.backend.server_counters()
+        change.server = {k: server_after[k] - server_before.get(k, 0) for k in server_after}
+        self.alive.discard(leader)
+        if kind == "stop":
+            workers.wait(lambda e: e["ev"] == "left" and e["id"] == leader, 1, 15)
+        (fresh,) = self.new_ids(1)
+        workers.add([fresh], workers.owner[leader])
+        workers.wait(lambda e: e["ev"] == "joined" and e["id"] == fresh, 1, 30)
+        self.alive.add(fresh)
+        time.sleep(0.2)
+        beyond = change.latency - (self.timeout if kind == "crash" else 0)
+        log(f"    {kind:5} c{leader} -> c{successor}: {beyond * 1000:7.1f} ms"
+            f"{' beyond the timeout' if kind == 'crash' else ''}; {change.notifications} notifications "
+            f"({change.notifications_to_leaver} to the leaver), {change.requests} requests")
+        return change
+
+    def _settled(self, workers: Workers) -> dict[str, Any]:
+        """Counters once the change has rippled through: unchanged over 150 ms."""
+        previous = workers.counters()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.15)
+            current = workers.counters()
+            if (current["requests"], current["notifications"]) == (previous["requests"], previous["notifications"]):
+                return current
+            previous = current
+        return previous
+
+
+# ------------------------------------------------------------------ main
+
+
+def summarise(cell: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one cell, as the report shows them."""
+    out = {k: cell.get(k) for k in ("design", "topology", "n", "timeout", "join_s", "worker_rss_mb_per_candidate",
+                                    "idle_cpu_pct_per_candidate", "threads_per_candidate", "overlaps", "error",
+                                    "watches", "workers")}
+    changes = cell.get("changes", [])
+    for kind in ("stop", "crash"):
+        mine = [c for c in changes if c["kind"] == kind and c["latency"] is not None]
+        offset = cell["timeout"] if kind == "crash" else 0.0
+        lat = [(c["latency"] - offset) * 1000 for c in mine]
+        out[f"{kind}_count"] = len(mine)
+        out[f"{kind}_p50_ms"] = percentile(lat, 50)
+        out[f"{kind}_p99_ms"] = percentile(lat, 99)
+        out[f"{kind}_max_ms"] = max(lat) if lat else None
+        for part in ("elected", "spawned"):
+            values = [(c[part] - offset) * 1000 for c in mine if c[part] is not None]
+            out[f"{kind}_{part}_p50_ms"] = percentile(values, 50)
+        for key in ("notifications", "notifications_to_leaver", "requests"):
+            values = [c[key] for c in mine]
+            out[f"{kind}_{key}"] = sum(values) / len(values) if values else None
+        server = [c["server"].get("notifications") for c in mine if c["server"].get("notifications") is not None]
+        out[f"{kind}_server_notifications"] = sum(server) / len(server) if server else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="N = 3, 10, 100 and fewer handovers (a few minutes)")
+    parser.add_argument("--n", type=int, nargs="+", help="candidate counts (default: 3 10 100 1000; quick: 3 10 100)")
+    parser.add_argument("--designs", nargs="+", default=["zkleader", "kazoo", "herd", "etcd"],
+                        choices=["zkleader", "kazoo", "herd", "etcd"])
+    parser.add_argument("--topologies", nargs="+", default=["ensemble", "standalone"], choices=["ensemble", "standalone"])
+    parser.add_argument("--handovers", type=int, help="planned handovers per cell (default 20; quick 10)")
+    parser.add_argument("--crashes", type=int, help="crash failovers per cell (default 5; quick 3)")
+    parser.add_argument("--session-timeout", type=float, default=4.0, help="ZooKeeper session timeout, s (default 4)")
+    parser.add_argument("--lease-ttl", type=int, default=5, help="etcd lease TTL, s (default 5)")
+    parser.add_argument("--stop-timeout", type=float, default=1.0, help="job.stop_timeout, s (default 1)")
+    parser.add_argument("--tick-ms", type=int, default=200, help="ZooKeeper tickTime, ms (default 200, as the tests)")
+    parser.add_argument("--per-worker", type=int, default=50, help="candidates per worker process (default 50)")
+    parser.add_argument("--join-wave", type=int, default=100,
+                        help="candidates started at once; the next wave starts when these have joined (default 100)")
+    parser.add_argument("--idle", type=float, help="idle seconds measured per cell (default 10; quick 5)")
+    parser.add_argument("--daemon-idle", type=float, help="idle seconds for the real daemon footprint (default 30; quick 15)")
+    parser.add_argument("--no-footprint", action="store_true", help="skip the real-daemon RSS/CPU measurement")
+    parser.add_argument("--out", type=Path, default=REPO / "results", help="where bench.md, bench.json and the PNGs go")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs, job records)")
+    args = parser.parse_args(argv)
+    sizes = args.n or ([3, 10, 100] if args.quick else [3, 10, 100, 1000])
+    planned = args.handovers if args.handovers is not None else (10 if args.quick else 20)
+    crashes = args.crashes if args.crashes is not None else (3 if args.quick else 5)
+    idle = args.idle if args.idle is not None else (5.0 if args.quick else 10.0)
+    daemon_idle = args.daemon_idle if args.daemon_idle is not None else (15.0 if args.quick else 30.0)
+    from . import footprint, report
+
+    workdir = Path(tempfile.mkdtemp(prefix="zkleader-bench-"))
+    started = time.time()
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "argv": sys.argv[1:] if argv is None else argv,
+        "settings": {"session_timeout": args.session_timeout, "lease_ttl": args.lease_ttl,
+                     "stop_timeout": args.stop_timeout, "tick_ms": args.tick_ms, "per_worker": args.per_worker,
+                     "join_wave": args.join_wave,
+                     "handovers": planned, "crashes": crashes, "idle_s": idle, "daemon_idle_s": daemon_idle,
+                     "sizes": sizes},
+        "machine": machine(),
+        "cells": [],
+        "etcd": None,
+    }
+    designs = list(args.designs)
+    if "etcd" in designs:
+        why = etcd.available()
+        if why:
+            designs.remove("etcd")
+            results["etcd"] = why
+            log(f"etcd left out: {why}")
+        else:
+            results["etcd"] = subprocess.run([etcd.ETCD, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    log(f"work directory {workdir}")
+    try:
+        if not args.no_footprint:
+            log("real zkleader daemons: RSS and idle CPU from /proc, then SIGTERM and kill -9 handovers")
+            results["footprint"] = footprint.measure(workdir / "footprint", args, daemon_idle, planned, crashes)
+        for topology in args.topologies:
+            for kind in ("zookeeper", "etcd"):
+                mine = [d for d in designs if (d == "etcd") == (kind == "etcd")]
+                if not mine:
+                    continue
+                log(f"starting {kind} ({topology})")
+                backend = Backend(kind, topology, workdir / f"{kind}-{topology}", args.tick_ms)
+                try:
+                    for design in mine:
+                        for n in sizes:
+                            log(f"  {design} on {kind} {topology}, N={n}")
+                            cell = Cell(design, topology, n, backend, args, workdir)
+                            results["cells"].append(cell.run(planned, crashes, idle))
+                            save(results, args.out)
+                finally:
+                    backend.close()
+    except KeyboardInterrupt:
+        log("interrupted: writing what was measured")
+    finally:
+        results["elapsed_s"] = time.time() - started
+        results["summary"] = [summarise(c) for c in results["cells"]]
+        save(results, args.out)
+        report.write(results, args.out)
+        print(report.console_table(results), flush=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"kept {workdir}")
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.split("\n")[0]
+    import kazoo
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "zkleader"], capture_output=True, text=True,
+                           cwd=REPO).stdout.split("\n")
+    changed = sorted(line[3:] for line in dirty if line.strip())
+    load = os.getloadavg()
+    return {"code": head + (f" + uncommitted changes in {', '.join(changed)}" if changed else ""),
+            "load_at_start": [round(x, 1) for x in load],
+            "cpu": cpu, "cores": os.cpu_count(), "memory_mb": mem, "kernel": platform.release(),
+            "python": platform.python_version(), "kazoo": kazoo.__version__ if hasattr(kazoo, "__version__") else "2.11",
+            "java": java}
+
+
+def save(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    sys.exit(main())
