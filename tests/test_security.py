@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemons import daemon_group, wait_for  # noqa: F401  (fixture)
+from daemons import DaemonGroup, daemon_group, wait_for  # noqa: F401  (fixture)
 from kazoo.exceptions import NoAuthError
 from kazoo.security import ACL, Id, Permissions
 from zksecure import (  # noqa: F401  (fixtures)
@@ -242,9 +242,16 @@ def test_tls_file_problems_are_config_errors(tmp_path, pki) -> None:
 # ------------------------------------------------------------ against ZooKeeper
 
 
+def zookeeper_section(hosts: str, **extra) -> dict:
+    """DaemonGroup's own zookeeper section (whatever the test bed puts there) plus ours:
+    `add(sections=...)` replaces a whole top-level section."""
+    base = DaemonGroup(Path("/nonexistent"), hosts, "/unused").config("unused")["zookeeper"]
+    return {"zookeeper": {**base, "hosts": hosts, "session_timeout": T, **extra}}
+
+
 def auth_section(hosts: str, secret: Path, **extra) -> dict:
-    return {"zookeeper": {"hosts": hosts, "session_timeout": T,
-                          "auth": {"scheme": "digest", "username": "zkleader", "password_file": str(secret)}, **extra}}
+    return zookeeper_section(
+        hosts, auth={"scheme": "digest", "username": "zkleader", "password_file": str(secret)}, **extra)
 
 
 def status(cfg: Path, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -392,8 +399,7 @@ def test_the_daemon_logs_the_exposed_secret_file_at_start(
 
 
 def tls_section(hosts: str, pki, **tls) -> dict:
-    return {"zookeeper": {"hosts": hosts, "session_timeout": T,
-                          "tls": {"ca": pki.ca, "cert": pki.client_cert, "key": pki.client_key, **tls}}}
+    return zookeeper_section(hosts, tls={"ca": pki.ca, "cert": pki.client_cert, "key": pki.client_key, **tls})
 
 
 @pytest.mark.zookeeper

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import reprlib
 import signal
 import socket
 from collections.abc import Callable, Mapping
@@ -172,7 +173,16 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else self.source
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """Keys and values come from the file: a line break or a terminal escape in one
+    must not break the one-line-per-problem promise."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):
@@ -202,6 +212,14 @@ def load(path: str) -> Config:
 
 
 def parse(text: str, source: str = "<config>") -> Config:
+    try:
+        return _parse(text, source)
+    except RecursionError:
+        # PyYAML composes and constructs recursively: "[[[[...]]]]" thousands deep.
+        raise ConfigError([Problem(source, None, "", "invalid YAML: nested too deeply")]) from None
+
+
+def _parse(text: str, source: str) -> Config:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -506,6 +524,21 @@ def _auth_scheme(value: Any) -> str:
     return value
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 2
+
+
+def _short(value: Any) -> str:
+    """A bounded repr: a value may be a 5 MB string or an alias bomb."""
+    return _REPR.repr(value)
+
+
+def _quoted(text: str) -> str:
+    """A string from the file in double quotes, clipped."""
+    return f'"{text if len(text) <= 60 else text[:57] + "..."}"'
+
+
 def _describe_short(value: Any) -> str:
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:37] + "...")
@@ -552,7 +585,7 @@ def _duration(value: Any) -> float:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f'"{value}" is not a duration (use a number of seconds, "1.5s", "500ms" or "2m")')
+            raise ValueError(f'{_quoted(value)} is not a duration (use a number of seconds, "1.5s", "500ms" or "2m")')
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         seconds = float(value)
@@ -653,7 +686,7 @@ def _signal(value: Any) -> signal.Signals:
     try:
         return signal.Signals[name]
     except KeyError:
-        raise ValueError(f'"{value}" is not a signal name such as "SIGTERM" or "SIGINT"') from None
+        raise ValueError(f'{_quoted(value)} is not a signal name such as "SIGTERM" or "SIGINT"') from None
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -664,9 +697,11 @@ def _enum(kind: type[E]) -> Callable[[Any], E]:
 
     def convert(value: Any) -> E:
         try:
+            if not isinstance(value, str):
+                raise ValueError  # Enum's own message would repr the value, however big
             return kind(value)
         except ValueError:
-            raise ValueError(f"must be one of {choices}, not {value!r}") from None
+            raise ValueError(f"must be one of {choices}, not {_short(value)}") from None
 
     return convert
 
@@ -674,7 +709,7 @@ def _enum(kind: type[E]) -> Callable[[Any], E]:
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if value not in choices:
-            raise ValueError(f"must be one of {' | '.join(choices)}, not {value!r}")
+            raise ValueError(f"must be one of {' | '.join(choices)}, not {_short(value)}")
         return value
 
     return convert
@@ -682,7 +717,7 @@ def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
 
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise ValueError(f"must be a whole number from 1 to 1000, not {value!r}")
+        raise ValueError(f"must be a whole number from 1 to 1000, not {_short(value)}")
     return value
 
 
@@ -702,7 +737,7 @@ def _environment(value: Any) -> dict[str, str]:
     result = {}
     for name, item in value.items():
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid variable name")
+            raise ValueError(f"{_short(name)} is not a valid variable name")
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise ValueError(f"{name}: value must be a string or a number (quote booleans), not {_describe(item)}")
         text = str(item)

@@ -48,6 +48,10 @@ class Candidate:
     session: str
     age_seconds: float
     this_host: bool
+    #: False for a node no session owns (ephemeralOwner 0): not a daemon's, someone
+    #: made it by hand. The daemons skip it (no session can ever remove it), so it
+    #: is never the leader here either.
+    ephemeral: bool = True
 
 
 @dataclass(frozen=True)
@@ -136,16 +140,17 @@ def _read(client: KazooClient, config: Config) -> Election:
                 node=entry.name,
                 candidate=candidate,
                 host=host,
-                pid=facts.get("pid") if isinstance(facts.get("pid"), int) else None,
+                pid=facts.get("pid") if isinstance(facts.get("pid"), int) and not isinstance(facts.get("pid"), bool) else None,
                 version=_text(facts.get("version")),
                 started_at=_text(facts.get("started_at")),
                 token=stat.czxid,
                 session=f"0x{stat.ephemeralOwner:x}",
                 age_seconds=round(max(0.0, now - stat.ctime / 1000), 1),
                 this_host=(candidate, host) == me,
+                ephemeral=stat.ephemeralOwner != 0,
             )
         )
-    leader = entries[0] if entries else None
+    leader = next((c for c in entries if c.ephemeral), None)
     record = _json_object(parent_data)
     since = _text(record.get("leader_since")) if leader and record.get("node") == leader.node else None
     return Election(path, config.zookeeper.connection_string, leader, since, tuple(entries), queue.ignored)
@@ -158,19 +163,25 @@ def render(election: Election) -> str:
         lines.append("leader    none: no candidate is queued")
     else:
         since = election.leader_since or "unknown"
-        lines.append(f"leader    {leader.candidate} on {leader.host} (pid {leader.pid}), since {since}, token {leader.token}")
+        lines.append(f"leader    {_printable(leader.candidate or '?')} on {_printable(leader.host or '?')} "
+                     f"(pid {leader.pid}), since {_printable(since)}, token {leader.token}")
     if election.queue:
         header = ("POS", "CANDIDATE", "HOST", "PID", "AGE", "NODE", "")
         rows = [header] + [
-            (str(c.position), c.candidate or "?", c.host or "?", str(c.pid or "?"), _age(c.age_seconds), c.node,
-             "<- this host" if c.this_host else "")
+            (str(c.position), _printable(c.candidate or "?"), _printable(c.host or "?"), str(c.pid or "?"),
+             _age(c.age_seconds), c.node, "<- this host" if c.this_host else "" if c.ephemeral else "<- persistent")
             for c in election.queue
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines.append("")
         lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    persistent = [c.node for c in election.queue if not c.ephemeral]
+    if persistent:
+        lines.append(f"\nwarning   {len(persistent)} node(s) in zkleader's format that no session owns (made by hand, "
+                     f"not by a daemon): {', '.join(persistent[:5])}; the daemons skip them: delete them")
     if election.ignored:
-        lines.append(f"\nignored   {len(election.ignored)} child node(s) not in zkleader's format: {', '.join(election.ignored[:5])}")
+        names = ", ".join(_printable(name) for name in election.ignored[:5])
+        lines.append(f"\nignored   {len(election.ignored)} child node(s) not in zkleader's format: {names}")
     return "\n".join(lines)
 
 
@@ -199,6 +210,11 @@ def _json_object(data: bytes) -> dict[str, Any]:
 
 def _text(value: Any) -> str | None:
     return value[:255] if isinstance(value, str) else None
+
+
+def _printable(text: str) -> str:
+    """Node data is anyone's input: no terminal escapes or line breaks reach the screen."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _age(seconds: float) -> str:
