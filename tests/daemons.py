@@ -95,7 +95,8 @@ class DaemonGroup:
 
     def config(self, name: str, hosts: str | None = None) -> dict[str, Any]:
         return {
-            "zookeeper": {"hosts": hosts or self.hosts, "session_timeout": self.session_timeout},
+            # The test servers run with tickTime 200 ms (tests/zkserver.py).
+            "zookeeper": {"hosts": hosts or self.hosts, "session_timeout": self.session_timeout, "tick_time": 0.2},
             "election": {"path": self.election, "candidate": name},
             "job": {
                 "command": [sys.executable, "-I", "-S", str(DETECTOR), *self.job_args],

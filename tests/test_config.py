@@ -134,12 +134,22 @@ def test_all_problems_are_reported_at_once() -> None:
 
 def test_timing_rule_names_the_numbers_to_change() -> None:
     (line,) = problems(MINIMAL + "  stop_timeout: 5\nzookeeper:\n  session_timeout: 10\n")
-    assert line.startswith("cfg.yaml:5: job.stop_timeout: job.stop_timeout 5s does not fit zookeeper.session_timeout 10s")
-    assert "at most 3.75s" in line and "at least 13.12s" in line
+    assert line.startswith("cfg.yaml:5: job.stop_timeout: zookeeper.session_timeout 10s, zookeeper.tick_time 2s, "
+                           "job.stop_timeout 5s leave no room to stop the job before the session could expire")
+    assert "lower job.stop_timeout to at most 3.42s" in line and "at least 13.39s" in line
 
 
 def test_timing_rule_accepts_the_largest_fitting_stop_timeout() -> None:
-    parse(MINIMAL + "  stop_timeout: 3.75\n")
+    parse(MINIMAL + "  stop_timeout: 3.4\n")
+    problems(MINIMAL + "  stop_timeout: 3.45\n")
+
+
+def test_a_small_tick_time_makes_room_for_short_sessions() -> None:
+    problems(MINIMAL + "  stop_timeout: 0.5\nzookeeper:\n  session_timeout: 2\n")
+    loaded = parse(MINIMAL + "  stop_timeout: 0.5\nzookeeper:\n  session_timeout: 2\n  tick_time: 200ms\n")
+    assert loaded.zookeeper.tick_time == 0.2
+    (line,) = problems(MINIMAL + "zookeeper:\n  session_timeout: 4\n  tick_time: 3\n")
+    assert "cfg.yaml:7: zookeeper.tick_time: 3s is more than half of zookeeper.session_timeout 4s" in line
 
 
 def test_config_path_resolution_order() -> None:
@@ -163,7 +173,11 @@ def test_validate_exit_statuses(tmp_path: Path) -> None:
     bad.write_text(MINIMAL + "  stop_timeout: never\n")
     done = run_cli("validate", "-c", str(bad))
     assert done.returncode == exitcodes.CONFIG
-    assert done.stderr.strip() == f'zkleader: {bad}:5: job.stop_timeout: "never" is not a duration (use a number of seconds, "1.5s", "500ms" or "2m")'
+    assert done.stderr.strip() == (
+        f'zkleader: {bad}:5: job.stop_timeout: "never" is not a duration '
+
+        '(use a number of seconds, "1.5s", "500ms" or "2m")'
+    )
     assert "Traceback" not in done.stderr
 
 

@@ -30,11 +30,13 @@ class ListChildren:
 
 @dataclass(frozen=True)
 class CheckNode:
-    """exists(path), optionally leaving a watch on it."""
+    """exists(path), optionally leaving a watch on it; with sync, preceded by a sync so
+    the answer reflects the ZooKeeper leader's state, not a possibly cut-off follower's."""
 
     request_id: int
     path: str
     watch: bool
+    sync: bool = False
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,9 @@ class ZooKeeperConfig:
     hosts: tuple[str, ...] = ("127.0.0.1:2181",)
     chroot: str | None = None
     session_timeout: float = 10.0
+    #: The servers' tickTime: it bounds how late a session touch reaches the ZooKeeper
+    #: leader, which the lease must allow for (timing.py).
+    tick_time: float = timing.DEFAULT_TICK_TIME
     auth: AuthConfig | None = None
     acl: Acl = "open"
     tls: TlsConfig | None = None
@@ -155,7 +158,8 @@ class Config:
 
     @property
     def budget(self) -> timing.LeaseBudget:
-        return timing.LeaseBudget(self.zookeeper.session_timeout, self.job.stop_timeout)
+        return timing.LeaseBudget(self.zookeeper.session_timeout, self.job.stop_timeout,
+                                  tick_time=self.zookeeper.tick_time)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -319,7 +323,7 @@ class _Reader:
         metrics = self.metrics(top)
         if zookeeper is None or election is None or job is None or logging_ is None or len(self.problems) > before:
             return None
-        problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout)
+        problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout, tick_time=zookeeper.tick_time)
         if problem:
             job_entries = self.mapping(top.get("job"), "job", _JOB_KEYS) or {}
             self.problem(job_entries.get("stop_timeout") or top.get("job"), "job.stop_timeout", problem)
@@ -327,7 +331,9 @@ class _Reader:
         return Config(self.source, zookeeper, election, job, logging_, health, metrics)
 
     def zookeeper(self, top: dict[str, yaml.Node]) -> ZooKeeperConfig | None:
-        entries = self.mapping(top.get("zookeeper"), "zookeeper", ("hosts", "session_timeout", "auth", "acl", "tls"))
+        entries = self.mapping(
+            top.get("zookeeper"), "zookeeper", ("hosts", "session_timeout", "tick_time", "auth", "acl", "tls")
+        )
         if entries is None:
             return None
         before = len(self.problems)
@@ -335,15 +341,22 @@ class _Reader:
         session_timeout = self.field(
             entries, "zookeeper", "session_timeout", _session_timeout, default=ZooKeeperConfig.session_timeout
         )
+        tick_time = self.field(entries, "zookeeper", "tick_time", _positive_duration, default=ZooKeeperConfig.tick_time)
         auth = self.auth(entries)
         tls = self.tls(entries)
         if len(self.problems) > before:
+            return None
+        assert session_timeout is not None and tick_time is not None
+        if tick_time > session_timeout / 2:
+            self.problem(entries.get("tick_time") or entries.get("session_timeout"), "zookeeper.tick_time",
+                         f"{tick_time:g}s is more than half of zookeeper.session_timeout {session_timeout:g}s; "
+                         "ZooKeeper grants sessions of at least two ticks")
             return None
         acl = self.acl(entries, auth, tls)
         if hosts is None or session_timeout is None or acl is None:
             return None
         return ZooKeeperConfig(hosts=hosts[0], chroot=hosts[1], session_timeout=session_timeout,
-                               auth=auth, acl=acl, tls=tls)
+                               tick_time=tick_time, auth=auth, acl=acl, tls=tls)
 
     def auth(self, entries: dict[str, yaml.Node]) -> AuthConfig | None:
         node = entries.get("auth")

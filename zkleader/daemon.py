@@ -45,6 +45,7 @@ def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
         restart_delay=loaded.job.restart_delay,
         health=HealthPolicy(health.interval, health.failures, health.successes) if health else None,
         watchdog=watchdog,
+        tick_time=loaded.zookeeper.tick_time,
     )
 
 

@@ -82,11 +82,14 @@ class ChildrenListed:
 
 @dataclass(frozen=True)
 class NodeChecked:
-    """An exists() answer: stat is None when the node does not exist."""
+    """An exists() answer: stat is None when the node does not exist. synced: a sync
+    sent at sent_at went through the ZooKeeper leader first (only such answers feed
+    the lease)."""
 
     request_id: int
     sent_at: float
     stat: NodeStat | None
+    synced: bool = False
 
 
 @dataclass(frozen=True)

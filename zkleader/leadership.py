@@ -48,6 +48,8 @@ class Settings:
     health: HealthPolicy | None = None
     #: systemd's watchdog interval (0: none); the lease keeps it in reserve (timing.py).
     watchdog: float = 0.0
+    #: The ZooKeeper servers' tickTime, which bounds the session-touch relay (timing.py).
+    tick_time: float = timing.DEFAULT_TICK_TIME
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,9 @@ class Leadership:
         self.settings = settings
         self.identity = identity
         self._new_candidacy_id = new_candidacy_id
-        self._budget = timing.LeaseBudget(settings.session_timeout, settings.stop_timeout, settings.watchdog)
+        self._budget = timing.LeaseBudget(
+            settings.session_timeout, settings.stop_timeout, settings.watchdog, settings.tick_time
+        )
         self._next_request = 0
         self._pending: dict[int, Purpose] = {}
         self._out: list[act.Action] = []
@@ -185,7 +189,7 @@ class Leadership:
     def budget_problem(self) -> str | None:
         """Why the lease in force cannot keep the ride-through minimum (a watchdog too
         long, a negotiated timeout too short), or None."""
-        return timing.budget_problem(self._budget.session_timeout, self.settings.stop_timeout, self.settings.watchdog)
+        return self._budget.problem()
 
     def next_deadline(self) -> float | None:
         """The next instant at which a Tick may produce actions."""
@@ -289,7 +293,7 @@ class Leadership:
                 "warning",
                 configured=self.settings.session_timeout,
                 negotiated=event.negotiated_timeout,
-                problem=timing.budget_problem(effective, self.settings.stop_timeout, self.settings.watchdog),
+                problem=self._budget.problem(),
             )
         if event.read_only:
             self._log("read_only", "warning", reason="connected to a read-only server; cannot lead")
@@ -340,8 +344,10 @@ class Leadership:
     # ----------------------------------------------------------------- replies
 
     def _on_reply(self, reply: ev.Reply) -> None:
-        answered = not (isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.CONNECTION)
-        if answered and self.session_id is not None:
+        # Only a heartbeat that went through the ZooKeeper leader (sync, then exists)
+        # proves the session is being kept alive: a follower server cut off from the
+        # leader still answers plain reads (timing.py).
+        if isinstance(reply, ev.NodeChecked) and reply.synced and self.session_id is not None:
             self.t_ok = reply.sent_at if self.t_ok is None else max(self.t_ok, reply.sent_at)
         purpose = self._pending.pop(reply.request_id, None)
         if purpose is None:
@@ -602,7 +608,9 @@ class Leadership:
         effective = self.settings.session_timeout
         if self._negotiated_timeout is not None:
             effective = min(effective, self._negotiated_timeout)
-        self._budget = timing.LeaseBudget(effective, self.settings.stop_timeout, self.settings.watchdog)
+        self._budget = timing.LeaseBudget(
+            effective, self.settings.stop_timeout, self.settings.watchdog, self.settings.tick_time
+        )
         return effective
 
     def _on_shutdown(self, signal_name: str) -> None:
@@ -722,7 +730,9 @@ class Leadership:
         if self.node is None or not self.connected or self._heartbeat_inflight:
             return
         self._heartbeat_inflight = True
-        self._request(Purpose.CHECK_OWN, lambda rid: act.CheckNode(rid, self._path(self.node or ""), watch=True))
+        self._request(
+            Purpose.CHECK_OWN, lambda rid: act.CheckNode(rid, self._path(self.node or ""), watch=True, sync=True)
+        )
 
     def _wants_heartbeat(self) -> bool:
         return self.leader and self.connected and not self._heartbeat_inflight and self.node is not None
@@ -739,6 +749,9 @@ class Leadership:
         """Our node is gone while the session lives: stop leading, join again at the back.
         A new node while the old job is still stopping is safe: no job starts until it is reaped."""
         self._log("node_vanished", "warning", node=self.node, reason=reason)
+        # Whoever is next saw the same deletion and may start its job within
+        # milliseconds: no graceful stop while leadership is already gone.
+        self._kill_now(reason)
         self._lose(reason)
         self._forget_candidacy()
         self._join()

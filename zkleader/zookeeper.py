@@ -91,9 +91,13 @@ class ZooKeeperShell:
             case act.ListChildren(request_id=rid, path=path):
                 result = self.client.get_children_async(path)
                 self._reply(result, rid, sent_at, lambda children: ev.ChildrenListed(rid, sent_at, tuple(children)), path)
-            case act.CheckNode(request_id=rid, path=path, watch=watch):
+            case act.CheckNode(request_id=rid, path=path, watch=watch, sync=sync):
+                # Pipelined: ZooKeeper answers one session's requests in order, and a
+                # read after a sync waits for it, so the exists reply comes last.
+                synced = self.client.sync_async(path) if sync else None
                 result = self.client.exists_async(path, watch=self._on_watch if watch else None)
-                self._reply(result, rid, sent_at, lambda stat: ev.NodeChecked(rid, sent_at, _stat(stat)), path)
+                self._reply(result, rid, sent_at, lambda stat: ev.NodeChecked(rid, sent_at, _stat(stat), sync), path,
+                            prerequisite=synced)
             case act.PublishLeadership(request_id=rid, path=path, data=data):
                 stamped = {**data, "leader_since": _wall_clock()}
                 result = self.client.set_async(path, json.dumps(stamped, separators=(",", ":")).encode())
@@ -115,12 +119,19 @@ class ZooKeeperShell:
         sent_at: float,
         success: Callable[[Any], ev.Event],
         path: str = "",
+        prerequisite: Any = None,
     ) -> None:
+        """Posts the outcome of `result`; a failed prerequisite (the sync before a
+        heartbeat) makes the whole request fail."""
+
         def done(finished: Any) -> None:
-            if finished.successful():
+            failed = finished
+            if prerequisite is not None and not (prerequisite.ready() and prerequisite.successful()):
+                failed = prerequisite
+            if failed.successful():
                 self._post(success(finished.value))
             else:
-                failure, detail = _failure(finished.exception, path, self._identity())
+                failure, detail = _failure(failed.exception if failed.ready() else None, path, self._identity())
                 self._post(ev.RequestFailed(request_id, sent_at, failure, detail))
 
         result.rawlink(done)

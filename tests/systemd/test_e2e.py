@@ -23,7 +23,7 @@ import harness
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = ("zk-host-1", "zk-host-2", "zk-host-3")
-SESSION_TIMEOUT = 6.0   # seconds; WatchdogSec=3s must be well below (see the unit)
+SESSION_TIMEOUT = 6.0   # seconds; the unit's WatchdogSec=2s is kept in the lease margin
 STOP_TIMEOUT = 1.0
 UNIT = "zkleader.service"
 
@@ -46,6 +46,7 @@ def config_yaml(zk_hosts: str, election: str, candidate: str) -> str:
 zookeeper:
   hosts: [{zk_hosts}]
   session_timeout: {SESSION_TIMEOUT:g}s
+  tick_time: 200ms   # the test server's tickTime (tests/zkserver.py)
 election:
   path: {election}
   candidate: {candidate}
