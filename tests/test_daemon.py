@@ -210,3 +210,17 @@ def test_run_with_a_bad_config_exits_78_without_traceback(tmp_path) -> None:
                           timeout=30)
     assert done.returncode == exitcodes.CONFIG
     assert done.stderr.strip() == f"zkleader: {bad}:5: job.on_exit: must be one of restart | resign | exit, not 'sometimes'"
+
+
+def test_a_watchdog_too_long_for_the_lease_is_refused_with_78(tmp_path, monkeypatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("zookeeper:\n  hosts: 127.0.0.1:1\n  session_timeout: 6\n  tick_time: 0.2\n"
+                      "election:\n  path: /x\njob:\n  command: [sleep, '60']\n  stop_timeout: 1\nlogging:\n  format: json\n")
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")  # what WatchdogSec=4s gives the daemon
+    done = subprocess.run(
+        # The daemon honours WATCHDOG_USEC only when WATCHDOG_PID names itself.
+        [sys.executable, "-c", "import os, sys; os.environ['WATCHDOG_PID'] = str(os.getpid()); "
+         "from zkleader.cli import main; sys.exit(main(['run', '-c', sys.argv[1]]))", str(config)],
+        capture_output=True, text=True, timeout=30)
+    assert done.returncode == exitcodes.CONFIG, done.stderr
+    assert '"event": "lease_budget_impossible"' in done.stderr

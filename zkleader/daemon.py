@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, config, logs, notify
+from . import __version__, config, exitcodes, logs, notify
 from . import actions as act
 from . import events as ev
 from .config import Config
@@ -91,6 +91,11 @@ class Daemon:
 
             self._metrics = Metrics(self.config.metrics, self._clock)
         self._open(self.config)
+        if self.core.budget.ride_through <= 0:
+            # systemd's watchdog interval is only known now: with it, the job would be
+            # stopped before the next heartbeat could ever renew the lease.
+            self._log.error("lease_budget_impossible", watchdog=self._watchdog, problem=self.core.budget_problem())
+            return exitcodes.CONFIG
         self._warn_about_watchdog()
         while True:
             item = self._next_item()
