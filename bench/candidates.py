@@ -121,9 +121,10 @@ class BenchDaemon(Daemon):
         instrument_kazoo(self._zookeeper.client, self.owner.counters, periodic=self._is_heartbeat)
 
     def _is_heartbeat(self, request: Any) -> bool:
-        """The leader's timer-driven exists() on its own node (not the confirming one)."""
+        """The leader's timer-driven exists() on its own node, and the sync() before it
+        when the core asks for one (not the successor's confirming pair)."""
         core = self.core
-        return (type(request).__name__ == "Exists" and core.leader and core.node is not None
+        return (type(request).__name__ in ("Exists", "Sync") and core.leader and core.node is not None
                 and request.path == f"{core.settings.election_path}/{core.node}")
 
     def _next_item(self) -> Any:
@@ -137,6 +138,8 @@ class BenchDaemon(Daemon):
             return None
         if isinstance(event, ev.JobStarted):
             self.owner.emit("spawned", self.owner.id)
+        elif isinstance(event, ev.JobExited):
+            self.owner.emit("reaped", self.owner.id)
         return super()._step(event)
 
     def _execute(self, action: Any) -> None:
@@ -144,6 +147,8 @@ class BenchDaemon(Daemon):
             self.owner.emit("elected", self.owner.id)
         elif getattr(action, "event", None) in ("following", "leader_acquired"):
             self.owner.joined()
+        elif getattr(action, "event", None) == "handover":
+            self.owner.emit("handed", self.owner.id)  # the leaver's node is deleted
         super()._execute(action)
 
 
@@ -197,6 +202,7 @@ class _JobHolder:
         if isinstance(event, ev.JobStarted):
             self.candidate.emit("spawned", self.candidate.id)
         elif isinstance(event, ev.JobExited):
+            self.candidate.emit("reaped", self.candidate.id)
             self.exited.set()
 
     def start(self, token: int) -> None:

@@ -79,7 +79,8 @@ class Daemons:
         self.logs[name] = self.dir / f"{name}-{sum(1 for _ in self.dir.glob(name + '-*.log'))}.log"
         with self.logs[name].open("ab") as out:
             self.procs[name] = subprocess.Popen([sys.executable, "-m", "zkleader", "run", "-c", str(path)],
-                                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
+                                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                cwd=getattr(self.args, "code_dir", REPO))
 
     def joined(self, name: str) -> bool:
         text = self.logs[name].read_text(errors="replace")

@@ -40,11 +40,11 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 def table(results: dict[str, Any]) -> str:
     head = ("| design | servers | N | planned p50 / p99 / max, ms | crash: beyond timeout p50 / max, ms "
             "| notifications per change (to the leaver) | requests per change | server-side notifications "
-            "| join, s | MB / candidate | idle CPU % / candidate | overlaps |")
-    lines = [head, "|" + "---|" * 12]
+            "| join, s | MB / candidate | idle CPU % / candidate | overlaps | load avg (1 min) |")
+    lines = [head, "|" + "---|" * 13]
     for r in results.get("summary", []):
         if r.get("error") and not r.get("stop_count"):
-            lines.append(f"| {NAMES[r['design']]} | {r['topology']} | {r['n']} | failed: {r['error']} |" + " |" * 8)
+            lines.append(f"| {NAMES[r['design']]} | {r['topology']} | {r['n']} | failed: {r['error']} |" + " |" * 9)
             continue
         planned = f"{fmt(r['stop_p50_ms'], 1)} / {fmt(r['stop_p99_ms'], 1)} / {fmt(r['stop_max_ms'], 1)}"
         crash = f"{fmt(r['crash_p50_ms'])} / {fmt(r['crash_max_ms'])}" if r.get("crash_count") else "–"
@@ -55,15 +55,18 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"| {NAMES[r['design']]} | {r['topology']} | {r['n']} | {planned} | {crash} | {notes} | {requests} "
             f"| {server} | {fmt(r['join_s'], 2)} | {fmt(r['worker_rss_mb_per_candidate'], 2)} "
-            f"| {fmt(r['idle_cpu_pct_per_candidate'], 3)} | {r['overlaps']} |"
+            f"| {fmt(r['idle_cpu_pct_per_candidate'], 3)} | {r['overlaps']} "
+            f"| {fmt(r.get('load_before'), 1)} -> {fmt(r.get('load_after'), 1)} |"
         )
     return "\n".join(lines)
 
 
 def breakdown(results: dict[str, Any]) -> str:
-    lines = ["| design | servers | N | elected p50, ms | job spawned p50, ms | job running p50, ms |", "|---|---|---|---|---|---|"]
+    lines = ["| design | servers | N | old job reaped | old node deleted | successor elected | job spawned "
+             "| job running |", "|---|---|---|---|---|---|---|---|"]
     for r in rows(results):
-        lines.append(f"| {NAMES[r['design']]} | {r['topology']} | {r['n']} | {fmt(r['stop_elected_p50_ms'], 1)} "
+        lines.append(f"| {NAMES[r['design']]} | {r['topology']} | {r['n']} | {fmt(r.get('stop_reaped_p50_ms'), 1)} "
+                     f"| {fmt(r.get('stop_handed_p50_ms'), 1)} | {fmt(r['stop_elected_p50_ms'], 1)} "
                      f"| {fmt(r['stop_spawned_p50_ms'], 1)} | {fmt(r['stop_p50_ms'], 1)} |")
     return "\n".join(lines)
 
@@ -146,8 +149,9 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
          lambda r: r["stop_p99_ms"], True),
         ("failover_vs_n.png", "Crash failover beyond the session/lease timeout (p50)", "ms",
          lambda r: r.get("crash_p50_ms"), False),
-        ("notifications_vs_n.png", "Watch notifications per planned leadership change", "notifications (log)",
-         lambda r: r["stop_notifications"], True),
+        ("notifications_vs_n.png", "Watch notifications to waiting candidates per planned leadership change",
+         "notifications (log)", lambda r: None if r["stop_notifications"] is None
+         else r["stop_notifications"] - (r["stop_notifications_to_leaver"] or 0), True),
         ("requests_vs_n.png", "Requests per planned leadership change (client side)", "requests (log)",
          lambda r: r["stop_requests"], True),
     ]
@@ -166,6 +170,11 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
             ax.axhline(500, color="grey", linestyle=":", linewidth=1, label="target 500 ms")
         if filename == "notifications_vs_n.png":
             ax.axhline(1, color="grey", linestyle=":", linewidth=1, label="target: 1")
+            points = sorted((r["n"], r["stop_notifications"]) for r in data
+                            if r["design"] == "zkleader" and r["topology"] == "ensemble" and r["stop_notifications"])
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], ":", color=COLOURS["zkleader"],
+                        label="zkleader, ensemble, incl. the leaver's own node watch")
         ax.set_xscale("log")
         if logy:
             ax.set_yscale("log")
@@ -234,7 +243,8 @@ crash failovers per cell; up to {s['per_worker']} candidates per worker process.
 
 {breakdown(results)}
 
-"elected": the successor decides to start its job (for zkleader: after its watch fired, it re-listed the
+"old job reaped": the leaver's whole job tree is gone; "old node deleted": zkleader's leaver got the answer to
+its delete. "elected": the successor decides to start its job (for zkleader: after its watch fired, it re-listed the
 children and confirmed its own node). "spawned": the guardian reports the job's process exists. "running": the job's
 first line, after the Python interpreter started twice (guardian and job).
 
@@ -288,5 +298,8 @@ def console_table(results: dict[str, Any]) -> str:
 if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "results/bench.json")
     loaded = json.loads(path.read_text())
+    from .run import summarise
+
+    loaded["summary"] = [summarise(cell) for cell in loaded["cells"]]
     write(loaded, path.parent)
     print(console_table(loaded))

@@ -90,7 +90,7 @@ class Records:
 class Workers:
     """The candidate processes of one cell and their event streams."""
 
-    def __init__(self, settings: dict[str, Any], count: int) -> None:
+    def __init__(self, settings: dict[str, Any], count: int, code: Path = REPO) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.procs: list[subprocess.Popen[str]] = []
         self.owner: dict[int, int] = {}
@@ -98,7 +98,7 @@ class Workers:
         self._seq = 0
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for index in range(count):
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], cwd=REPO, env=env, text=True,
+            proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], cwd=code, env=env, text=True,
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1)
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(settings) + "\n")
@@ -279,6 +279,8 @@ class Change:
     latency: float | None = None  # trigger -> successor's job running (s)
     elected: float | None = None  # trigger -> successor decided to lead
     spawned: float | None = None  # trigger -> successor's guardian reported the job started
+    reaped: float | None = None  # trigger -> the leaver's job reaped (whole tree gone)
+    handed: float | None = None  # trigger -> the leaver's node deleted (zkleader)
     requests: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
     notifications: int = 0
@@ -325,7 +327,7 @@ class Cell:
 
     def run(self, planned: int, crashes: int, idle: float) -> dict[str, Any]:
         per = self.args.per_worker
-        workers = Workers(self.settings(), max(1, math.ceil(self.n / per)))
+        workers = Workers(self.settings(), max(1, math.ceil(self.n / per)), self.args.code_dir)
         self.workers = workers
         try:
             self._run(workers, planned, crashes, idle)
@@ -345,6 +347,7 @@ class Cell:
 
     def _run(self, workers: Workers, planned: int, crashes: int, idle: float) -> None:
         ids = self.new_ids(self.n)
+        self.result["load_before"] = round(os.getloadavg()[0], 1)
         rss0, _ = workers.rss_cpu()
         t0 = time.monotonic()
         wave = self.args.join_wave
@@ -379,6 +382,7 @@ class Cell:
                 if change.latency is None:
                     raise TimeoutError(f"no successor after a {kind}")
         self.result["changes"] = [change.__dict__ for change in changes]
+        self.result["load_after"] = round(os.getloadavg()[0], 1)
 
     def _change(self, workers: Workers, kind: str) -> Change:
         leader = self._leader()
@@ -397,6 +401,10 @@ class Cell:
         workers.drain()
         for name in ("elected", "spawned"):
             seen = [e for e in workers.history if e["ev"] == name and e["id"] == successor and e["t"] > trigger]
+            if seen:
+                setattr(change, name, seen[0]["t"] - trigger)
+        for name in ("reaped", "handed"):
+            seen = [e for e in workers.history if e["ev"] == name and e["id"] == leader and e["t"] > trigger]
             if seen:
                 setattr(change, name, seen[0]["t"] - trigger)
         after = self._settled(workers)
@@ -442,7 +450,7 @@ def summarise(cell: dict[str, Any]) -> dict[str, Any]:
     """The figures of one cell, as the report shows them."""
     out = {k: cell.get(k) for k in ("design", "topology", "n", "timeout", "join_s", "worker_rss_mb_per_candidate",
                                     "idle_cpu_pct_per_candidate", "threads_per_candidate", "overlaps", "error",
-                                    "watches", "workers")}
+                                    "watches", "workers", "load_before", "load_after")}
     changes = cell.get("changes", [])
     for kind in ("stop", "crash"):
         mine = [c for c in changes if c["kind"] == kind and c["latency"] is not None]
@@ -452,8 +460,8 @@ def summarise(cell: dict[str, Any]) -> dict[str, Any]:
         out[f"{kind}_p50_ms"] = percentile(lat, 50)
         out[f"{kind}_p99_ms"] = percentile(lat, 99)
         out[f"{kind}_max_ms"] = max(lat) if lat else None
-        for part in ("elected", "spawned"):
-            values = [(c[part] - offset) * 1000 for c in mine if c[part] is not None]
+        for part in ("reaped", "handed", "elected", "spawned"):
+            values = [(c[part] - offset) * 1000 for c in mine if c.get(part) is not None]
             out[f"{kind}_{part}_p50_ms"] = percentile(values, 50)
         for key in ("notifications", "notifications_to_leaver", "requests"):
             values = [c[key] for c in mine]
@@ -494,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="zkleader-bench-"))
     started = time.time()
+    args.code_dir = snapshot(workdir / "code")
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "argv": sys.argv[1:] if argv is None else argv,
@@ -549,6 +558,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log(f"kept {workdir}")
     return 0
+
+
+def snapshot(code: Path) -> Path:
+    """The code every worker and daemon of this run imports: a copy taken at the start,
+    so that edits to the working tree during a long run do not mix versions."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "zkleader", code / "zkleader", ignore=ignore)
+    shutil.copytree(REPO / "bench", code / "bench", ignore=ignore)
+    (code / "tests").mkdir()
+    shutil.copy2(REPO / "tests" / "zkserver.py", code / "tests" / "zkserver.py")
+    return code
 
 
 def machine() -> dict[str, Any]:
