@@ -1,0 +1,569 @@
+"""Deterministic simulation of the leadership core (issue 8).
+
+The simulator (zkleader/simulation) drives the production ``Leadership`` through a
+model of ZooKeeper, kazoo, the network, the daemon's loop, systemd and the job, on a
+virtual clock; invariants are checked after every step. This file:
+
+* checks a few properties of the model itself (so that "no violation" means something);
+* sweeps 10,000 seeded random schedules in CI (two processes), then smaller batches of
+  the other fault profiles;
+* proves the simulator has teeth: five deliberate bugs, each a test-only subclass of
+  ``Leadership``, are caught within a fixed budget of schedules, and the real core
+  passes the same schedules;
+* runs a hypothesis RuleBasedStateMachine over the same world, so a failure shrinks to
+  a short readable trace;
+* pins the bugs the simulator found in the real core as strict xfails (a fix turns
+  them into XPASS, which fails the run: then delete the marker and the allowance in
+  ``KNOWN_CORE_BUGS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import re
+from contextlib import redirect_stdout
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+
+from zkleader import actions as act
+from zkleader import events as ev
+from zkleader.config import OnExit
+from zkleader.leadership import JobPhase, Leadership, Purpose
+from zkleader.simulation import PROFILES, World, WorldConfig, explore, run_schedule, settle
+from zkleader.simulation.cli import main as cli_main
+from zkleader.simulation.faults import max_stop
+from zkleader.simulation.invariants import Violation
+from zkleader.simulation.runner import Finding
+from zkleader.simulation.world import ELECTION
+
+INF = float("inf")
+WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+# ---------------------------------------------------------------------------- known core bugs
+
+#: Findings that a known, reported core bug explains (see the xfail tests at the end).
+#: Safety violations are never on this list.
+KNOWN_CORE_BUGS = {
+    # A session owning more than one node: test_core_bug_create_in_the_new_session_leaves_a_ghost.
+    "ghost-create": lambda f: f.kind == "nodes" and re.search(r"owns (?!0 |1 )\d+ nodes", f.message) is not None,
+}
+
+
+def unexplained(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if not any(match(f) for match in KNOWN_CORE_BUGS.values())]
+
+
+def reports(findings: list[Finding], limit: int = 2) -> str:
+    return "\n\n".join(f.report() for f in findings[:limit])
+
+
+# ---------------------------------------------------------------------------- the world model
+
+
+def boot(seed: int = 1, run: float = 1.0, **overrides: object) -> World:
+    config = WorldConfig(**{"hosts": 2, "session_timeout": 2.0, "stop_timeout": 0.3, "trace_limit": None, **overrides})
+    world = World(config, seed)
+    world.start()
+    world.run_until(run)
+    return world
+
+
+def test_a_leader_emerges_and_the_queue_is_clean() -> None:
+    world = boot(hosts=3, run=0.0)
+    settle(world)
+    leader = world.leader_host()
+    assert leader is not None and leader.daemon.core.leader
+    assert [j.host for j in world.checker.alive] == [leader]
+
+
+def test_the_same_seed_replays_exactly() -> None:
+    a = run_schedule(4242, trace_limit=None, timeline_lines=None, spin_is_violation=False)
+    b = run_schedule(4242, trace_limit=None, timeline_lines=None, spin_is_violation=False)
+    assert (a.steps, a.sim_time, a.faults, a.leaderships) == (b.steps, b.sim_time, b.faults, b.leaderships)
+
+
+def test_session_expiry_is_never_early_and_rounded_up_to_a_tick() -> None:
+    world = boot(session_timeout=2.0, tick_time=0.3)
+    server = world.server
+    session = next(s for s in server.sessions.values() if s.host is world.hosts[0])
+    world.partition(world.hosts[0])
+    cut = world.now
+    heard = session.last_heard
+    world.run_for(5.0)
+    ended_at, cause = session.ended
+    assert cause == "expired"
+    assert ended_at >= heard + 2.0  # never early
+    assert math.isclose(ended_at / 0.3, round(ended_at / 0.3), abs_tol=1e-6)  # a bucket boundary
+    assert ended_at - cut < 2.0 + 0.3 + 1e-6
+
+
+def test_kazoo_notices_a_silent_partition_after_about_two_thirds_of_the_timeout() -> None:
+    world = boot(session_timeout=3.0)
+    host = world.hosts[1]
+    world.partition(host)
+    cut = world.now
+    world.run_for(3.0)
+    dropped = [t for t, who, kind, obj, _ in world.timeline.entries
+               if who == host.name and kind == "zk" and "dropped" in str(obj) and t > cut]
+    assert dropped, "kazoo never noticed"
+    # ping at read_timeout/2 - jitter after the last send, dropped at the next deadline
+    assert 2.0 - 0.8 - 0.1 <= dropped[0] - cut <= 2.0 + 0.05
+
+
+def test_requests_can_postpone_detection_past_the_session_expiry() -> None:
+    world = boot(session_timeout=2.0)
+    host = world.hosts[0]
+    world.chatty(host, INF)
+    world.partition(host)
+    world.run_for(6.0)
+    assert host.daemon.client.state == "connected"  # kazoo still believes it is connected
+    assert not any(s.alive for s in world.server.sessions.values() if s.host is host)  # but the session is gone
+    world.heal(host)
+    world.run_for(2.0)
+    seen = [type(obj).__name__ for t, who, kind, obj, _ in world.timeline.entries if who.startswith(host.name) and kind == "<-"]
+    tail = seen[len(seen) - seen[::-1].index("Suspended") - 1:]
+    assert tail.index("SessionLost") < tail.index("Connected")
+
+
+def test_a_connection_drop_fires_watches_with_connection_kind_and_fails_pending_requests() -> None:
+    world = boot(session_timeout=2.0)
+    follower = next(h for h in world.hosts if not h.daemon.core.leader)
+    world.server.restart(0.05)
+    world.run_for(0.5)
+    handled = [obj for t, who, kind, obj, _ in world.timeline.entries if who == follower.name and kind == "<-"]
+    watches = [e for e in handled if isinstance(e, ev.WatchFired)]
+    assert watches and watches[-1].kind is ev.WatchKind.CONNECTION
+    connected = [e for e in handled if isinstance(e, ev.Connected)]
+    assert len({c.session_id for c in connected}) == 1  # the session survived the restart
+
+
+def test_a_lost_create_reply_still_applies_and_the_core_finds_its_node_by_id() -> None:
+    world = boot(run=0.0, hosts=2)
+    world.hosts[0].lose_next = "create"
+    world.run_for(1.0)
+    settle(world)
+    lost = [obj for _, who, kind, obj, _ in world.timeline.entries if kind == "!!" and "lost" in str(obj)]
+    assert lost
+    recovered = [obj for _, _, kind, obj, _ in world.timeline.entries
+                 if kind == "->" and isinstance(obj, act.Log) and obj.event == "create_recovered"]
+    assert recovered
+
+
+def test_the_watchdog_kills_a_paused_daemon_and_its_job() -> None:
+    world = boot(session_timeout=4.0, stop_timeout=0.3, watchdog=0.6)
+    leader = world.leader_host()
+    world.pause(leader, "process")
+    world.run_for(2.0)
+    assert world.stats.get("watchdog_kills") == 1
+    assert not any(j.host is leader for j in world.checker.alive)
+    settle(world)
+
+
+# ---------------------------------------------------------------------------- CI sweep
+
+#: Schedules in the default run: short ones (a few session timeouts of faults, then a
+#: quiet phase that ends as soon as the group has provably settled).
+CI_SCHEDULES = 10_000
+
+
+def test_ci_sweep_of_random_schedules() -> None:
+    summary = explore(range(CI_SCHEDULES), "ci", workers=WORKERS, spin_is_violation=False)
+    print("\n" + summary.text())
+    assert summary.schedules == CI_SCHEDULES
+    safety = [f for f in summary.findings if f.safety]
+    assert not safety, reports(safety)
+    other = unexplained(summary.findings)
+    assert not other, reports(other)
+    assert sum(summary.faults.values()) > 2 * CI_SCHEDULES  # ~3 per schedule
+    assert summary.leader_changes > CI_SCHEDULES // 2  # ~0.9 per schedule
+
+
+@pytest.mark.parametrize("profile", ["strict", "network", "chatty", "crashes"])
+def test_other_profiles(profile: str) -> None:
+    summary = explore(range(10**6, 10**6 + 300), profile, spin_is_violation=False)
+    assert not unexplained(summary.findings), reports(unexplained(summary.findings))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["default", "strict", "network", "chatty", "crashes"])
+def test_long_sweep(profile: str) -> None:
+    summary = explore(range(2 * 10**6, 2 * 10**6 + 50_000), profile, workers=WORKERS, spin_is_violation=False)
+    print("\n" + summary.text())
+    assert not unexplained(summary.findings), reports(unexplained(summary.findings))
+
+
+# ---------------------------------------------------------------------------- deliberate bugs
+
+
+class IgnoresLease(Leadership):
+    """(1) The job keeps running while disconnected: the lease deadline is ignored."""
+
+    def _may_run(self) -> bool:
+        return self.leader and self._leave is None and self.writable and self.t_ok is not None
+
+
+class ConnectionWatchIsDeletion(Leadership):
+    """(2) A NONE/CONNECTION watch event is taken for a deletion."""
+
+    def _on_watch(self, event: ev.WatchFired) -> None:
+        if event.kind is ev.WatchKind.CONNECTION:
+            event = ev.WatchFired(event.path, ev.WatchKind.DELETED)
+        super()._on_watch(event)
+
+
+class DeletesBeforeReaped(Leadership):
+    """(3) On shutdown or resign the node is deleted before the job is reaped."""
+
+    def _progress_leave(self) -> None:
+        node = self.node
+        if self.job is not JobPhase.NONE and node is not None and self.connected and not self._is_pending(Purpose.DELETE_OWN):
+            self._request(Purpose.DELETE_OWN, lambda rid: act.DeleteNode(rid, self._path(node)))
+        super()._progress_leave()
+
+
+class SuspendedIsTheClock(Leadership):
+    """(4) No lease of its own: the job stops only on Suspended / SessionLost."""
+
+    def _may_run(self) -> bool:
+        return self.leader and self._leave is None and self.writable and self.connected
+
+    def _stop_job(self, reason: str) -> None:
+        saved, self.t_ok = self.t_ok, None  # stop_timeout from now, not bounded by the lease
+        try:
+            super()._stop_job(reason)
+        finally:
+            self.t_ok = saved
+
+
+class SkipsOwnerCheck(Leadership):
+    """(5) The ephemeralOwner of the node is not compared with the session."""
+
+    def _on_own_reply(self, reply: ev.Reply) -> None:
+        if isinstance(reply, ev.NodeChecked) and reply.stat is not None and self.session_id is not None:
+            reply = dataclasses.replace(reply, stat=ev.NodeStat(reply.stat.czxid, self.session_id))
+        super()._on_own_reply(reply)
+
+
+@dataclasses.dataclass(frozen=True)
+class BugCase:
+    factory: type[Leadership]
+    profile: str
+    kinds: frozenset[str]
+    budget: int = 200
+
+
+SAFETY = frozenset({"overlap", "legitimacy", "fencing"})
+BUG_CASES = {
+    "1-ignores-lease": BugCase(IgnoresLease, "default", SAFETY),
+    "2-connection-watch-is-deletion": BugCase(ConnectionWatchIsDeletion, "default", frozenset({"liveness", "nodes", "stuck"})),
+    "3-deletes-before-reaped": BugCase(DeletesBeforeReaped, "default", SAFETY),
+    "4-suspended-is-the-clock": BugCase(SuspendedIsTheClock, "default", SAFETY),
+    # Only a repeated candidacy id puts a daemon on a node of another session.
+    "5-skips-owner-check": BugCase(SkipsOwnerCheck, "collide", SAFETY),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUG_CASES))
+def test_deliberate_bug_is_caught_and_the_real_core_is_not(name: str) -> None:
+    case = BUG_CASES[name]
+    caught = None
+    for seed in range(case.budget):
+        result = run_schedule(seed, case.profile, case.factory, spin_is_violation=False)
+        if result.finding is not None and result.finding.kind in case.kinds:
+            caught = result
+            break
+    assert caught is not None, f"{name}: no {sorted(case.kinds)} violation in {case.budget} schedules"
+    print(f"\n{name}: caught after {caught.seed + 1} schedule(s)\n{caught.finding.report()}")
+    # The same schedules with the production core: none of these violations.
+    clean = explore(range(caught.seed + 1), case.profile, spin_is_violation=False)
+    assert not [f for f in clean.findings if f.kind in case.kinds], reports(clean.findings)
+
+
+def test_bug_4_needs_requests_that_postpone_kazoos_detection() -> None:
+    """With a small stop_timeout and T >= 2s, kazoo's own ~2/3 T detection happens to be
+    fast enough; only the 'requests postpone ping detection' fault exposes bug (4)."""
+    options = {"stop_fraction": (0.02, 0.3), "timeouts": (2.0, 4.0)}
+    small = dataclasses.replace(PROFILES["network"].without("chatty", name="network-no-chatty"), **options)
+    without = explore(range(150), small, SuspendedIsTheClock, spin_is_violation=False)
+    assert not [f for f in without.findings if f.safety], reports(without.findings)
+    chatty = dataclasses.replace(PROFILES["chatty"], **options)
+    with_it = explore(range(50), chatty, SuspendedIsTheClock, stop_at_first=True, spin_is_violation=False)
+    assert with_it.findings and with_it.findings[0].safety
+
+
+# ---------------------------------------------------------------------------- hypothesis
+
+
+class SimulationFailure(AssertionError):
+    def __init__(self, violation: Violation, steps: list[str], timeline: str) -> None:
+        self.violation = violation
+        self.steps = steps
+        super().__init__(
+            f"{violation}\n\nrules ({len(steps)}):\n  " + "\n  ".join(steps) + f"\n\ntimeline:\n{timeline}"
+        )
+
+
+#: -1: the current leader (the host owning the first node), else a host by index.
+HOST = st.one_of(st.just(-1), st.integers(0, 4))
+
+
+class Cluster(RuleBasedStateMachine):
+    """Faults as rules; a failure shrinks to the fewest rules that still break an invariant.
+    Subclasses made by ``cluster()`` choose the core and the configurations drawn."""
+
+    core_factory: type[Leadership] | None = None
+    timeouts: tuple[float, ...] = (1.0, 2.0, 4.0)
+    max_hosts = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world: World | None = None
+        self.steps: list[str] = []
+        self.failed = False
+
+    @property
+    def T(self) -> float:
+        assert self.world is not None
+        return self.world.cfg.session_timeout
+
+    def _host(self, index: int):  # type: ignore[no-untyped-def]
+        assert self.world is not None
+        if index < 0:
+            leader = self.world.leader_host()
+            if leader is not None:
+                return leader
+            index = 0
+        return self.world.hosts[index % len(self.world.hosts)]
+
+    def _do(self, text: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        world = self.world
+        assert world is not None
+        self.steps.append(f"t={world.now:8.3f}  {text}")
+        world.record(None, ">>", f"rule: {text}")
+        try:
+            fn(*args)
+        except Violation as v:
+            self.failed = True
+            raise SimulationFailure(v, self.steps, world.timeline.format(last=80)) from None
+
+    @initialize(
+        seed=st.integers(0, 2**20),
+        hosts=st.integers(2, 4),
+        timeout_index=st.integers(0, 2),
+        stop=st.floats(0.05, 1.0),
+        on_exit=st.sampled_from(list(OnExit)),
+        watchdog=st.booleans(),
+    )
+    def boot(self, seed: int, hosts: int, timeout_index: int, stop: float, on_exit: OnExit, watchdog: bool) -> None:
+        hosts = min(hosts, self.max_hosts)
+        timeout = self.timeouts[timeout_index % len(self.timeouts)]
+        tick = timeout / 20
+        wd = round(0.15 * timeout, 3) if watchdog else 0.0
+        if max_stop(timeout, wd, tick) < 0.02:
+            wd = 0.0
+        budget = max_stop(timeout, wd, tick)
+        config = WorldConfig(hosts=hosts, session_timeout=timeout, stop_timeout=max(0.01, round(stop * budget, 3)),
+                             tick_time=tick, on_exit=on_exit, watchdog=wd, trace_limit=5000, spin_is_violation=False)
+        self.world = World(config, seed, self.core_factory)
+        self.steps.append(f"boot: {hosts} hosts, T={timeout:g}s, stop_timeout={config.stop_timeout:g}s, "
+                          f"on_exit={on_exit.value}, watchdog={wd:g}s, seed={seed}")
+        self.world.start()
+        self._do("run one session timeout", self.world.run_for, timeout)
+
+    @rule(fraction=st.floats(0.05, 3.0))
+    def wait(self, fraction: float) -> None:
+        self._do(f"wait {fraction * self.T:.3f}s", self.world.run_for, fraction * self.T)
+
+    @rule(host=HOST, direction=st.sampled_from(["both", "c2s", "s2c"]), fraction=st.floats(0.05, 4.0))
+    def partition(self, host: int, direction: str, fraction: float) -> None:
+        h, d = self._host(host), fraction * self.T
+        self._do(f"cut {h.name} ({direction}) for {d:.3f}s", self._partition, h, direction, d)
+
+    def _partition(self, h, direction: str, d: float) -> None:  # type: ignore[no-untyped-def]
+        w = self.world
+        w.partition(h, c2s=direction != "s2c", s2c=direction != "c2s")
+        w.at(w.now + d, w.heal, h)
+
+    @rule(host=HOST, fraction=st.floats(0.3, 4.0), until_heal=st.booleans())
+    def chatty_partition(self, host: int, fraction: float, until_heal: bool) -> None:
+        h, d = self._host(host), fraction * self.T
+        self._do(f"cut {h.name} for {d:.3f}s; requests postpone kazoo's detection "
+                 f"{'until it heals' if until_heal else 'for half of it'}", self._chatty, h, d, until_heal)
+
+    def _chatty(self, h, d: float, until_heal: bool) -> None:  # type: ignore[no-untyped-def]
+        w = self.world
+        w.chatty(h, w.now + (d if until_heal else d / 2))
+        w.partition(h)
+        w.at(w.now + d, w.heal, h)
+
+    @rule(host=HOST)
+    def heal(self, host: int) -> None:
+        self._do(f"heal {self._host(host).name}", self.world.heal, self._host(host))
+
+    @rule(fraction=st.floats(0.0, 1.5))
+    def server_restart(self, fraction: float) -> None:
+        if self.world.server.up:
+            self._do(f"ZooKeeper restarts, down {fraction * self.T:.3f}s", self.world.server.restart, fraction * self.T)
+
+    @rule(host=HOST, what=st.sampled_from(["create", "any"]))
+    def lose_next_reply(self, host: int, what: str) -> None:
+        h = self._host(host)
+        self._do(f"{h.name}'s next {what} reply is lost", setattr, h, "lose_next", what)
+
+    @rule(host=HOST, how=st.sampled_from(["process", "loop"]), fraction=st.floats(0.01, 3.0))
+    def pause(self, host: int, how: str, fraction: float) -> None:
+        h, d = self._host(host), fraction * self.T
+        self._do(f"pause {h.name} ({how}) for {d:.3f}s", self._pause, h, how, d)
+
+    def _pause(self, h, how: str, d: float) -> None:  # type: ignore[no-untyped-def]
+        w = self.world
+        if w.pause(h, how):
+            w.at(w.now + d, w.resume, h)
+
+    @rule(host=HOST)
+    def kill9(self, host: int) -> None:
+        self._do(f"kill -9 {self._host(host).name}", self.world.kill9, self._host(host))
+
+    @rule(host=HOST)
+    def sigterm(self, host: int) -> None:
+        self._do(f"SIGTERM {self._host(host).name}", self.world.sigterm, self._host(host))
+
+    @rule()
+    def crash_leader_job(self) -> None:
+        leader = self.world.leader_host()
+        if leader is not None:
+            self._do(f"{leader.name}'s job crashes", self.world.crash_job, leader)
+
+    @rule()
+    def operator_deletes_leader_node(self) -> None:
+        low = self.world.server.lowest()
+        if low is not None:
+            self._do(f"operator deletes {low.rsplit('/', 1)[-1][:12]}..", self.world.operator_delete, low)
+
+    def teardown(self) -> None:
+        if self.world is not None and not self.failed:
+            self._do("faults stop: heal everything, check liveness", settle, self.world)
+
+
+def cluster(core_factory: type[Leadership] | None = None, **options: object) -> type[Cluster]:
+    name = f"Cluster_{core_factory.__name__}" if core_factory else "Cluster"
+    return type(name, (Cluster,), {"core_factory": core_factory, **options})
+
+
+STATEFUL = settings(
+    max_examples=40,
+    stateful_step_count=20,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def test_stateful_exploration_of_the_real_core() -> None:
+    try:
+        run_state_machine_as_test(cluster(), settings=STATEFUL)
+    except SimulationFailure as failure:
+        finding = Finding(failure.violation.kind, failure.violation.message, 0.0, -1, "", "", failure.violation.safety)
+        if unexplained([finding]):
+            raise
+
+
+def test_stateful_shrinks_a_deliberate_bug_to_a_short_trace() -> None:
+    buggy = cluster(IgnoresLease, timeouts=(1.0,), max_hosts=2)
+    with pytest.raises(SimulationFailure) as info, redirect_stdout(io.StringIO()):
+        run_state_machine_as_test(buggy, settings=settings(STATEFUL, max_examples=100))
+    failure = info.value
+    print(f"\nshrunk to {len(failure.steps)} rules:\n  " + "\n  ".join(failure.steps))
+    assert failure.violation.kind in SAFETY
+    assert len(failure.steps) <= 6  # boot, run, a cut of the leader, a wait, ...
+
+
+# ---------------------------------------------------------------------------- bugs found in the core
+
+
+def leader_and_followers(world: World):  # type: ignore[no-untyped-def]
+    order = sorted(world.server.election_children(), key=lambda n: n.czxid)
+    return [world.server.sessions[n.owner].host for n in order]
+
+
+@pytest.mark.xfail(strict=True, raises=Violation, reason=(
+    "core bug: candidacy.Queue orders by the signed 32-bit sequence; after 2**31 creates "
+    "under the election path the next node sorts first and leads while the leader runs"))
+def test_core_bug_sequence_wrap_elects_a_second_leader() -> None:
+    world = boot(hosts=2, sequence_start=2**31 - 1, run=0.0)
+    settle(world)
+
+
+@pytest.mark.xfail(strict=True, raises=Violation, reason=(
+    "core bug: a CreateNode issued while the core still believes in session S1 runs in "
+    "kazoo's new session S2; SessionLost clears _pending, the Created reply is ignored "
+    "and the daemon then follows its own ghost node forever"))
+def test_core_bug_create_in_the_new_session_leaves_a_ghost() -> None:
+    world = boot(hosts=2)
+    leader = world.leader_host()
+    T = world.cfg.session_timeout
+    world.pause(leader, "loop")  # the loop lags behind kazoo (a stall, a GC, a slow handler)
+    world.chatty(leader, INF)  # other requests keep kazoo from noticing the cut
+    world.partition(leader, c2s=True, s2c=False)  # the server stops hearing the leader
+    world.run_for(2 * T)  # expiry: kazoo gets DELETED for its own node, then the reset
+    world.heal(leader)
+    world.run_for(1.0)  # kazoo: reconnect, session expired (LOST), new session
+    world.resume(leader)  # the loop handles DELETED first: _rejoin -> CreateNode ...
+    settle(world)
+
+
+@pytest.mark.xfail(strict=True, raises=Violation, reason=(
+    "core bug: after a job exit the restart deadline passes while the lease is gone; "
+    "_may_run() is false, _restart_at stays in the past and next_deadline() returns it, "
+    "so the daemon's loop busy-waits at 100% CPU for the rest of the outage"))
+def test_core_bug_busy_loop_on_a_restart_deadline_without_lease() -> None:
+    world = boot(hosts=2, session_timeout=1.0, stop_timeout=0.1, restart_delay=1.0, spin_is_violation=True)
+    leader = world.leader_host()
+    world.crash_job(leader)
+    world.partition(leader)
+    world.run_for(3.0)
+
+
+@pytest.mark.xfail(strict=True, raises=Violation, reason=(
+    "core weakness: a follower does not watch its own node; when an operator deletes it "
+    "the daemon keeps 'following' without a node until its predecessor changes"))
+def test_core_bug_follower_whose_node_is_deleted_never_notices() -> None:
+    world = boot(hosts=2)
+    follower = leader_and_followers(world)[1]
+    world.operator_delete(f"{ELECTION}/{follower.daemon.core.node}")
+    world.run_for(1.0)
+    settle(world)
+
+
+@pytest.mark.xfail(strict=True, raises=Violation, reason=(
+    "core weakness (only with colliding candidacy ids): _on_list_reply keeps the first "
+    "node with its id and deletes the rest, including the node it just created, while "
+    "self.node still names the deleted one"))
+def test_core_bug_repeated_candidacy_id_deletes_its_own_new_node() -> None:
+    world = boot(hosts=3, reuse_ids=True, restart_sec=0.2)
+    first_follower = leader_and_followers(world)[1]
+    world.kill9(first_follower)
+    world.run_for(3.0)
+    settle(world)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_prints_the_figures() -> None:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = cli_main(["--seeds", "30", "--seed", "7", "--workers", "1", "--lenient-spin"])
+    text = out.getvalue()
+    assert code == 0, text
+    for label in ("schedules explored   30", "simulated time", "faults injected", "violations found     0",
+                  "leader changes", "wall time"):
+        assert label in text
+    assert re.search(r"\d+ schedules/s", text)

@@ -1,0 +1,311 @@
+"""What must hold in every simulated world, checked after every step.
+
+Safety (always):
+
+* overlap: at most one leader job alive across all hosts. A job is alive from the
+  moment StartJob is executed until its last process is dead (not until the daemon
+  hears about it).
+* legitimacy: a live job's znode exists, is the first in line (lowest czxid, the
+  server's own order, not the name's), and is owned by the session its daemon had
+  when it started the job; at StartJob the same must hold.
+* fencing: tokens of successive leaderships strictly increase; a token is only
+  reused by a restart of the job within the same leadership.
+* double_start: a daemon never starts a job while its previous one is alive.
+
+Documented exceptions (an *excuse* switches off overlap and legitimacy for one job):
+
+* its daemon is paused (SIGSTOP, a frozen VM): it cannot stop anything; in production
+  systemd's watchdog covers it. The excuse ends RESUME_GRACE after the daemon resumes
+  (it must then kill the job at once if its lease is gone).
+* an operator deleted its znode by hand: the old leader stops its job as soon as it
+  hears, but the successor may already have started. The excuse ends one session
+  timeout after the deletion (by then the lease has run out even if it never heard).
+
+Fencing is checked with or without excuses.
+
+Liveness (after the faults stop, all links healed, all daemons running):
+
+* within ``World.quiet_bound()`` exactly one job is alive, on the daemon that leads
+  from the first node, and it stays the same job until the end;
+* every live daemon has exactly one node, the one it believes is its own; no node of
+  a dead session is left; every follower's predecessor exists and the follower holds
+  a watch on it (nobody waits forever on a node that is gone);
+* spin: a core whose next deadline is already past would make the production loop
+  spin at 100% CPU.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .world import Daemon, Job, World
+
+INF = float("inf")
+RESUME_GRACE = 0.3
+
+SAFETY = frozenset({"overlap", "legitimacy", "fencing", "double_start", "core_exception"})
+LIVENESS = frozenset({"liveness", "nodes", "stuck", "spin"})
+
+
+class Violation(AssertionError):
+    """An invariant broke. ``timeline`` is the formatted trace that led to it."""
+
+    def __init__(self, kind: str, message: str, time: float) -> None:
+        super().__init__(f"[{kind}] t={time:.4f}: {message}")
+        self.kind = kind
+        self.message = message
+        self.time = time
+        self.timeline = ""
+        self.seed: int | None = None
+
+    @property
+    def safety(self) -> bool:
+        return self.kind in SAFETY
+
+    def report(self) -> str:
+        head = f"VIOLATION [{self.kind}] at t={self.time:.4f}"
+        if self.seed is not None:
+            head += f" (seed {self.seed})"
+        return f"{head}\n  {self.message}\n\ntimeline (virtual seconds, host, what):\n{self.timeline}"
+
+
+class Checker:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.alive: list[Job] = []
+        self.max_token: int | None = None
+        self.max_token_znode: str | None = None
+        self.leaderships = 0
+        self.operator_deleted: dict[str, float] = {}
+        self.spins: list[str] = []
+        #: Set by everything the per-step checks depend on (znodes, sessions, jobs, excuses).
+        self.dirty = True
+
+    # ------------------------------------------------------------- reporting
+
+    def violate(self, kind: str, message: str) -> None:
+        world = self.world
+        world.timeline.record(world.now, "CHECK", "**", f"VIOLATION [{kind}] {message}", None)
+        raise Violation(kind, message, world.now)
+
+    # ----------------------------------------------------------------- events
+
+    def on_start(self, job: Job) -> None:
+        world = self.world
+        deleted_at = self.operator_deleted.get(job.znode)
+        if deleted_at is not None:
+            # A stale but honest answer ("your node exists", sent before the deletion) can
+            # restart the old leader's job before the deletion's watch event arrives: no
+            # core can avoid that, it is what fencing tokens let downstream refuse.
+            self._excuse(job, deleted_at + world.cfg.session_timeout + RESUME_GRACE, "operator")
+        elif self.max_token is not None:
+            if job.token < self.max_token:
+                self.violate("fencing", f"{job.describe()} started with a token below {self.max_token}")
+            if job.token == self.max_token and job.znode != self.max_token_znode:
+                self.violate("fencing", f"{job.describe()} reuses token {job.token} of {self.max_token_znode}")
+        if self.max_token is None or job.token > self.max_token:
+            self.leaderships += 1
+            self.max_token = job.token
+            self.max_token_znode = job.znode
+        node = world.server.nodes.get(job.znode)
+        if node is not None and node.czxid != job.token:
+            self.violate("fencing", f"{job.describe()}: token is not its znode's czxid {node.czxid}")
+        self.alive.append(job)
+        self.dirty = True
+        world.timeline.record(world.now, job.daemon.label, "job", f"{job.describe()} is alive", None)
+        self.after_step()
+
+    def on_death(self, job: Job) -> None:
+        self.alive.remove(job)
+        self.dirty = True
+
+    def on_pause(self, daemon: Daemon) -> None:
+        for job in self.alive:
+            if job.daemon is daemon:
+                self._excuse(job, INF, "paused")
+
+    def on_resume(self, daemon: Daemon) -> None:
+        for job in self.alive:
+            if job.daemon is daemon and "paused" in job.excuses:
+                self._excuse(job, self.world.now + RESUME_GRACE, "paused", lower=True)
+
+    def on_operator_delete(self, path: str) -> None:
+        world = self.world
+        self.operator_deleted[path] = world.now
+        for job in self.alive:
+            if job.znode == path:
+                self._excuse(job, world.now + world.cfg.session_timeout + RESUME_GRACE, "operator")
+
+    def _excuse(self, job: Job, until: float, why: str, lower: bool = False) -> None:
+        """Excuses per reason; the job is excused until the latest of them runs out."""
+        if lower or until > job.excuses.get(why, -INF):
+            job.excuses[why] = until
+        job.excused_until = max(job.excuses.values())
+        self.dirty = True
+        if until != INF:
+            self.world.at(until + 1e-9, self._excuse_ends)
+
+    def _excuse_ends(self) -> None:
+        self.dirty = True
+
+    def spin(self, daemon: Daemon, deadline: float, local_now: float) -> None:
+        core = daemon.core
+        message = (
+            f"{daemon.label}: next_deadline() is {local_now - deadline:.3f}s in the past after handling an event "
+            f"(phase {core.phase.value}, job {core.job.value}, leader {core.leader}, connected {core.connected}, "
+            f"restart_at {getattr(core, '_restart_at', None)}, retry_at {getattr(core, '_retry_at', None)}): "
+            f"the production loop would busy-wait"
+        )
+        self.spins.append(message)
+        if self.world.cfg.spin_is_violation:
+            self.violate("spin", message)
+
+    # ------------------------------------------------------------- per step
+
+    def after_step(self) -> None:
+        if not self.dirty:
+            return
+        self.dirty = False
+        alive = self.alive
+        if not alive:
+            return
+        now = self.world.now
+        server = self.world.server
+        accountable = [job for job in alive if job.excused_until < now]
+        if len(accountable) > 1:
+            self.violate("overlap", " and ".join(job.describe() for job in accountable) + " are alive at once")
+        for job in accountable:
+            node = server.nodes.get(job.znode)
+            if node is None:
+                when, cause = server.deleted.get(job.znode, (now, "never created"))
+                self.violate(
+                    "legitimacy",
+                    f"{job.describe()} is alive but its znode is gone since t={when:.4f} ({cause})",
+                )
+            elif node.owner != job.session_id:
+                self.violate("legitimacy", f"{job.describe()} runs on a znode owned by session 0x{node.owner:x}")
+            else:
+                low = server.lowest()
+                if low != job.znode:
+                    self.violate(
+                        "legitimacy",
+                        f"{job.describe()} is alive but {low.rsplit('/', 1)[-1] if low else None} is first in line",
+                    )
+        if len(alive) > 1:
+            # Even excused overlaps must be fenced: the newer leadership holds the larger
+            # token (a job restarted on a znode an operator deleted is the stale one).
+            fenced = [j for j in alive if j.znode not in self.operator_deleted]
+            if fenced:
+                newest = max(fenced, key=lambda j: j.started_at)
+                if any(j.token > newest.token for j in fenced):
+                    self.violate("fencing", "an older leadership holds a larger token than the newest job")
+
+    # ---------------------------------------------------------------- liveness
+
+    def settled(self) -> bool:
+        """Whether the liveness conditions hold right now (no verdict, no exception)."""
+        world = self.world
+        if len(self.alive) != 1:
+            return False
+        job = self.alive[0]
+        daemon = job.daemon
+        if not daemon.alive or not daemon.core.leader or daemon.paused is not None or job.signalled:
+            return False
+        if daemon.core.job.value != "running":
+            return False
+        # Stale state from the faulty phase must be flushed: the lease rests on an answer
+        # to a request sent after the heal.
+        t_ok = daemon.core.t_ok
+        if t_ok is None or world.healed_at is None or t_ok < daemon.host.local(world.healed_at):
+            return False
+        server = world.server
+        owners = set()
+        for host in world.hosts:
+            daemon = host.live_daemon
+            if daemon is None or daemon.client.state != "connected" or daemon.core.node is None:
+                return False
+            path = f"{server.election_parent}/{daemon.core.node}"
+            node = server.nodes.get(path)
+            if node is None or node.owner != daemon.client.session_id:
+                return False
+            owners.add(node.owner)
+            if daemon.core.predecessor is not None:
+                pred = f"{server.election_parent}/{daemon.core.predecessor}"
+                conn = daemon.client.conn
+                if pred not in server.nodes or conn is None or pred not in conn.watched:
+                    return False
+        children = server.election_children()
+        return len(children) == len(owners) == len(world.hosts)
+
+    def quiesced(self, bound: float) -> None:
+        """Called ``bound`` seconds after the faults stopped."""
+        jobs = list(self.alive)
+        if len(jobs) != 1:
+            self.violate(
+                "liveness",
+                f"{len(jobs)} jobs alive {bound:.2f}s after the faults stopped (expected exactly one): "
+                + self._census(),
+            )
+        job = jobs[0]
+        core = job.daemon.core
+        if not job.daemon.alive or not core.leader:
+            self.violate("liveness", f"{job.describe()} is alive but its daemon does not lead: " + self._census())
+        self.quiet_job = job
+
+    def final(self) -> None:
+        world = self.world
+        server = world.server
+        jobs = list(self.alive)
+        if len(jobs) != 1 or jobs[0] is not getattr(self, "quiet_job", None):
+            self.violate("liveness", "the leader job changed during the quiet period: " + self._census())
+        sessions = {}
+        for host in world.hosts:
+            daemon = host.live_daemon
+            if daemon is None:
+                self.violate("liveness", f"{host.name} has no running daemon at the end")
+                continue
+            if daemon.client.state != "connected":
+                self.violate("liveness", f"{daemon.label} is not connected at the end: " + self._census())
+            sid = daemon.client.session_id
+            sessions[sid] = daemon
+            owned = [n for n in server.election_children() if n.owner == sid]
+            core = daemon.core
+            if len(owned) != 1:
+                self.violate(
+                    "nodes",
+                    f"{daemon.label} owns {len(owned)} nodes at the end "
+                    f"({', '.join(n.path.rsplit('/', 1)[-1] for n in owned)}); core.node={core.node}: " + self._census(),
+                )
+            if core.node is None or f"{owned[0].path.rsplit('/', 1)[-1]}" != core.node:
+                self.violate("nodes", f"{daemon.label} believes its node is {core.node}, owns {owned[0].path}")
+            if core.predecessor is not None:
+                pred = f"{owned[0].path.rsplit('/', 1)[0]}/{core.predecessor}"
+                if pred not in server.nodes:
+                    self.violate("stuck", f"{daemon.label} follows {core.predecessor}, which no longer exists")
+                conn = daemon.client.conn
+                if conn is None or pred not in conn.watched:
+                    self.violate("stuck", f"{daemon.label} follows {core.predecessor} without a watch on it")
+        for node in server.election_children():
+            if node.owner not in sessions:
+                self.violate("nodes", f"{node.path} of session 0x{node.owner:x} is left in the queue")
+
+    def _census(self) -> str:
+        world = self.world
+        parts = []
+        for host in world.hosts:
+            d = host.daemon
+            if d is None:
+                parts.append(f"{host.name}: never started")
+                continue
+            c = d.core
+            state = "dead" if not d.alive else ("paused" if d.paused else d.client.state)
+            parts.append(
+                f"{d.label}: {state}, phase={c.phase.value} job={c.job.value} node={c.node} pred={c.predecessor}"
+            )
+        queue = ", ".join(
+            f"{n.path.rsplit('/', 1)[-1]}(czxid {n.czxid}, 0x{n.owner:x})"
+            for n in sorted(world.server.election_children(), key=lambda n: n.czxid)
+        )
+        return "; ".join(parts) + f"; queue: [{queue}]"
+
