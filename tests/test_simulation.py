@@ -497,7 +497,16 @@ def leader_and_followers(world: World):  # type: ignore[no-untyped-def]
     "core bug: candidacy.Queue orders by the signed 32-bit sequence; after 2**31 creates "
     "under the election path the next node sorts first and leads while the leader runs"))
 def test_core_bug_sequence_wrap_elects_a_second_leader() -> None:
-    world = boot(hosts=2, sequence_start=2**31 - 1, run=0.0)
+    config = WorldConfig(hosts=2, session_timeout=2.0, stop_timeout=0.3, sequence_start=2**31 - 1, trace_limit=None)
+    world = World(config, 1)
+    world.start_daemon(world.hosts[0])  # h1 leads from zkl-...-2147483647 and starts its job
+    world.run_until(1.0)
+    world.start_daemon(world.hosts[1])  # h2's node is zkl-...--2147483648: "lowest", so it leads too
+    try:
+        world.run_until(2.0)
+    except Violation as v:
+        assert v.kind == "overlap", v
+        raise
     settle(world)
 
 
