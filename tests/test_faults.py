@@ -560,8 +560,10 @@ def test_13_the_middle_candidate_dies_the_third_never_leads_while_the_first_live
     wait_for(lambda: c.daemon("d2").events("following")[-1]["predecessor"] == d0_node, WAIT,
              "d2 to follow d0")
     time.sleep(1.0)
-    assert c.wait_converged(10, ["d0", "d2"]) == "d0"
-    assert [j.pid for j in c.watcher.lives()] == [job.pid] and job.alive
+    assert c.wait_converged(WAIT, ["d0", "d2"]) == "d0"
+    # The claim is about leadership: d0 keeps it (one token) and d2 never acquires it.
+    # (d0's job itself may have been restarted by its own lease on a loaded machine.)
+    assert {(j.candidate, j.token) for j in c.watcher.lives()} == {("d0", job.token)}
     assert c.daemon("d2").events("leader_acquired") == []
     assert c.group.overlaps() == []
     record_result(f"the middle candidate dies ({how})", overlaps=0, failover=None,
