@@ -143,11 +143,12 @@ def test_on_exit_restart_backs_off_and_keeps_leading(healthy_zk_server, election
 
 
 def test_on_exit_resign_moves_leadership_to_the_next_host(healthy_zk_server, election_path, daemon_group) -> None:
-    group = daemon_group(healthy_zk_server.hosts, election_path, job_args=("--exit-after", "0.3"),
+    # Long enough for b to queue behind a's first leadership even on a loaded machine.
+    group = daemon_group(healthy_zk_server.hosts, election_path, job_args=("--exit-after", "2"),
                          job={"on_exit": "resign"})
     group.add("a").wait_event("joined", 30)
     group.add("b").wait_event("joined", 30)
-    starts = group.wait_starts(3, 20)
+    starts = group.wait_starts(3, 30)
     candidates = [s["candidate"] for s in starts[:3]]
     assert candidates in (["a", "b", "a"], ["b", "a", "b"])
     tokens = [s["token"] for s in starts]

@@ -24,6 +24,7 @@ import io
 import math
 import os
 import re
+from collections.abc import Callable
 from contextlib import redirect_stdout
 
 import pytest
@@ -49,10 +50,7 @@ WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 #: Findings that a known, reported core bug explains (see the xfail tests at the end).
 #: Safety violations are never on this list.
-KNOWN_CORE_BUGS = {
-    # A session owning more than one node: test_core_bug_create_in_the_new_session_leaves_a_ghost.
-    "ghost-create": lambda f: f.kind == "nodes" and re.search(r"owns (?!0 |1 )\d+ nodes", f.message) is not None,
-}
+KNOWN_CORE_BUGS: dict[str, Callable[[Finding], bool]] = {}
 
 
 def unexplained(findings: list[Finding]) -> list[Finding]:
@@ -261,7 +259,9 @@ class BugCase:
 SAFETY = frozenset({"overlap", "legitimacy", "fencing"})
 BUG_CASES = {
     "1-ignores-lease": BugCase(IgnoresLease, "default", SAFETY),
-    "2-connection-watch-is-deletion": BugCase(ConnectionWatchIsDeletion, "default", frozenset({"liveness", "nodes", "stuck"})),
+    "2-connection-watch-is-deletion": BugCase(
+        ConnectionWatchIsDeletion, "default", frozenset({"false_loss", "liveness", "nodes", "stuck"})
+    ),
     "3-deletes-before-reaped": BugCase(DeletesBeforeReaped, "default", SAFETY),
     "4-suspended-is-the-clock": BugCase(SuspendedIsTheClock, "default", SAFETY),
     # Only a repeated candidacy id puts a daemon on a node of another session.
@@ -493,10 +493,8 @@ def leader_and_followers(world: World):  # type: ignore[no-untyped-def]
     return [world.server.sessions[n.owner].host for n in order]
 
 
-@pytest.mark.xfail(strict=True, raises=Violation, reason=(
-    "core bug: candidacy.Queue orders by the signed 32-bit sequence; after 2**31 creates "
-    "under the election path the next node sorts first and leads while the leader runs"))
-def test_core_bug_sequence_wrap_elects_a_second_leader() -> None:
+def test_sequence_wrap_keeps_the_queue_order() -> None:
+    """Found by the simulator: the signed 32-bit sequence wrapped to a negative number that sorted first."""
     config = WorldConfig(hosts=2, session_timeout=2.0, stop_timeout=0.3, sequence_start=2**31 - 1, trace_limit=None)
     world = World(config, 1)
     world.start_daemon(world.hosts[0])  # h1 leads from zkl-...-2147483647 and starts its job
@@ -510,11 +508,8 @@ def test_core_bug_sequence_wrap_elects_a_second_leader() -> None:
     settle(world)
 
 
-@pytest.mark.xfail(strict=True, raises=Violation, reason=(
-    "core bug: a CreateNode issued while the core still believes in session S1 runs in "
-    "kazoo's new session S2; SessionLost clears _pending, the Created reply is ignored "
-    "and the daemon then follows its own ghost node forever"))
-def test_core_bug_create_in_the_new_session_leaves_a_ghost() -> None:
+def test_a_create_that_lands_in_the_new_session_is_not_left_as_a_ghost() -> None:
+    """Found by the simulator: a create issued for the old session ran in the new one and its node headed the queue forever."""
     world = boot(hosts=2)
     leader = world.leader_host()
     T = world.cfg.session_timeout
@@ -528,11 +523,8 @@ def test_core_bug_create_in_the_new_session_leaves_a_ghost() -> None:
     settle(world)
 
 
-@pytest.mark.xfail(strict=True, raises=Violation, reason=(
-    "core bug: after a job exit the restart deadline passes while the lease is gone; "
-    "_may_run() is false, _restart_at stays in the past and next_deadline() returns it, "
-    "so the daemon's loop busy-waits at 100% CPU for the rest of the outage"))
-def test_core_bug_busy_loop_on_a_restart_deadline_without_lease() -> None:
+def test_no_busy_loop_on_a_restart_deadline_without_lease() -> None:
+    """Found by the simulator: a restart deadline in the past, with no lease to start on, spun the loop."""
     world = boot(hosts=2, session_timeout=1.0, stop_timeout=0.1, restart_delay=1.0, spin_is_violation=True)
     leader = world.leader_host()
     world.crash_job(leader)

@@ -33,7 +33,10 @@ def parse(name: str) -> Entry | None:
     match = _NAME.match(name)
     if not match:
         return None
-    return Entry(sequence=int(match.group(2)), name=name, candidacy_id=match.group(1))
+    # ZooKeeper's sequence is a signed 32-bit counter printed with %010d: after
+    # 2147483647 it goes on at -2147483648. Read as unsigned, the order survives that
+    # wrap (the next one comes after 4,294,967,296 creations under one parent).
+    return Entry(sequence=int(match.group(2)) & 0xFFFFFFFF, name=name, candidacy_id=match.group(1))
 
 
 @dataclass(frozen=True)

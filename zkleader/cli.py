@@ -56,12 +56,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"zkleader: {problem}", file=sys.stderr)
         return exitcodes.CONFIG
     if args.command == "validate":
+        for warning in loaded.warnings:
+            print(f"zkleader: warning: {warning}", file=sys.stderr)
         print(f"{path}: valid (election {loaded.election.path}, candidate {loaded.election.candidate}, "
               f"session_timeout {loaded.zookeeper.session_timeout:g}s, stop_timeout {loaded.job.stop_timeout:g}s)")
         return exitcodes.OK
     if args.command in ("status", "resign"):
         try:
             return _status(loaded, args.json) if args.command == "status" else _resign(loaded, args.wait, args.timeout)
+        except status.Refused as err:
+            print(f"zkleader: {err}", file=sys.stderr)
+            return exitcodes.AUTH_FAILED
         except status.Unreachable as err:
             print(f"zkleader: {err}", file=sys.stderr)
             return exitcodes.UNAVAILABLE

@@ -160,6 +160,9 @@ class Leadership:
         self._attempt_host = ""
         self._leader_node: str | None = None
         self._not_candidates: set[str] = set()
+        #: Candidacy ids this process gave up: a node of theirs that shows up in a listing
+        #: is a ghost (a create that landed late) and is deleted.
+        self._abandoned: tuple[str, ...] = ()
         self._leading_since = 0.0
         # Health-gated candidacy: with a check configured, the host joins only after a pass.
         self.withdrawn = settings.health is not None
@@ -204,8 +207,10 @@ class Leadership:
             candidates.append(self._heartbeat_due)
         if self._leave is not None:
             candidates.append(self._leave.deadline)
-        present = [c for c in candidates if c is not None]
-        return min(present) if present else None
+        # Whatever was due has had its turn in the handle() that just ran; a deadline
+        # left in the past (a restart the lease does not allow yet) must not spin the loop.
+        future = [c for c in candidates if c is not None and c > self.now]
+        return min(future) if future else None
 
     def status_line(self) -> str:
         """One line for systemd's STATUS= (`systemctl status`): what this host is doing
@@ -351,6 +356,10 @@ class Leadership:
             self.t_ok = reply.sent_at if self.t_ok is None else max(self.t_ok, reply.sent_at)
         purpose = self._pending.pop(reply.request_id, None)
         if purpose is None:
+            if isinstance(reply, ev.Created):
+                # A create we stopped waiting for (the session changed under it) still
+                # landed, possibly in the new session: a ghost that would head the queue.
+                self._request(Purpose.DELETE_EXTRA, lambda rid: act.DeleteNode(rid, reply.name))
             return
         if isinstance(reply, ev.RequestFailed) and reply.failure in (ev.Failure.NO_AUTH,):
             self._log("not_authorized", "error", purpose=purpose.value, detail=reply.detail)
@@ -395,6 +404,8 @@ class Leadership:
         queue = candidacy.Queue.from_children(tuple(c for c in reply.children if c not in self._not_candidates))
         if queue.ignored:
             self._log("foreign_children", "warning", ignored=list(queue.ignored[:5]), count=len(queue.ignored))
+        for stale in (e for e in queue.entries if e.candidacy_id in self._abandoned):
+            self._request(Purpose.DELETE_EXTRA, lambda rid, n=stale.name: act.DeleteNode(rid, self._path(n)))
         mine = queue.mine(self.candidacy_id)
         for extra in mine[1:]:
             self._request(Purpose.DELETE_EXTRA, lambda rid, n=extra.name: act.DeleteNode(rid, self._path(n)))
@@ -469,7 +480,7 @@ class Leadership:
             self._log("node_not_ours", "error", node=self.node, owner=_hex(reply.stat.ephemeral_owner))
             self._rejoin("own node is owned by another session")
             return
-        self._heartbeat_due = self.now + self._budget.heartbeat_interval
+        self._heartbeat_due = max(self.now, reply.sent_at + self._budget.heartbeat_interval)
         if not self.leader and self._leave is None and not self.withdrawn:
             self.leader = True
             self.token = reply.stat.czxid
@@ -783,6 +794,7 @@ class Leadership:
         self._heartbeat_inflight = False
         self._heartbeat_due = None
         self._restart_at = None
+        self._abandoned = (*self._abandoned[-15:], self.candidacy_id)
         self.candidacy_id = self._new_candidacy_id()
         self._pending = {rid: p for rid, p in self._pending.items() if p is Purpose.DELETE_EXTRA}
         if self.phase is not Phase.STOPPED:

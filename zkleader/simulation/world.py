@@ -814,9 +814,18 @@ class Daemon:
             if not self.alive:
                 break
 
+    def _check_node_really_gone(self, name: str) -> None:
+        """Giving up a node that still exists in the daemon's live session throws away a
+        healthy leadership (and leaves a ghost at the head of the queue until noticed)."""
+        node = self.world.server.nodes.get(f"{self.core.settings.election_path}/{name}")
+        if node is not None and node.owner == self.core.session_id:
+            self.world.checker.violate("false_loss", f"{self.label} gave up {name}, which still exists in its live session")
+
     def _execute(self, a: act.Action, local: float) -> None:
         t = type(a)
         if t is act.Log:
+            if a.event == "node_vanished" and a.fields.get("node"):  # type: ignore[union-attr]
+                self._check_node_really_gone(str(a.fields["node"]))  # type: ignore[union-attr]
             return
         if t is act.CheckNode or t is act.ListChildren or t is act.CreateNode or t is act.DeleteNode or t is _PUBLISH:
             self.client.submit(a, local)
