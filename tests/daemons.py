@@ -20,20 +20,15 @@ from typing import Any
 
 import pytest
 import yaml
+from zkserver import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 DETECTOR = REPO / "tests" / "jobs" / "detector.py"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+    """The test bed's polling loop, with the argument order the daemon tests use."""
+    return wait_until(predicate, timeout, interval, message=what)
 
 
 @dataclass
