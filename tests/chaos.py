@@ -573,7 +573,7 @@ FAULTS: dict[str, float] = {
     "delete_leader_node": 1,
     "lost_create_reply": 1,
     "job_crash": 1,
-    "sigstop_leader": 1,  # only with sigstop=True: the documented hole without a watchdog
+    "sigstop_leader": 2,  # only with sigstop=True: the documented hole without a watchdog
 }
 
 
@@ -632,6 +632,11 @@ class Chaos:
     def _new(self, kind: str, target: str, duration: float, **detail: Any) -> Fault:
         fault = Fault(kind, target, time.monotonic(), duration, self.leader(), detail=detail)
         return fault
+
+    def _ensemble_whole(self) -> bool:
+        """No server fault pending and all three servers serving (a restarted JVM may
+        still be starting: killing another one then would be a quorum loss)."""
+        return not self.busy_servers and all(m is not None for m in self.c.ensemble.modes())
 
     def _leader_target(self) -> str | None:
         leader = self.leader()
@@ -726,7 +731,7 @@ class Chaos:
         return fault
 
     def _inject_kill_zk_server(self) -> Fault | None:
-        if self.busy_servers or len(self.c.ensemble.running_indices()) < 3:
+        if not self._ensemble_whole():
             return None
         leader = self._leader_target()
         server = self.c.server_of(leader) if leader else None
@@ -740,7 +745,7 @@ class Chaos:
         return fault
 
     def _inject_quorum_loss(self) -> Fault | None:
-        if self.busy_servers or len(self.c.ensemble.running_indices()) < 3:
+        if not self._ensemble_whole():
             return None
         victims = self.rng.sample(range(3), 2)
         fault = self._new("quorum_loss", ",".join(f"zk{v + 1}" for v in victims), self.rng.uniform(0.3, 2.0) * self.T)
@@ -757,7 +762,7 @@ class Chaos:
         return fault
 
     def _inject_ensemble_restart(self) -> Fault | None:
-        if self.busy_servers or len(self.c.ensemble.running_indices()) < 3:
+        if not self._ensemble_whole():
             return None
         fault = self._new("ensemble_restart", "zk*", self.rng.uniform(0.1, 1.0) * self.T)
         self.c.ensemble.stop(kill=self.rng.random() < 0.5)
