@@ -149,6 +149,7 @@ class Leadership:
         self.job = JobPhase.NONE
         self.job_pid: int | None = None
         self._job_started_at = 0.0
+        self._job_token: int | None = None
         self._kill_at: float | None = None
         self._killed = False
         self._restart_at: float | None = None
@@ -527,7 +528,8 @@ class Leadership:
         self.job_pid = pid
         if self.job is JobPhase.STARTING:
             self.job = JobPhase.RUNNING
-        self._log("job_started", pid=pid, token=self.token)
+        # The token the job was started with: leadership may already be gone by now.
+        self._log("job_started", pid=pid, token=self._job_token)
 
     def _on_job_exited(self, event: ev.JobExited) -> None:
         stopped_by_us = self.job is JobPhase.STOPPING
@@ -674,6 +676,7 @@ class Leadership:
     def _start_job(self) -> None:
         assert self.node is not None and self.token is not None
         self.job = JobPhase.STARTING
+        self._job_token = self.token
         self._job_started_at = self.now
         self._restart_at = None
         self._out.append(act.StartJob(token=self.token, znode=self._path(self.node)))
