@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemons import REPO, DaemonGroup, wait_for  # noqa: E402
+from daemons import REPO, DaemonGroup, JsonLinesTail, wait_for  # noqa: E402
 from faultproxy import CREATE_OPS, FaultProxy  # noqa: E402
 from zkserver import Ensemble  # noqa: E402
 
@@ -103,7 +103,7 @@ class JobWatcher(threading.Thread):
         self.interval = interval
         self.jobs: dict[int, JobLife] = {}
         self.overlaps: list[dict[str, Any]] = []
-        self._offset = 0
+        self._records = JsonLinesTail(record_path)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -132,17 +132,7 @@ class JobWatcher(threading.Thread):
                     life.seen_alive = now
 
     def _read_records(self) -> None:
-        if not self.record_path.exists():
-            return
-        with self.record_path.open("rb") as handle:
-            handle.seek(self._offset)
-            chunk = handle.read()
-        complete = chunk.rfind(b"\n") + 1
-        self._offset += complete
-        for line in chunk[:complete].splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
+        for row in self._records.read():
             if row["kind"] == "start":
                 self.jobs[row["pid"]] = JobLife(row["pid"], row["candidate"], row["token"], row["t"])
             elif row["kind"] in ("stop", "exit") and row["pid"] in self.jobs:

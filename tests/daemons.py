@@ -32,13 +32,39 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 @dataclass
+class JsonLinesTail:
+    """Reads the JSON objects appended to a file since the last call; lines that are not
+    JSON objects (a job's own output in a daemon log) and a torn last line are skipped."""
+
+    path: Path
+    offset: int = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        complete = chunk.rfind(b"\n") + 1
+        self.offset += complete
+        rows = []
+        for line in chunk[:complete].splitlines():
+            if line.startswith(b"{"):
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+        return rows
+
+
+@dataclass
 class Daemon:
     name: str
     config_path: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
-    _offset: int = 0
     _events: list[dict[str, Any]] = field(default_factory=list)
+    _tail: JsonLinesTail | None = None
 
     @property
     def pid(self) -> int:
@@ -50,18 +76,9 @@ class Daemon:
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every JSON log event so far (job output lines that are not JSON are skipped)."""
-        if self.log_path.exists():
-            with self.log_path.open("rb") as handle:
-                handle.seek(self._offset)
-                chunk = handle.read()
-            complete = chunk.rfind(b"\n") + 1
-            self._offset += complete
-            for line in chunk[:complete].splitlines():
-                if line.startswith(b"{"):
-                    try:
-                        self._events.append(json.loads(line))
-                    except ValueError:
-                        pass
+        if self._tail is None:
+            self._tail = JsonLinesTail(self.log_path)
+        self._events += self._tail.read()
         return [e for e in self._events if name is None or e.get("event") == name]
 
     def wait_event(self, name: str, timeout: float, count: int = 1) -> dict[str, Any]:
