@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import ConnectionLoss, KazooException, NodeExistsError, NoNodeError
 
 from zkleader import config as zconfig
 from zkleader import events as ev
@@ -294,10 +294,23 @@ class HerdCandidate(_KazooBased):
                 self.client.create(key, self.name.encode(), ephemeral=True)
             except NodeExistsError:
                 woke = threading.Event()
-                if self.client.exists(key, watch=lambda event: woke.set()) is None:
+                try:
+                    stat = self.client.exists(key, watch=lambda event: woke.set())
+                except ConnectionLoss:
+                    time.sleep(0.1)
                     continue
-                self.joined()
-                woke.wait()
+                if stat is None:
+                    continue
+                if stat.ephemeralOwner != self.client.client_id[0]:
+                    self.joined()
+                    woke.wait()
+                    continue
+                # Our own create landed although its reply was lost: we lead.
+            except ConnectionLoss:
+                # The herd's burst of requests starves a busy machine and connections drop;
+                # a real client retries (and checks who owns the key, above).
+                self.counters.request("retry-after-connection-loss")
+                time.sleep(0.1)
                 continue
             self.joined()
             self._lead()
@@ -344,11 +357,25 @@ class EtcdCandidate(Candidate):
 
     def _attempt(self) -> tuple[bool, int]:
         k = etcd.b64(self.key)
-        answer = self._call("/v3/kv/txn", {
+        body = lambda: {  # noqa: E731
             "compare": [{"target": "CREATE", "key": k, "create_revision": "0"}],
             "success": [{"request_put": {"key": k, "value": etcd.b64(self.name), "lease": str(self.lease)}}],
             "failure": [],
-        })
+        }
+        try:
+            answer = self._call("/v3/kv/txn", body())
+        except (OSError, http.client.HTTPException) as err:
+            if "lease not found" not in str(err):
+                self.counters.request("retry-after-connection-loss")
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(*self.endpoint, timeout=30)
+                time.sleep(0.1)
+                return self._attempt()
+            # Our lease expired (keepalives late on a starved machine): a client makes a
+            # new session and tries again, as etcd's own concurrency package does.
+            self.counters.request("lease-regrant")
+            self.lease = int(self._call("/v3/lease/grant", {"TTL": self.settings.lease_ttl})["ID"])
+            answer = self._call("/v3/kv/txn", body())
         return bool(answer.get("succeeded")), int(answer["header"]["revision"])
 
     def _run(self) -> None:

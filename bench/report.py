@@ -39,7 +39,8 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def table(results: dict[str, Any]) -> str:
     head = ("| design | servers | N | planned p50 / p99 / max, ms | crash: beyond timeout p50 / max, ms "
-            "| notifications per change (to the leaver) | requests per change | server-side notifications "
+            "| notifications per change: mean (to the leaver), max | requests per change: mean, max "
+            "| server-side notifications "
             "| join, s | MB / candidate | idle CPU % / candidate | overlaps | load avg (1 min) |")
     lines = [head, "|" + "---|" * 13]
     for r in results.get("summary", []):
@@ -48,9 +49,10 @@ def table(results: dict[str, Any]) -> str:
             continue
         planned = f"{fmt(r['stop_p50_ms'], 1)} / {fmt(r['stop_p99_ms'], 1)} / {fmt(r['stop_max_ms'], 1)}"
         crash = f"{fmt(r['crash_p50_ms'])} / {fmt(r['crash_max_ms'])}" if r.get("crash_count") else "–"
-        notes = (f"{fmt(r['stop_notifications'], 1)} ({fmt(r['stop_notifications_to_leaver'], 1)}); "
-                 f"crash {fmt(r['crash_notifications'], 1)}")
-        requests = f"{fmt(r['stop_requests'], 1)}; crash {fmt(r['crash_requests'], 1)}"
+        notes = (f"{fmt(r['stop_notifications'], 1)} ({fmt(r['stop_notifications_to_leaver'], 1)}), max "
+                 f"{fmt(r.get('stop_notifications_max'))}; crash {fmt(r['crash_notifications'], 1)}")
+        requests = (f"{fmt(r['stop_requests'], 1)}, max {fmt(r.get('stop_requests_max'))}; "
+                    f"crash {fmt(r['crash_requests'], 1)}")
         server = f"{fmt(r['stop_server_notifications'], 1)}; crash {fmt(r['crash_server_notifications'], 1)}"
         lines.append(
             f"| {NAMES[r['design']]} | {r['topology']} | {r['n']} | {planned} | {crash} | {notes} | {requests} "
@@ -100,21 +102,31 @@ def verdicts(results: dict[str, Any]) -> str:
     out = []
     zk = [r for r in rows(results) if r["design"] == "zkleader"]
     if zk:
-        worst = max(zk, key=lambda r: r["stop_p99_ms"] or 0)
+        def per_n(key: str, digits: int = 0) -> str:
+            parts = []
+            for topology in ("ensemble", "standalone"):
+                cells = sorted((r for r in zk if r["topology"] == topology and r.get(key) is not None),
+                               key=lambda r: r["n"])
+                if cells:
+                    parts.append(f"{topology} " + ", ".join(f"N={r['n']}: {fmt(r[key], digits)}" for r in cells))
+            return "; ".join(parts)
+
         ok = all((r["stop_p99_ms"] or 1e9) < TARGETS["planned_p99_ms"] for r in zk)
-        out.append(f"- Planned handover p99 under 100 ms: **{'met' if ok else 'missed'}** in-process (worst p99 "
-                   f"{fmt(worst['stop_p99_ms'], 1)} ms at N={worst['n']}, {worst['topology']}).")
+        some = [r for r in zk if (r["stop_p99_ms"] or 1e9) < TARGETS["planned_p99_ms"]]
+        out.append(f"- Planned handover p99 under 100 ms: **{'met' if ok else 'missed' if not some else 'mostly missed'}**"
+                   f" in-process. p99, ms: {per_n('stop_p99_ms')}. p50, ms: {per_n('stop_p50_ms')}.")
         fp = results.get("footprint") or {}
         if fp.get("stop_p99_ms") is not None:
             ok = fp["stop_p99_ms"] < TARGETS["planned_p99_ms"]
-            out.append(f"  With real daemon processes (SIGTERM): **{'met' if ok else 'missed'}**, p99 "
-                       f"{fmt(fp['stop_p99_ms'], 1)} ms.")
+            out.append(f"  With real daemon processes (SIGTERM, N=3): **{'met' if ok else 'missed'}**, p50 "
+                       f"{fmt(fp['stop_p50_ms'], 1)} / p99 {fmt(fp['stop_p99_ms'], 1)} ms.")
         crash = [r for r in zk if r.get("crash_max_ms") is not None]
         if crash:
-            worst = max(crash, key=lambda r: r["crash_max_ms"])
             ok = all(r["crash_max_ms"] < TARGETS["crash_beyond_ms"] for r in crash)
-            out.append(f"- Crash failover within 0.5 s of the session timeout: **{'met' if ok else 'missed'}** "
-                       f"(worst {fmt(worst['crash_max_ms'])} ms beyond at N={worst['n']}, {worst['topology']}).")
+            good = [r for r in crash if r["crash_max_ms"] < TARGETS["crash_beyond_ms"]]
+            missed = ", ".join(f"{r['topology']} N={r['n']}" for r in crash if r["crash_max_ms"] >= TARGETS["crash_beyond_ms"])
+            out.append(f"- Crash failover within 0.5 s of the session timeout: **{'met' if ok else 'missed at ' + missed if good else 'missed'}**. "
+                       f"Worst case beyond the timeout, ms: {per_n('crash_max_ms')}.")
         ones = [r for r in zk if r.get("stop_notifications") is not None]
         others = [(r["stop_notifications"] - r["stop_notifications_to_leaver"]) for r in ones]
         crash_ones = [r["crash_notifications"] for r in ones if r.get("crash_notifications") is not None]
@@ -124,6 +136,21 @@ def verdicts(results: dict[str, Any]) -> str:
                        f"for the candidates that wait (planned: {sorted(set(round(v, 2) for v in others))}, crash: "
                        f"{sorted(set(round(v, 2) for v in crash_ones))}); a planned handover also wakes the leaving "
                        f"leader once (its own node's watch), so 2 notifications in all.")
+    lost = [r for r in results.get("summary", []) if r.get("candidate_errors")]
+    if lost:
+        cells = "; ".join(f"{NAMES[r['design']]} {r['topology']} N={r['n']}: {r['candidate_errors']} "
+                          f"({r.get('candidate_error_example') or 'see the run log'})" for r in lost)
+        out.append(f"- Candidates that died during a cell (their session expired or a request failed), so that later "
+                   f"changes in that cell had fewer candidates: {cells}.")
+    overlapped = [r for r in results.get("summary", []) if r.get("overlaps")]
+    if overlapped:
+        cells = ", ".join(f"{NAMES[r['design']]} {r['topology']} N={r['n']}: {r['overlaps']}" for r in overlapped)
+        out.append(f"- Overlaps (two leader jobs alive at once, seen by the flock detector): {cells}. zkleader: none "
+                   f"in any cell. The others have no local lease clock: a leader whose session or lease the server "
+                   f"expired (pings or keepalives starved on the loaded machine) keeps its job running while the "
+                   f"successor starts one.")
+    else:
+        out.append("- Overlaps (two leader jobs at once, flock detector): none in any cell.")
     fp = results.get("footprint") or {}
     if fp.get("daemons"):
         rss = max(d["rss_mb"] for d in fp["daemons"])
@@ -190,6 +217,16 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
     return made
 
 
+def reruns(results: dict[str, Any]) -> str:
+    if not results.get("reruns"):
+        return ""
+    lines = ["Cells measured again in a later run and merged in (`--merge-into`):", ""]
+    for rerun in results["reruns"]:
+        lines.append(f"- `scripts/bench {' '.join(rerun['argv'])}`: {', '.join(rerun['cells'])} "
+                     f"(code {rerun.get('code')}, load {rerun.get('load_at_start')})")
+    return "\n".join(lines) + "\n\n"
+
+
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pictures = plots(results, out)
@@ -208,7 +245,7 @@ Settings: ZooKeeper session timeout {s['session_timeout']:g} s, tickTime {s['tic
 {s['lease_ttl']} s; job.stop_timeout {s['stop_timeout']:g} s; {s['handovers']} planned handovers and {s['crashes']}
 crash failovers per cell; up to {s['per_worker']} candidates per worker process.
 
-## How it is measured
+{reruns(results)}## How it is measured
 
 - Every candidate has its own session and runs the real election code: for zkleader the daemon's own loop
   (`zkleader.daemon.Daemon`, with `Leadership`, `ZooKeeperShell` and `JobRunner`), one thread per candidate, many

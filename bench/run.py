@@ -336,6 +336,11 @@ class Cell:
             self.result["error"] = f"{type(err).__name__}: {err}"
         finally:
             self.result["overlaps"] = self.records.overlaps(until=time.monotonic())
+            workers.drain()
+            errors = [e.get("detail", "") for e in workers.history if e["ev"] == "error"]
+            self.result["candidate_errors"] = len(errors)
+            if errors:
+                self.result["candidate_error_example"] = max(set(errors), key=errors.count)
             workers.close()
         return self.result
 
@@ -392,7 +397,7 @@ class Cell:
         server_before = self.backend.server_counters()
         workers.send(workers.owner[leader], {"op": kind, "id": leader})
         trigger = workers.wait(lambda e: e["ev"] == "trigger" and e["id"] == leader, 1, 10)[-1]["t"]
-        wait = self.timeout + 15 if kind == "crash" else 15
+        wait = self.timeout + 60 if kind == "crash" else 60
         started = self.records.wait_start(trigger, f"c{leader}", wait)
         if started is None:
             return change
@@ -450,7 +455,8 @@ def summarise(cell: dict[str, Any]) -> dict[str, Any]:
     """The figures of one cell, as the report shows them."""
     out = {k: cell.get(k) for k in ("design", "topology", "n", "timeout", "join_s", "worker_rss_mb_per_candidate",
                                     "idle_cpu_pct_per_candidate", "threads_per_candidate", "overlaps", "error",
-                                    "watches", "workers", "load_before", "load_after")}
+                                    "watches", "workers", "load_before", "load_after", "candidate_errors",
+                                    "candidate_error_example")}
     changes = cell.get("changes", [])
     for kind in ("stop", "crash"):
         mine = [c for c in changes if c["kind"] == kind and c["latency"] is not None]
@@ -466,6 +472,7 @@ def summarise(cell: dict[str, Any]) -> dict[str, Any]:
         for key in ("notifications", "notifications_to_leaver", "requests"):
             values = [c[key] for c in mine]
             out[f"{kind}_{key}"] = sum(values) / len(values) if values else None
+            out[f"{kind}_{key}_max"] = max(values) if values else None
         server = [c["server"].get("notifications") for c in mine if c["server"].get("notifications") is not None]
         out[f"{kind}_server_notifications"] = sum(server) / len(server) if server else None
     return out
@@ -492,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-footprint", action="store_true", help="skip the real-daemon RSS/CPU measurement")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="where bench.md, bench.json and the PNGs go")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs, job records)")
+    parser.add_argument("--merge-into", type=Path, metavar="JSON",
+                        help="put this run's cells into an earlier bench.json (replacing the same design, servers and "
+                        "N) and write the report from the merged figures")
     args = parser.parse_args(argv)
     sizes = args.n or ([3, 10, 100] if args.quick else [3, 10, 100, 1000])
     planned = args.handovers if args.handovers is not None else (10 if args.quick else 20)
@@ -500,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     daemon_idle = args.daemon_idle if args.daemon_idle is not None else (15.0 if args.quick else 30.0)
     from . import footprint, report
 
+    # Read before the first cell is saved: --merge-into is usually results/bench.json itself.
+    base = json.loads(args.merge_into.read_text()) if args.merge_into is not None else None
     workdir = Path(tempfile.mkdtemp(prefix="zkleader-bench-"))
     started = time.time()
     args.code_dir = snapshot(workdir / "code")
@@ -549,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted: writing what was measured")
     finally:
         results["elapsed_s"] = time.time() - started
+        if base is not None:
+            results = merge(base, results)
         results["summary"] = [summarise(c) for c in results["cells"]]
         save(results, args.out)
         report.write(results, args.out)
@@ -558,6 +572,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log(f"kept {workdir}")
     return 0
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """base with extra's cells in place of its cells of the same design, servers and N."""
+    key = lambda cell: (cell["design"], cell["topology"], cell["n"])  # noqa: E731
+    replaced = {key(cell): cell for cell in extra["cells"]}
+    cells = [replaced.pop(key(cell), cell) for cell in base["cells"]] + list(replaced.values())
+    reruns = base.get("reruns", []) + [{"argv": extra["argv"], "cells": sorted(f"{d} {t} N={n}" for d, t, n in
+                                                                          map(key, extra["cells"])),
+                                        "code": extra["machine"].get("code"),
+                                        "load_at_start": extra["machine"].get("load_at_start")}]
+    if extra.get("footprint") and not base.get("footprint"):
+        base["footprint"] = extra["footprint"]
+    return {**base, "cells": cells, "reruns": reruns}
 
 
 def snapshot(code: Path) -> Path:
