@@ -478,7 +478,7 @@ def test_stateful_exploration_of_the_real_core() -> None:
 def test_stateful_shrinks_a_deliberate_bug_to_a_short_trace() -> None:
     buggy = cluster(IgnoresLease, timeouts=(1.0,), max_hosts=2)
     with pytest.raises(SimulationFailure) as info, redirect_stdout(io.StringIO()):
-        run_state_machine_as_test(buggy, settings=settings(STATEFUL, max_examples=100))
+        run_state_machine_as_test(buggy, settings=settings(STATEFUL, max_examples=400))
     failure = info.value
     print(f"\nshrunk to {len(failure.steps)} rules:\n  " + "\n  ".join(failure.steps))
     assert failure.violation.kind in SAFETY
