@@ -27,6 +27,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+from daemons import JsonLinesTail  # noqa: E402
 from zkserver import Ensemble, ZooKeeperServer  # noqa: E402
 
 from . import etcd  # noqa: E402
@@ -57,18 +58,11 @@ class Records:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.offset = 0
+        self._tail = JsonLinesTail(path)
         self.rows: list[dict[str, Any]] = []
 
     def poll(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with self.path.open("rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read()
-        complete = chunk.rfind(b"\n") + 1
-        self.offset += complete
-        new = [json.loads(line) for line in chunk[:complete].splitlines() if line.strip()]
+        new = self._tail.read()
         self.rows.extend(new)
         return new
 
