@@ -10,7 +10,7 @@ import pytest
 
 from zkleader import actions as act
 from zkleader import events as ev
-from zkleader import exitcodes
+from zkleader import exitcodes, timing
 from zkleader.config import OnExit
 from zkleader.leadership import Identity, Leadership, Phase, Settings
 
@@ -102,7 +102,9 @@ def test_lease_stops_then_kills_the_job_before_the_session_could_expire() -> Non
     kill_at = 10.0 + budget.kill_offset
     assert d.core.next_deadline() == pytest.approx(kill_at)
     assert d.kinds(d.feed(ev.Tick(), kill_at)) == ["KillJob"]
-    assert kill_at + 0.25 < 10.0 + T  # room to reap before the earliest expiry
+    # Room to reap before the earliest moment the ZooKeeper leader could expire the
+    # session (t_ok + T less the session-touch relay).
+    assert kill_at + timing.REAP_ALLOWANCE < budget.expires_at(10.0) < 10.0 + T
 
 
 def test_ride_through_a_reconnect_keeps_the_job_untouched() -> None:

@@ -157,11 +157,6 @@ class Config:
     metrics: MetricsConfig | None = None
 
     @property
-    def budget(self) -> timing.LeaseBudget:
-        return timing.LeaseBudget(self.zookeeper.session_timeout, self.job.stop_timeout,
-                                  tick_time=self.zookeeper.tick_time)
-
-    @property
     def warnings(self) -> tuple[str, ...]:
         """Problems that do not stop the daemon (one line each, file:line: key: ...)."""
         auth = self.zookeeper.auth
