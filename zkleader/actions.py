@@ -24,8 +24,12 @@ class CreateNode:
 
 @dataclass(frozen=True)
 class ListChildren:
+    """getChildren(path); with sync, preceded by a sync, so a server that lags behind
+    the ZooKeeper leader cannot hide a create of ours that already landed."""
+
     request_id: int
     path: str
+    sync: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,30 +3,52 @@
 The ZooKeeper leader (the quorum's, not necessarily the server we talk to) expires a
 session T seconds after it last *touched* it; only then does our node vanish and a
 successor start. A follower server does not touch sessions at the leader directly:
-it collects the sessions it heard from and reports them in its replies to the
-leader's pings, sent every tickTime/2. And a follower cut off from the leader keeps
-answering local reads for syncLimit x tickTime, long after the leader stopped
-hearing about us. So the lease counts only heartbeats that went through the leader:
-a ``sync`` followed by ``exists`` on our own node. If that sync, sent at ``t_ok``, was
-answered, the leader had processed every ping reply the follower sent before
-forwarding it (one TCP stream, in order), and those carried our previous heartbeat,
-sent at most one heartbeat interval plus tickTime/2 earlier. Hence
+it records the sessions it heard from and reports them in its replies to the
+leader's pings, which the leader sends every tickTime/2. And a follower cut off from
+the leader keeps answering local reads for syncLimit x tickTime, long after the
+leader stopped hearing about us. So the lease counts only what we *know* reached the
+leader:
 
-    the leader's last touch of our session >= t_ok - relay,   relay = T/6 + tickTime/2
+- An answered ``sync``, queued at ``s``, went through the leader after every ping
+  reply the follower had sent before it forwarded the sync (one TCP stream, in
+  order). A ping arrives at the follower at least every tickTime/2, so every packet
+  of ours that reached the follower tickTime/2 before the sync did was reported in
+  one of those replies. Our packets travel one ordered TCP stream too, so a packet
+  *written* at least tickTime/2 before ``s`` reached the follower at least
+  tickTime/2 before the sync did (the assumption: an earlier packet on the stream is
+  not delayed by more than a later one, which holds as long as the stream does not
+  stall; a stall that would break it also stalls the sync and its reply).
+- An answered connect request: a new session is created by the leader, and a
+  follower revalidates an existing one with the leader before it answers.
 
-and the job must be reaped before ``t_ok - relay + T``, with room for the stop signal,
-SIGKILL, scheduling delays, clock rates and, under systemd, a paused daemon. Both
-the configuration loader and the decision core use these functions, so the rule that
-is validated is the rule that runs.
+``t_ok`` is therefore the send time of the latest such packet (``relayed_anchor``),
+whatever it was: a heartbeat, a request, or one of kazoo's own pings. The daemon
+knows when it wrote every packet, so this adds no waiting anywhere. The ZooKeeper
+leader's last touch of our session is at or after ``t_ok``; it cannot expire the
+session before ``t_ok + T``, and the job must be reaped by then, with room for the
+stop signal, SIGKILL, the reap itself, scheduling delays, clock rates and, under
+systemd, a paused daemon.
+
+How old ``t_ok`` can be is a liveness question, not a safety one. A leader sends its
+heartbeat (sync + exists on its own node) every T/6 whether or not the previous one
+was answered, so in steady state ``t_ok`` lags the latest answer by at most
+T/6 + tickTime/2. A follower that just took over may have sent nothing but kazoo's
+pings, which go out after at most T/3 of silence: its first ``t_ok`` can be up to
+T/3 + tickTime/2 old, so it sends its second heartbeat tickTime/2 after the first,
+which makes that first one count. ``LeaseBudget.problem`` refuses numbers that leave
+either case without room. Both the configuration loader and the decision core use
+these functions, so the rule that is validated is the rule that runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: Seconds allowed from SIGKILL to the job being reaped (kernel teardown, the
-#: guardian noticing, our loop noticing). Generous for a loaded machine.
-REAP_ALLOWANCE = 0.25
+#: Default seconds allowed from SIGKILL to the job being reaped (the kernel tearing
+#: down its memory, the guardian noticing, our loop noticing); ``job.reap_allowance``
+#: overrides it for jobs with a large resident set.
+DEFAULT_REAP_ALLOWANCE = 0.25
 
 #: Fraction of the session timeout kept in reserve for clock-rate differences and
 #: scheduling delays between the server's expiry and our local deadline.
@@ -34,6 +56,10 @@ CLOCK_SLACK = 0.1
 
 #: The leader heartbeats this many times per session timeout.
 HEARTBEATS_PER_SESSION = 6
+
+#: kazoo pings after read_timeout/2 = (2/3 T)/2 of silence on its side: the longest
+#: gap between two of our packets on an idle connection, as a fraction of T.
+PING_GAP_FRACTION = 1 / 3
 
 #: At least this fraction of the session timeout must remain between the stalest
 #: acknowledgement a healthy leader can have (one heartbeat old) and the moment the
@@ -48,30 +74,55 @@ MIN_SESSION_TIMEOUT = 1.0
 DEFAULT_TICK_TIME = 2.0
 
 
+def relayed_anchor(
+    writes: Iterable[tuple[float, float]], sync_queued_at: float, tick_time: float, confirmed_at: float | None = None
+) -> float | None:
+    """The lease anchor an answered sync proves: the latest ``started`` of a packet
+    write ``(started, finished)`` that finished at least tickTime/2 before the sync was
+    queued (queued, not written: the write comes later, so the cut-off errs early), or
+    ``confirmed_at`` (the send time of the session's answered connect request) when
+    that is later. None when nothing qualifies."""
+    cutoff = sync_queued_at - tick_time / 2
+    qualified = [started for started, finished in writes if finished <= cutoff]
+    if confirmed_at is not None:
+        qualified.append(confirmed_at)
+    return max(qualified) if qualified else None
+
+
 @dataclass(frozen=True)
 class LeaseBudget:
-    """Deadlines, as offsets from t_ok (the send time of the latest answered sync).
+    """Deadlines, as offsets from t_ok (``relayed_anchor``: a moment at or before the
+    ZooKeeper leader's last touch of our session).
 
     watchdog: systemd's watchdog interval, when there is one. A daemon that pauses
-    (SIGSTOP, a frozen VM) cannot stop its job; systemd kills the unit, job included,
-    at most one interval after the last ping. A pause can begin right before SIGKILL
-    was due, so the kill deadline keeps that interval in reserve. The same reserve
-    covers a loop that runs late for any other reason, so it replaces the clock slack
-    when larger rather than adding to it."""
+    (SIGSTOP) cannot stop its job; systemd kills the unit, job included, at most one
+    interval after the last ping. A pause can begin right before SIGKILL was due, so
+    the kill deadline keeps that interval in reserve. The same reserve covers a loop
+    that runs late for any other reason, so it replaces the clock slack when larger
+    rather than adding to it. reap_allowance: from SIGKILL to the job reaped."""
 
     session_timeout: float
     stop_timeout: float
     watchdog: float = 0.0
     tick_time: float = DEFAULT_TICK_TIME
+    reap_allowance: float = DEFAULT_REAP_ALLOWANCE
 
     @property
     def heartbeat_interval(self) -> float:
         return self.session_timeout / HEARTBEATS_PER_SESSION
 
     @property
-    def relay(self) -> float:
-        """How much older than t_ok the ZooKeeper leader's last touch of our session can be."""
+    def steady_lag(self) -> float:
+        """How much older than the latest answered heartbeat t_ok can be for a leader
+        that heartbeats on its cadence."""
         return self.heartbeat_interval + self.tick_time / 2
+
+    @property
+    def takeover_lag(self) -> float:
+        """The same for a follower's first heartbeat, when only kazoo's pings (one per
+        T/3 of silence) went before it. It equals steady_lag + one heartbeat interval,
+        so the ride-through below also bounds the first lease."""
+        return self.session_timeout * PING_GAP_FRACTION + self.tick_time / 2
 
     @property
     def slack(self) -> float:
@@ -80,7 +131,7 @@ class LeaseBudget:
     @property
     def kill_offset(self) -> float:
         """From t_ok to the last moment SIGKILL may be sent."""
-        return self.session_timeout - self.relay - self.slack - REAP_ALLOWANCE
+        return self.session_timeout - self.slack - self.reap_allowance
 
     @property
     def stop_offset(self) -> float:
@@ -89,8 +140,16 @@ class LeaseBudget:
 
     @property
     def ride_through(self) -> float:
-        """How long a healthy leader's job survives a silent ZooKeeper, at the least."""
-        return self.stop_offset - self.heartbeat_interval
+        """How long a healthy leader's job survives a silent ZooKeeper, at the least
+        (its last answer can be one heartbeat old when the silence begins); also how
+        long a new leader's first lease lasts, at the least."""
+        return self.stop_offset - self.steady_lag - self.heartbeat_interval
+
+    @property
+    def first_renewal(self) -> float:
+        """When a new leader sends its second heartbeat, after the first was answered:
+        as soon as the first has been on the wire tickTime/2, so it anchors the lease."""
+        return self.tick_time / 2
 
     def stop_at(self, t_ok: float) -> float:
         return t_ok + self.stop_offset
@@ -100,11 +159,13 @@ class LeaseBudget:
 
     def expires_at(self, t_ok: float) -> float:
         """The earliest instant the ZooKeeper leader could expire the session."""
-        return t_ok - self.relay + self.session_timeout
+        return t_ok + self.session_timeout
 
     @property
     def feasible(self) -> bool:
-        return self.ride_through >= MIN_RIDE_THROUGH * self.session_timeout
+        """A ride-through of at least MIN_RIDE_THROUGH x T, and a first lease that
+        outlasts the early second heartbeat (else a new leader's job would stop at once)."""
+        return self.ride_through >= max(MIN_RIDE_THROUGH * self.session_timeout, self.first_renewal)
 
     def problem(self) -> str | None:
         """Why these numbers cannot keep the safety rule with a usable ride-through."""
@@ -113,32 +174,43 @@ class LeaseBudget:
         numbers = (
             f"zookeeper.session_timeout {self.session_timeout:g}s, zookeeper.tick_time {self.tick_time:g}s, "
             f"job.stop_timeout {self.stop_timeout:g}s"
+            + (f", job.reap_allowance {self.reap_allowance:g}s" if self.reap_allowance != DEFAULT_REAP_ALLOWANCE else "")
             + (f" and the systemd watchdog {self.watchdog:g}s" if self.watchdog else "")
         )
-        fits = max_stop_timeout(self.session_timeout, self.watchdog, self.tick_time)
+        fits = max_stop_timeout(self.session_timeout, self.watchdog, self.tick_time, self.reap_allowance)
         lower = f"lower job.stop_timeout to at most {fits:.2f}s or " if fits > 0 else ""
-        needed = min_session_timeout(self.stop_timeout, self.watchdog, self.tick_time)
+        needed = min_session_timeout(self.stop_timeout, self.watchdog, self.tick_time, self.reap_allowance)
         return (
             f"{numbers} leave no room to stop the job before the session could expire: "
             f"{lower}raise zookeeper.session_timeout to at least {needed:.2f}s"
         )
 
 
-def max_stop_timeout(session_timeout: float, watchdog: float = 0.0, tick_time: float = DEFAULT_TICK_TIME) -> float:
+def max_stop_timeout(
+    session_timeout: float,
+    watchdog: float = 0.0,
+    tick_time: float = DEFAULT_TICK_TIME,
+    reap_allowance: float = DEFAULT_REAP_ALLOWANCE,
+) -> float:
     """The largest stop_timeout that still leaves the minimum ride-through."""
-    budget = LeaseBudget(session_timeout, 0.0, watchdog, tick_time)
-    return budget.ride_through - MIN_RIDE_THROUGH * session_timeout
+    budget = LeaseBudget(session_timeout, 0.0, watchdog, tick_time, reap_allowance)
+    return budget.ride_through - max(MIN_RIDE_THROUGH * session_timeout, budget.first_renewal)
 
 
-def min_session_timeout(stop_timeout: float, watchdog: float = 0.0, tick_time: float = DEFAULT_TICK_TIME) -> float:
+def min_session_timeout(
+    stop_timeout: float,
+    watchdog: float = 0.0,
+    tick_time: float = DEFAULT_TICK_TIME,
+    reap_allowance: float = DEFAULT_REAP_ALLOWANCE,
+) -> float:
     """The smallest session timeout that fits a given stop_timeout (feasibility only
     grows with the session timeout, so bisection finds it)."""
     low, high = MIN_SESSION_TIMEOUT, 3600.0
-    if not LeaseBudget(high, stop_timeout, watchdog, tick_time).feasible:
+    if not LeaseBudget(high, stop_timeout, watchdog, tick_time, reap_allowance).feasible:
         return high
     while high - low > 0.005:
         middle = (low + high) / 2
-        if not LeaseBudget(middle, stop_timeout, watchdog, tick_time).feasible:
+        if not LeaseBudget(middle, stop_timeout, watchdog, tick_time, reap_allowance).feasible:
             low = middle
         else:
             high = middle
@@ -146,7 +218,11 @@ def min_session_timeout(stop_timeout: float, watchdog: float = 0.0, tick_time: f
 
 
 def budget_problem(
-    session_timeout: float, stop_timeout: float, watchdog: float = 0.0, tick_time: float = DEFAULT_TICK_TIME
+    session_timeout: float,
+    stop_timeout: float,
+    watchdog: float = 0.0,
+    tick_time: float = DEFAULT_TICK_TIME,
+    reap_allowance: float = DEFAULT_REAP_ALLOWANCE,
 ) -> str | None:
     """Why these numbers cannot keep the safety rule, or None when they can."""
-    return LeaseBudget(session_timeout, stop_timeout, watchdog, tick_time).problem()
+    return LeaseBudget(session_timeout, stop_timeout, watchdog, tick_time, reap_allowance).problem()
