@@ -46,11 +46,13 @@ class Driver:
         for check in [a for a in self.actions if isinstance(a, act.CheckNode)]:
             if check.request_id not in self.answered:
                 self.answered.add(check.request_id)
-                out += self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(77, SESSION), synced=True), now)
+                out += self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(77, SESSION), synced=True,
+                                                relayed_at=now), now)
         return out
 
     def kinds(self, out: list[act.Action]) -> list[str]:
-        return [type(a).__name__ for a in out if not isinstance(a, act.Log)]
+        """The actions but logs and heartbeats (which go out on their own cadence)."""
+        return [type(a).__name__ for a in out if not isinstance(a, act.Log) and not _is_heartbeat(a)]
 
     def own_name(self, seq: int = 5) -> str:
         return f"zkl-{self.core.candidacy_id}-{seq:010d}"
@@ -66,9 +68,14 @@ class Driver:
         check = self.last(act.CheckNode)
         assert check.path == f"{PATH}/{name}" and check.watch
         self.answered.add(check.request_id)
-        out = self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(czxid=77, ephemeral_owner=SESSION), synced=True), now)
+        out = self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(czxid=77, ephemeral_owner=SESSION), synced=True,
+                                       relayed_at=now), now)
         assert self.kinds(out) == ["PublishLeadership", "StartJob"]
         self.feed(ev.JobStarted(pid=999), now)
+
+
+def _is_heartbeat(action: act.Action) -> bool:
+    return isinstance(action, act.CheckNode) and action.sync
 
 
 def test_leader_starts_job_with_czxid_token_only_after_ownership_confirmed() -> None:
@@ -103,8 +110,8 @@ def test_lease_stops_then_kills_the_job_before_the_session_could_expire() -> Non
     assert d.core.next_deadline() == pytest.approx(kill_at)
     assert d.kinds(d.feed(ev.Tick(), kill_at)) == ["KillJob"]
     # Room to reap before the earliest moment the ZooKeeper leader could expire the
-    # session (t_ok + T less the session-touch relay).
-    assert kill_at + timing.REAP_ALLOWANCE < budget.expires_at(10.0) < 10.0 + T
+    # session (T after t_ok, the latest packet it is known to have heard of).
+    assert kill_at + timing.DEFAULT_REAP_ALLOWANCE < budget.expires_at(10.0) == 10.0 + T
 
 
 def test_ride_through_a_reconnect_keeps_the_job_untouched() -> None:
@@ -114,20 +121,60 @@ def test_ride_through_a_reconnect_keeps_the_job_untouched() -> None:
     out = d.feed(ev.Connected(SESSION, T), 1.0)
     heartbeat = [a for a in out if isinstance(a, act.CheckNode)]
     assert heartbeat, out
-    d.feed(ev.NodeChecked(heartbeat[0].request_id, 1.0, ev.NodeStat(77, SESSION), synced=True), 1.05)
-    for now in (1.5, 2.0, 1.0 + d.core.budget.stop_offset - 0.01):
+    d.feed(ev.NodeChecked(heartbeat[0].request_id, 1.0, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.9), 1.05)
+    for now in (1.5, 2.0, 0.9 + d.core.budget.stop_offset - 0.01):
         assert "SignalJob" not in d.kinds(d.feed(ev.Tick(), now))
 
 
-def test_a_late_reply_does_not_extend_the_lease_beyond_its_send_time() -> None:
+def test_the_lease_runs_from_the_relayed_packet_not_from_the_sync_or_its_answer() -> None:
     d = Driver()
     d.lead(now=0.0)
-    d.feed(ev.Tick(), d.core.budget.heartbeat_interval)
+    h = d.core.budget.heartbeat_interval + 1.0
+    d.feed(ev.Tick(), h)
     beat = d.last(act.CheckNode)
-    # The answer arrives very late; it proves the server heard us at send time only.
-    late = d.core.budget.heartbeat_interval + 1.0
-    d.feed(ev.NodeChecked(beat.request_id, d.core.budget.heartbeat_interval, ev.NodeStat(77, SESSION), synced=True), late)
-    assert d.core.t_ok == pytest.approx(d.core.budget.heartbeat_interval)
+    # The answer arrives very late, and the latest packet known to have reached the
+    # ZooKeeper leader went out well before the sync (timing.relayed_anchor).
+    d.feed(ev.NodeChecked(beat.request_id, h, ev.NodeStat(77, SESSION), synced=True, relayed_at=h - 0.7), h + 1.0)
+    assert d.core.t_ok == pytest.approx(h - 0.7)
+    # An older anchor from a reordered answer never moves the lease back.
+    d.feed(ev.Tick(), h + d.core.budget.heartbeat_interval)
+    again = d.last(act.CheckNode)
+    d.feed(ev.NodeChecked(again.request_id, h + 0.7, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.1), h + 0.8)
+    assert d.core.t_ok == pytest.approx(h - 0.7)
+
+
+def test_heartbeats_keep_their_cadence_while_unanswered() -> None:
+    """A heartbeat held back behind a slow one would age the lease: the anchor is the
+    latest packet sent tickTime/2 before an answered sync."""
+    d = Driver()
+    d.lead(now=0.0)
+    h = d.core.budget.heartbeat_interval
+    first_renewal = d.core.budget.first_renewal
+    sent = [a for a in d.feed(ev.Tick(), first_renewal) if _is_heartbeat(a)]
+    assert len(sent) == 1  # a new leader's second heartbeat, tickTime/2 after the first answer
+    for k in range(1, 4):
+        now = first_renewal + k * h
+        assert d.core.next_deadline() <= now + 1e-9
+        assert len([a for a in d.feed(ev.Tick(), now) if _is_heartbeat(a)]) == 1
+
+
+def test_a_new_leader_without_an_anchor_waits_for_the_early_second_heartbeat() -> None:
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    name = d.own_name()
+    d.feed(ev.Created(d.last(act.CreateNode).request_id, 0, f"{PATH}/{name}"), 0)
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0, (name,)), 0)
+    first = d.last(act.CheckNode)
+    # Nothing was on the wire tickTime/2 before this sync: leadership, but no lease yet.
+    out = d.feed(ev.NodeChecked(first.request_id, 0, ev.NodeStat(77, SESSION), synced=True, relayed_at=None), 0.01)
+    assert d.core.leader and "StartJob" not in d.kinds(out)
+    renewal = 0.01 + d.core.budget.first_renewal
+    assert d.core.next_deadline() == pytest.approx(renewal)
+    second = [a for a in d.feed(ev.Tick(), renewal) if _is_heartbeat(a)]
+    assert len(second) == 1
+    out = d.feed(ev.NodeChecked(second[0].request_id, renewal, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.0),
+                 renewal + 0.01)
+    assert d.kinds(out) == ["StartJob"]
 
 
 def test_connection_watch_event_is_not_a_deletion() -> None:
@@ -153,9 +200,54 @@ def test_lost_create_reply_finds_own_node_instead_of_creating_a_ghost() -> None:
     d.feed(ev.RequestFailed(create.request_id, 0, ev.Failure.CONNECTION), 0.1)
     out = d.feed(ev.Connected(SESSION, T), 0.5)
     assert d.kinds(out) == ["ListChildren"]
+    assert d.last(act.ListChildren).sync  # a lagging server must not hide the create
     name = d.own_name(3)
     out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.5, (name,)), 0.5)
     assert "CreateNode" not in d.kinds(out) and d.core.node == name
+
+
+def test_a_create_that_landed_twice_keeps_the_node_the_daemon_stands_on() -> None:
+    """The recovery listing missed the first create (served before it was visible), so
+    the daemon created again under the same id; the next listing shows both. Deleting
+    'all but the first' would delete the current node and leave the daemon waiting on
+    itself forever."""
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    first_create = d.last(act.CreateNode)
+    d.feed(ev.RequestFailed(first_create.request_id, 0, ev.Failure.CONNECTION), 0.1)
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.1, ()), 0.1)
+    second_create = d.last(act.CreateNode)
+    assert second_create is not first_create
+    earlier, current = d.own_name(3), d.own_name(4)
+    d.feed(ev.Created(second_create.request_id, 0.2, f"{PATH}/{current}"), 0.2)
+    out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.2, (earlier, current)), 0.2)
+    assert [a.path for a in out if isinstance(a, act.DeleteNode)] == [f"{PATH}/{earlier}"]
+    assert d.core.node == current
+
+
+def test_a_follower_learns_at_once_that_its_own_node_was_deleted() -> None:
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    name = d.own_name(6)
+    d.feed(ev.Created(d.last(act.CreateNode).request_id, 0, f"{PATH}/{name}"), 0)
+    pred = "zkl-" + "f" * 32 + "-0000000005"
+    out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0, (pred, name)), 0)
+    checks = {a.path: a for a in out if isinstance(a, act.CheckNode)}
+    assert set(checks) == {f"{PATH}/{pred}", f"{PATH}/{name}"} and all(c.watch for c in checks.values())
+    d.feed(ev.NodeChecked(checks[f"{PATH}/{name}"].request_id, 0, ev.NodeStat(9, SESSION)), 0)
+    out = d.feed(ev.WatchFired(f"{PATH}/{name}", ev.WatchKind.DELETED), 1.0)
+    assert d.kinds(out) == ["CreateNode"] and d.core.node is None
+    # After a reconnect the watch is armed again (kazoo forgot it).
+    d2 = Driver()
+    d2.feed(ev.Connected(SESSION, T), 0)
+    d2.feed(ev.Created(d2.last(act.CreateNode).request_id, 0, f"{PATH}/{d2.own_name(6)}"), 0)
+    out = d2.feed(ev.ChildrenListed(d2.last(act.ListChildren).request_id, 0, (pred, d2.own_name(6))), 0)
+    own = [a for a in out if isinstance(a, act.CheckNode) and a.path.endswith(d2.own_name(6))][0]
+    d2.feed(ev.NodeChecked(own.request_id, 0, ev.NodeStat(9, SESSION)), 0)
+    d2.feed(ev.Suspended(), 0.5)
+    d2.feed(ev.Connected(SESSION, T), 0.6)
+    out = d2.feed(ev.ChildrenListed(d2.last(act.ListChildren).request_id, 0.6, (pred, d2.own_name(6))), 0.6)
+    assert any(isinstance(a, act.CheckNode) and a.path.endswith(d2.own_name(6)) for a in out)
 
 
 def test_shutdown_deletes_the_node_only_after_the_job_is_reaped() -> None:
@@ -170,6 +262,44 @@ def test_shutdown_deletes_the_node_only_after_the_job_is_reaped() -> None:
     out = d.feed(ev.Deleted(d.last(act.DeleteNode).request_id, 1.6), 1.61)
     assert d.kinds(out) == ["CloseSession", "Exit"] and d.last(act.Exit).code == exitcodes.OK
     assert any(isinstance(a, act.Log) and a.event == "handover" for a in d.actions)
+
+
+def test_a_job_that_survives_sigkill_never_lets_the_session_close() -> None:
+    """A job in uninterruptible sleep (or a stopped guardian) is never reaped: closing
+    the session would delete the node and start the successor beside it. The daemon
+    exits with the session open instead, so ZooKeeper expires it no earlier than the
+    lease allows."""
+    d = Driver()
+    d.lead()
+    d.feed(ev.ShutdownRequested("SIGTERM"), 0.5)
+    d.feed(ev.Tick(), 0.5 + STOP)
+    assert d.last(act.KillJob)
+    out = d.feed(ev.Tick(), 0.5 + STOP + 10.0)
+    assert d.kinds(out) == ["Exit"] and d.last(act.Exit).code == exitcodes.UNREAPED
+    assert not any(isinstance(a, (act.CloseSession, act.DeleteNode, act.Reopen)) for a in d.actions)
+    assert any(isinstance(a, act.Log) and a.event == "job_not_reaped" for a in out)
+
+
+def test_a_reload_never_reopens_beside_an_unreaped_job() -> None:
+    d = Driver()
+    d.lead()
+    d.feed(ev.ReopenRequested("zookeeper settings changed"), 0.5)
+    d.feed(ev.Tick(), 0.5 + STOP)
+    out = d.feed(ev.Tick(), 0.5 + STOP + 10.0)
+    assert d.kinds(out) == ["Exit"] and d.last(act.Exit).code == exitcodes.UNREAPED
+    assert not any(isinstance(a, (act.CloseSession, act.Reopen)) for a in d.actions)
+
+
+def test_stopping_the_job_comes_before_any_log_line() -> None:
+    """Logging may block on a stalled reader of the daemon's stderr: the kill goes first."""
+    d = Driver()
+    d.lead()
+    out = d.feed(ev.WatchFired(d.last(act.StartJob).znode, ev.WatchKind.DELETED), 1.0)
+    assert isinstance(out[0], act.KillJob)
+    d = Driver()
+    d.lead()
+    out = d.feed(ev.Tick(), d.core.budget.stop_offset + 0.01)
+    assert isinstance(out[0], act.SignalJob) and any(isinstance(a, act.Log) for a in out)
 
 
 def test_stop_timeout_escalates_to_sigkill() -> None:
@@ -246,6 +376,44 @@ def test_operator_deleting_the_leader_node_stops_job_and_rejoins() -> None:
 def test_auth_failure_exits_77() -> None:
     d = Driver()
     out = d.feed(ev.AuthFailed(), 0)
+    assert d.kinds(out) == ["CloseSession", "Exit"] and d.last(act.Exit).code == exitcodes.AUTH_FAILED
+
+
+def test_auth_failure_of_a_leader_leaves_in_order() -> None:
+    """Stop, reap, delete, close: never close the session (the successor starts at
+    once) while the job may still run."""
+    d = Driver()
+    d.lead()
+    out = d.feed(ev.AuthFailed(), 0.6)
+    assert d.kinds(out) == ["SignalJob"]
+    out = d.feed(ev.JobExited(-15), 0.7)
+    assert d.kinds(out) == ["DeleteNode"]
+    out = d.feed(ev.RequestFailed(d.last(act.DeleteNode).request_id, 0.7, ev.Failure.CONNECTION), 0.7)
+    assert d.kinds(out) == ["CloseSession", "Exit"] and d.last(act.Exit).code == exitcodes.AUTH_FAILED
+
+
+def test_a_refused_publish_is_only_a_warning() -> None:
+    """An election path whose ACL lets a host create, delete and read but not write:
+    exiting on the informative publish would make every successor exit in turn."""
+    d = Driver()
+    d.lead()
+    publish = d.last(act.PublishLeadership)
+    out = d.feed(ev.RequestFailed(publish.request_id, 0.1, ev.Failure.NO_AUTH, "NoAuth"), 0.1)
+    assert d.kinds(out) == []
+    assert [a.event for a in out if isinstance(a, act.Log)] == ["publish_failed"]
+    assert d.core.leader and d.core.job.value == "running"
+
+
+def test_a_refused_request_while_leading_stops_and_reaps_the_job_before_leaving() -> None:
+    d = Driver()
+    d.lead()
+    beat = d.feed(ev.Tick(), d.core.budget.first_renewal)
+    (check,) = [a for a in beat if _is_heartbeat(a)]
+    out = d.feed(ev.RequestFailed(check.request_id, 0.2, ev.Failure.NO_AUTH, "NoAuth"), 0.2)
+    assert d.kinds(out) == ["SignalJob"]  # not CloseSession, not Exit: the job still runs
+    out = d.feed(ev.JobExited(-15), 0.3)
+    assert d.kinds(out) == ["DeleteNode"]
+    out = d.feed(ev.RequestFailed(d.last(act.DeleteNode).request_id, 0.3, ev.Failure.NO_AUTH, "NoAuth"), 0.3)
     assert d.kinds(out) == ["CloseSession", "Exit"] and d.last(act.Exit).code == exitcodes.AUTH_FAILED
 
 

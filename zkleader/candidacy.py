@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 
 PREFIX = "zkl-"
-_NAME = re.compile(r"^zkl-([0-9a-f]{32})-(-?\d{10,11})$")
+#: ZooKeeper prints the sequence with Java's %010d: ten digits, or a minus sign and
+#: nine or ten digits for a wrapped (negative) counter ("-000000005").
+_NAME = re.compile(r"^zkl-([0-9a-f]{32})-(\d{10}|-\d{9,10})$")
 
 
 @dataclass(frozen=True, order=True)

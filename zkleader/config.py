@@ -104,6 +104,9 @@ class JobConfig:
     command: tuple[str, ...] | str
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 2.0
+    #: From SIGKILL to the job reaped: a job with a large resident set keeps its locks
+    #: and ports while the kernel tears its memory down (timing.py).
+    reap_allowance: float = timing.DEFAULT_REAP_ALLOWANCE
     on_exit: OnExit = OnExit.RESTART
     restart_delay: float = 1.0
     environment: Mapping[str, str] = field(default_factory=dict)
@@ -318,7 +321,8 @@ class _Reader:
         metrics = self.metrics(top)
         if zookeeper is None or election is None or job is None or logging_ is None or len(self.problems) > before:
             return None
-        problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout, tick_time=zookeeper.tick_time)
+        problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout, tick_time=zookeeper.tick_time,
+                                        reap_allowance=job.reap_allowance)
         if problem:
             job_entries = self.mapping(top.get("job"), "job", _JOB_KEYS) or {}
             self.problem(job_entries.get("stop_timeout") or top.get("job"), "job.stop_timeout", problem)
@@ -470,6 +474,8 @@ class _Reader:
             "command": self.field(entries, "job", "command", _command),
             "stop_signal": self.field(entries, "job", "stop_signal", _signal, default=JobConfig.stop_signal),
             "stop_timeout": self.field(entries, "job", "stop_timeout", _positive_duration, default=JobConfig.stop_timeout),
+            "reap_allowance": self.field(entries, "job", "reap_allowance", _positive_duration,
+                                         default=JobConfig.reap_allowance),
             "on_exit": self.field(entries, "job", "on_exit", _enum(OnExit), default=JobConfig.on_exit),
             "restart_delay": self.field(entries, "job", "restart_delay", _duration, default=JobConfig.restart_delay),
             "environment": self.field(entries, "job", "environment", _environment, default={}),
@@ -517,7 +523,8 @@ class _Reader:
         return LoggingConfig(level=level, format=log_format)
 
 
-_JOB_KEYS = ("command", "stop_signal", "stop_timeout", "on_exit", "restart_delay", "environment", "working_directory")
+_JOB_KEYS = ("command", "stop_signal", "stop_timeout", "reap_allowance", "on_exit", "restart_delay", "environment",
+             "working_directory")
 
 
 def _is_null(node: yaml.Node) -> bool:

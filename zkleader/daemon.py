@@ -41,6 +41,7 @@ def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
         session_timeout=loaded.zookeeper.session_timeout,
         stop_signal=loaded.job.stop_signal,
         stop_timeout=loaded.job.stop_timeout,
+        reap_allowance=loaded.job.reap_allowance,
         on_exit=loaded.job.on_exit,
         restart_delay=loaded.job.restart_delay,
         health=HealthPolicy(health.interval, health.failures, health.successes) if health else None,

@@ -13,8 +13,11 @@ USAGE = 2
 JOB_EXITED = 3
 #: status: the election has no leader; resign: this host is not queued.
 NOT_FOUND = 4
-#: ZooKeeper did not answer (EX_UNAVAILABLE).
+#: ZooKeeper did not answer, or the job cannot be supervised here (EX_UNAVAILABLE).
 UNAVAILABLE = 69
+#: The job's processes survived SIGKILL (uninterruptible sleep, a stopped guardian):
+#: the daemon exited without closing its session, which ZooKeeper expires (EX_OSERR).
+UNREAPED = 71
 #: resign --wait: no other host took over in time (EX_TEMPFAIL).
 TIMEOUT = 75
 #: ZooKeeper refused our credentials (EX_NOPERM); retrying would not help.

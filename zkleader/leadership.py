@@ -50,6 +50,8 @@ class Settings:
     watchdog: float = 0.0
     #: The ZooKeeper servers' tickTime, which bounds the session-touch relay (timing.py).
     tick_time: float = timing.DEFAULT_TICK_TIME
+    #: From SIGKILL to the job reaped (timing.py): large jobs take longer to tear down.
+    reap_allowance: float = timing.DEFAULT_REAP_ALLOWANCE
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,10 @@ class Purpose(enum.Enum):
 
     CREATE = "create"
     LIST = "list"
+    RECOVER = "recover"  # a synced listing after a create whose reply was lost
     CHECK_PREDECESSOR = "check_predecessor"
-    CHECK_OWN = "check_own"
+    CHECK_OWN = "check_own"  # the heartbeat: sync + exists with a watch
+    WATCH_OWN = "watch_own"  # a follower's exists watch on its own node
     PUBLISH = "publish"
     DELETE_OWN = "delete_own"
     DELETE_EXTRA = "delete_extra"
@@ -121,9 +125,7 @@ class Leadership:
         self.settings = settings
         self.identity = identity
         self._new_candidacy_id = new_candidacy_id
-        self._budget = timing.LeaseBudget(
-            settings.session_timeout, settings.stop_timeout, settings.watchdog, settings.tick_time
-        )
+        self._budget = _budget(settings, settings.session_timeout)
         self._next_request = 0
         self._pending: dict[int, Purpose] = {}
         self._out: list[act.Action] = []
@@ -144,7 +146,9 @@ class Leadership:
         self.leader = False
         self.token: int | None = None
         self._heartbeat_due: float | None = None
-        self._heartbeat_inflight = False
+        #: A watch on our own node is armed on the server (kazoo forgets watches on every
+        #: disconnect): a follower must hear at once when its node is deleted.
+        self._own_watched = False
         # Job
         self.job = JobPhase.NONE
         self.job_pid: int | None = None
@@ -180,7 +184,9 @@ class Leadership:
         return self._budget
 
     def handle(self, event: ev.Event, now: float) -> list[act.Action]:
-        """Feeds one event; returns what to do, in order."""
+        """Feeds one event; returns what to do, in order. Stopping the job comes first
+        (a stable sort): the shells may take their time over the rest, logging
+        included, but never while a job that must stop still runs."""
         self.now = max(self.now, now)
         self._out = []
         if self.phase is not Phase.STOPPED:
@@ -188,6 +194,7 @@ class Leadership:
         if self.phase is not Phase.STOPPED:
             self._enforce()
         out, self._out = self._out, []
+        out.sort(key=lambda action: not isinstance(action, (act.SignalJob, act.KillJob)))
         return out
 
     def budget_problem(self) -> str | None:
@@ -250,7 +257,7 @@ class Leadership:
                 self._on_session_lost(event.reason)
             case ev.AuthFailed():
                 self._log("auth_failed", "error", reason="ZooKeeper rejected the credentials")
-                self._force_exit(exitcodes.AUTH_FAILED, "authentication failed")
+                self._leave_refused("authentication failed")
             case ev.ConnectionAttempt():
                 self._on_connection_attempt(event)
             case ev.Created() | ev.ChildrenListed() | ev.NodeChecked() | ev.DataSet() | ev.Deleted() | ev.RequestFailed():
@@ -317,7 +324,7 @@ class Leadership:
         if not self.connected:
             return
         self.connected = False
-        self._heartbeat_inflight = False
+        self._own_watched = False
         fields = {"lease_left": self._lease_left()} if self.job is not JobPhase.NONE else {}
         self._log("suspended", "warning", **fields)
 
@@ -330,6 +337,7 @@ class Leadership:
             self._kill_now("session lost while the job was alive")
         self.session_id = None
         self.connected = False
+        self._own_watched = False
         self.t_ok = None
         self._pending.clear()
         self._forget_candidacy()
@@ -342,7 +350,9 @@ class Leadership:
             return
         if self.leader:
             self._heartbeat()
-        elif self.node is not None or self._create_unknown:
+        elif self._create_unknown:
+            self._recover()
+        elif self.node is not None:
             self._request(Purpose.LIST, lambda rid: act.ListChildren(rid, self.settings.election_path))
         elif not self._is_pending(Purpose.CREATE):
             self._join()
@@ -350,11 +360,6 @@ class Leadership:
     # ----------------------------------------------------------------- replies
 
     def _on_reply(self, reply: ev.Reply) -> None:
-        # Only a heartbeat that went through the ZooKeeper leader (sync, then exists)
-        # proves the session is being kept alive: a follower server cut off from the
-        # leader still answers plain reads (timing.py).
-        if isinstance(reply, ev.NodeChecked) and reply.synced and self.session_id is not None:
-            self.t_ok = reply.sent_at if self.t_ok is None else max(self.t_ok, reply.sent_at)
         purpose = self._pending.pop(reply.request_id, None)
         if purpose is None:
             if isinstance(reply, ev.Created):
@@ -362,13 +367,14 @@ class Leadership:
                 # landed, possibly in the new session: a ghost that would head the queue.
                 self._request(Purpose.DELETE_EXTRA, lambda rid: act.DeleteNode(rid, reply.name))
             return
-        if isinstance(reply, ev.RequestFailed) and reply.failure in (ev.Failure.NO_AUTH,):
-            self._log("not_authorized", "error", purpose=purpose.value, detail=reply.detail)
-            self._force_exit(exitcodes.AUTH_FAILED, "not authorized on the election path")
+        if isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.NO_AUTH:
+            self._on_refused(purpose, reply.detail)
             return
         handler = {
             Purpose.CREATE: self._on_create_reply,
             Purpose.LIST: self._on_list_reply,
+            Purpose.RECOVER: self._on_list_reply,
+            Purpose.WATCH_OWN: self._on_own_watch_reply,
             Purpose.CHECK_PREDECESSOR: self._on_predecessor_reply,
             Purpose.CHECK_OWN: self._on_own_reply,
             Purpose.DELETE_OWN: self._on_delete_reply,
@@ -387,7 +393,8 @@ class Leadership:
         elif isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.CONNECTION:
             # The server may have created the node while the reply was lost: look before creating again.
             self._create_unknown = True
-            self._resync_if_connected()
+            if self.connected:
+                self._recover()
         else:
             self._log("create_failed", "error", detail=getattr(reply, "detail", ""))
             self._retry_at = self.now + RETRY_DELAY
@@ -408,8 +415,6 @@ class Leadership:
         for stale in (e for e in queue.entries if e.candidacy_id in self._abandoned):
             self._request(Purpose.DELETE_EXTRA, lambda rid, n=stale.name: act.DeleteNode(rid, self._path(n)))
         mine = queue.mine(self.candidacy_id)
-        for extra in mine[1:]:
-            self._request(Purpose.DELETE_EXTRA, lambda rid, n=extra.name: act.DeleteNode(rid, self._path(n)))
         if self._create_unknown:
             self._create_unknown = False
             if not mine:
@@ -417,8 +422,13 @@ class Leadership:
                 return
             self.node = mine[0].name
             self._log("create_recovered", node=self.node)
-            if self._withdraw_if_unhealthy():
-                return
+        # A create can land twice (a reply lost, the recovery listing served before the
+        # first create was visible there): keep the node this daemon stands on, which
+        # its watches and heartbeats name, and delete the other.
+        for extra in (e for e in mine if e.name != self.node):
+            self._request(Purpose.DELETE_EXTRA, lambda rid, n=extra.name: act.DeleteNode(rid, self._path(n)))
+        if self.node is not None and self._withdraw_if_unhealthy():
+            return
         if self.node is None:
             return
         entry = queue.named(self.node)
@@ -441,6 +451,7 @@ class Leadership:
             # never lead from behind another candidate.
             self._lose("a lower node appeared")
         self.phase = Phase.FOLLOWING
+        self._watch_own()
         self._leader_node = queue.entries[0].name
         if predecessor.name != self.predecessor:
             self.predecessor = predecessor.name
@@ -466,23 +477,26 @@ class Leadership:
                 self._retry_at = self.now + RETRY_DELAY
 
     def _on_own_reply(self, reply: ev.Reply) -> None:
-        self._heartbeat_inflight = False
+        """A heartbeat's answer. Only a heartbeat that went through the ZooKeeper leader
+        (sync, then exists) proves the session is kept alive, and only from the moment
+        its relayed_at names (timing.py): a follower server cut off from the leader
+        still answers plain reads."""
         if isinstance(reply, ev.RequestFailed):
             if reply.failure is ev.Failure.CONNECTION:
                 self._resync_if_connected()
-            else:
-                self._heartbeat_due = self.now + RETRY_DELAY
-            return
+            return  # any other failure: the next heartbeat on the cadence tries again
         assert isinstance(reply, ev.NodeChecked)
-        if reply.stat is None:
-            self._rejoin("own node deleted")
+        if not self._own_node_holds(reply):
             return
-        if reply.stat.ephemeral_owner != self.session_id:
-            self._log("node_not_ours", "error", node=self.node, owner=_hex(reply.stat.ephemeral_owner))
-            self._rejoin("own node is owned by another session")
-            return
-        self._heartbeat_due = max(self.now, reply.sent_at + self._budget.heartbeat_interval)
+        self._own_watched = True
+        if reply.synced and reply.relayed_at is not None:
+            self.t_ok = reply.relayed_at if self.t_ok is None else max(self.t_ok, reply.relayed_at)
         if not self.leader and self._leave is None and not self.withdrawn:
+            # The first heartbeat rarely anchors a lease of its own (only kazoo's pings
+            # went before it); the next one, once this one has been on the wire
+            # tickTime/2, does (timing.LeaseBudget.first_renewal).
+            renewal = self.now + self._budget.first_renewal
+            self._heartbeat_due = renewal if self._heartbeat_due is None else min(self._heartbeat_due, renewal)
             self.leader = True
             self.token = reply.stat.czxid
             self.phase = Phase.LEADING
@@ -492,6 +506,29 @@ class Leadership:
             self._log("leader_acquired", node=self.node, token=self.token)
             data = {**self._node_data(), "node": self.node, "token": self.token}
             self._request(Purpose.PUBLISH, lambda rid: act.PublishLeadership(rid, self.settings.election_path, data))
+
+    def _on_own_watch_reply(self, reply: ev.Reply) -> None:
+        if isinstance(reply, ev.RequestFailed):
+            if reply.failure is ev.Failure.CONNECTION:
+                self._resync_if_connected()
+            else:
+                self._retry_at = self.now + RETRY_DELAY
+            return
+        assert isinstance(reply, ev.NodeChecked)
+        if self._own_node_holds(reply):
+            self._own_watched = True
+
+    def _own_node_holds(self, reply: ev.NodeChecked) -> bool:
+        """Our node exists and belongs to this session; otherwise leave it behind and
+        join again (an operator deleted it, or a session that reused its name owns it)."""
+        if reply.stat is None:
+            self._rejoin("own node deleted")
+            return False
+        if reply.stat.ephemeral_owner != self.session_id:
+            self._log("node_not_ours", "error", node=self.node, owner=_hex(reply.stat.ephemeral_owner))
+            self._rejoin("own node is owned by another session")
+            return False
+        return True
 
     def _on_publish_reply(self, reply: ev.Reply) -> None:
         """Only informative: a failure is logged; the heartbeat decides about the node."""
@@ -513,8 +550,11 @@ class Leadership:
         if event.kind is ev.WatchKind.CONNECTION:
             return  # a connection loss, not a deletion; watches are re-armed on reconnect
         if self.node is not None and event.path == self._path(self.node):
+            self._own_watched = False
             if event.kind is ev.WatchKind.DELETED and not self._is_pending(Purpose.DELETE_OWN):
                 self._rejoin("own node deleted")
+            elif not self.leader:
+                self._watch_own()  # data changed: a follower re-arms; a leader's heartbeat does
             return
         if self.predecessor is not None and event.path == self._path(self.predecessor):
             if event.kind is ev.WatchKind.DELETED:
@@ -621,9 +661,7 @@ class Leadership:
         effective = self.settings.session_timeout
         if self._negotiated_timeout is not None:
             effective = min(effective, self._negotiated_timeout)
-        self._budget = timing.LeaseBudget(
-            effective, self.settings.stop_timeout, self.settings.watchdog, self.settings.tick_time
-        )
+        self._budget = _budget(self.settings, effective)
         return effective
 
     def _on_shutdown(self, signal_name: str) -> None:
@@ -739,17 +777,54 @@ class Leadership:
             self._relist()
 
     def _heartbeat(self) -> None:
-        """exists() on our own node, with a watch: refreshes the lease, re-checks ownership
-        and keeps the deletion watch armed (kazoo drops watches on every disconnect)."""
-        if self.node is None or not self.connected or self._heartbeat_inflight:
+        """sync + exists() on our own node, with a watch: refreshes the lease, re-checks
+        ownership and keeps the deletion watch armed (kazoo drops watches on every
+        disconnect). On a fixed cadence, answered or not: the lease anchor is the latest
+        packet sent tickTime/2 before an answered sync, so a heartbeat held back behind
+        a slow one would age the lease (timing.py)."""
+        if self.node is None or not self.connected:
             return
-        self._heartbeat_inflight = True
+        self._heartbeat_due = self.now + self._budget.heartbeat_interval
         self._request(
             Purpose.CHECK_OWN, lambda rid: act.CheckNode(rid, self._path(self.node or ""), watch=True, sync=True)
         )
 
     def _wants_heartbeat(self) -> bool:
-        return self.leader and self.connected and not self._heartbeat_inflight and self.node is not None
+        return self.leader and self.connected and self.node is not None
+
+    def _watch_own(self) -> None:
+        """A follower's exists watch on its own node (one per daemon, so still no herd):
+        without it, a follower whose node an operator or a lost-reply recovery deleted
+        would wait forever, believing itself queued."""
+        if self._own_watched or self.node is None or self._is_pending(Purpose.WATCH_OWN):
+            return
+        self._request(Purpose.WATCH_OWN, lambda rid: act.CheckNode(rid, self._path(self.node or ""), watch=True))
+
+    def _recover(self) -> None:
+        """After a create whose reply was lost: list the queue, synced first, so a server
+        lagging behind the ZooKeeper leader cannot hide a create that already landed."""
+        if not self._is_pending(Purpose.RECOVER):
+            self._request(Purpose.RECOVER, lambda rid: act.ListChildren(rid, self.settings.election_path, sync=True))
+
+    def _on_refused(self, purpose: Purpose, detail: str) -> None:
+        """NoAuth: the election path's ACL refuses this client. The published leader
+        record is only informative, so a refused publish is a warning (otherwise every
+        successor would refuse to lead in turn and no host would lead at all).
+        Anything else: leave in order, job reaped before the node or session goes."""
+        if purpose is Purpose.PUBLISH:
+            self._log("publish_failed", "warning", detail=detail)
+            return
+        self._log("not_authorized", "error", purpose=purpose.value, detail=detail)
+        if purpose is Purpose.DELETE_OWN:
+            self.node = None  # closing the session deletes it as well
+        self._leave_refused("not authorized on the election path")
+
+    def _leave_refused(self, reason: str) -> None:
+        """Exit with AUTH_FAILED, after the job is reaped (retrying would not help)."""
+        if self._leave is not None and self._leave.kind is LeaveKind.EXIT:
+            self._leave.exit_code = exitcodes.AUTH_FAILED
+            return
+        self._begin_leave(LeaveKind.EXIT, reason, exitcodes.AUTH_FAILED)
 
     def _withdraw_if_unhealthy(self) -> bool:
         """A create that was in flight when the health check failed still lands: take
@@ -794,7 +869,7 @@ class Leadership:
         self.predecessor = None
         self.position = None
         self._create_unknown = False
-        self._heartbeat_inflight = False
+        self._own_watched = False
         self._heartbeat_due = None
         self._restart_at = None
         self._abandoned = (*self._abandoned[-15:], self.candidacy_id)
@@ -819,8 +894,7 @@ class Leadership:
         assert leave is not None
         if self.job is not JobPhase.NONE:
             if leave.deadline is not None and self.now >= leave.deadline and self._killed:
-                self._log("job_not_reaped", "error", reason="exiting with the job still unreaped")
-                self._finish_exit()
+                self._finish_exit()  # without closing the session: see _finish_exit
             return
         if self.node is not None and self.connected and self.session_id is not None:
             if not self._is_pending(Purpose.DELETE_OWN):
@@ -836,22 +910,27 @@ class Leadership:
             self._join()
 
     def _finish_exit(self) -> None:
+        """Close the session and exit (or reopen). Never while a process of the job may
+        live: SIGKILL went out but the job was not reaped (a stopped guardian, a process
+        in uninterruptible sleep on a hung mount). Closing the session would delete our
+        node and start the successor at once; instead the daemon exits with the session
+        open, so ZooKeeper expires it no earlier than the lease allows, and a reopen is
+        refused the same way (a new job runner beside a live old tree)."""
         leave = self._leave
         assert leave is not None
         self.phase = Phase.STOPPED
+        if self.job is not JobPhase.NONE:
+            self._log("job_not_reaped", "error", pid=self.job_pid, reason=leave.reason,
+                      problem="the job's processes survived SIGKILL; exiting without closing the session, "
+                              "which ZooKeeper expires after the session timeout")
+            self._out.append(act.Exit(exitcodes.UNREAPED))
+            return
         if leave.kind is LeaveKind.REOPEN:
             self._log("reopening", reason=leave.reason)
             self._out.extend([act.CloseSession(), act.Reopen()])
             return
         self._log("stopped", exit_code=leave.exit_code, reason=leave.reason)
         self._out.extend([act.CloseSession(), act.Exit(leave.exit_code)])
-
-    def _force_exit(self, code: int, reason: str) -> None:
-        self._kill_now(reason)
-        self._leave = _Leave(LeaveKind.EXIT, reason, code, self.now)
-        self.phase = Phase.LEAVING
-        self.node = None  # do not wait on the server that just refused us
-        self._finish_exit()
 
     # ---------------------------------------------------------------- helpers
 
@@ -873,6 +952,12 @@ class Leadership:
 
     def _log(self, event: str, level: str = "info", **fields: object) -> None:
         self._out.append(act.Log(event, level, fields))
+
+
+def _budget(settings: Settings, session_timeout: float) -> timing.LeaseBudget:
+    return timing.LeaseBudget(
+        session_timeout, settings.stop_timeout, settings.watchdog, settings.tick_time, settings.reap_allowance
+    )
 
 
 def _hex(session_id: int) -> str:
