@@ -31,7 +31,7 @@ Parts, each modelled on the behaviour the safety rule depends on:
 
 from __future__ import annotations
 
-import dataclasses
+import bisect
 import heapq
 import itertools
 import random
@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 from .. import actions as act
 from .. import events as ev
+from .. import timing
 from ..config import OnExit
 from ..leadership import LEAVE_GRACE, MAX_RESTART_DELAY, Identity, Leadership, Settings
 from .invariants import Checker, Violation
@@ -50,18 +51,10 @@ INF = float("inf")
 ELECTION = "/zkleader/sim"
 #: kazoo: connection_retry={"delay": 0.1, "backoff": 2, "max_delay": ...}
 RETRY_DELAY = 0.1
+#: The session timeout at which kazoo's ping jitter (10..400 ms) is taken as it is.
+PING_JITTER_AT = 10.0
 
 CoreFactory = Callable[[Settings, Identity, Callable[[], str]], Leadership]
-
-# Actions and events the core gained later; the model handles them when they exist.
-_PUBLISH = getattr(act, "PublishLeadership", None)
-_HEALTH = getattr(act, "RunHealthCheck", None)
-_REOPEN = getattr(act, "Reopen", None)
-_DATA_SET = getattr(ev, "DataSet", None)
-_HEALTH_CHECKED = getattr(ev, "HealthChecked", None)
-#: NodeChecked.synced: the answer to an exists() preceded by a sync (through the leader).
-_HAS_SYNCED = "synced" in {f.name for f in dataclasses.fields(ev.NodeChecked)}
-_SETTINGS_FIELDS = {f.name for f in dataclasses.fields(Settings)}
 
 
 @dataclass(frozen=True)
@@ -118,12 +111,16 @@ class Znode:
 
 
 class Session:
-    __slots__ = ("id", "timeout", "last_heard", "alive", "conn", "ephemerals", "check_at", "host", "ended")
+    __slots__ = ("id", "timeout", "last_heard", "relay_due", "alive", "conn", "ephemerals", "check_at", "host", "ended")
 
     def __init__(self, sid: int, timeout: float, now: float, host: Host) -> None:
         self.id = sid
         self.timeout = timeout
+        #: The ZooKeeper leader's last touch of the session: what expiry counts from.
         self.last_heard = now
+        #: The leader ping that will relay the packets the follower heard since the last
+        #: one (None: nothing waiting). Lost if the follower drops out before it.
+        self.relay_due: float | None = None
         self.alive = True
         self.conn: Conn | None = None
         self.ephemerals: dict[str, None] = {}
@@ -136,7 +133,7 @@ class Conn:
     """One TCP connection between a client and the server."""
 
     __slots__ = ("id", "host", "client", "session_id", "server_open", "client_open", "c2s_last", "s2c_last",
-                 "watched", "rst_sent")
+                 "watched", "rst_sent", "connect_sent")
     _ids = itertools.count(1)
 
     def __init__(self, host: Host, client: Client) -> None:
@@ -150,6 +147,8 @@ class Conn:
         self.s2c_last = 0.0
         self.watched: dict[str, None] = {}
         self.rst_sent = False
+        #: The host-clock time its connect request was written.
+        self.connect_sent = 0.0
 
 
 class Server:
@@ -168,6 +167,10 @@ class Server:
         self._lowest: str | None = None
         self._lowest_valid = False
         self.election_parent = ELECTION
+        #: The ZooKeeper leader pings its followers every tickTime/2 (from this phase on);
+        #: a follower's reply carries the sessions it heard from since the previous ping.
+        self.relay_period = self.tick / 2
+        self.relay_phase = world.rng.uniform(0.0, self.relay_period)
         #: path -> (time, cause) of every deleted election node, for messages.
         self.deleted: dict[str, tuple[float, str]] = {}
         self._ensure(ELECTION)
@@ -192,13 +195,45 @@ class Server:
         s.check_at = t
         self.world.at(t, self._check, s, t)
 
+    def touch(self, s: Session) -> None:
+        """The follower heard a packet of the session: the ZooKeeper leader touches it at
+        its next ping of the follower (tickTime/2 apart), not now."""
+        now = self.world.now
+        self.heard(s)
+        if s.relay_due is None:
+            period = self.relay_period
+            s.relay_due = self.relay_phase + -((self.relay_phase - now) // period) * period
+
+    def revalidate(self, s: Session) -> None:
+        """A connect request: the follower revalidates the session with the leader before
+        answering, so the leader touches it now."""
+        self.heard(s)
+        if self.world.now > s.last_heard:
+            s.last_heard = self.world.now
+
+    def heard(self, s: Session) -> float:
+        """The leader's last touch, once the relay that was due has happened."""
+        due = s.relay_due
+        if due is not None and due <= self.world.now:
+            s.relay_due = None
+            if due > s.last_heard:
+                s.last_heard = due
+        return s.last_heard
+
+    def lose_relay(self, s: Session) -> None:
+        """The follower drops out of the quorum: what it heard but did not relay yet is lost."""
+        self.heard(s)
+        if s.relay_due is not None:
+            s.relay_due = None
+            self.world.record(s.host, "zk", f"session 0x{s.id:x}: touches not yet relayed to the leader are lost")
+
     def _check(self, s: Session, t: float) -> None:
         if not s.alive or s.check_at != t:
             return
         if not self.up:
             s.check_at = None  # no expiry while the ensemble has no leader; restart re-arms
             return
-        due = self._bucket(s.last_heard + s.timeout)
+        due = self._bucket(self.heard(s) + s.timeout)
         if due <= self.world.now + 1e-9:
             self.end_session(s, "expired")
         else:
@@ -246,6 +281,7 @@ class Server:
         for s in self.sessions.values():
             if s.alive:
                 # A new quorum leader renews every session with its full timeout.
+                s.relay_due = None
                 s.last_heard = max(s.last_heard, now)
                 self._schedule_check(s, self._bucket(now + s.timeout))
         self.world.record(None, "zk", "server back")
@@ -263,9 +299,7 @@ class Server:
                 self.world.send_s2c(conn, ("rst",))
             return
         s = self.sessions[conn.session_id]  # type: ignore[index]
-        now = self.world.now
-        if now > s.last_heard:
-            s.last_heard = now
+        self.touch(s)
         if kind == "req":
             self._request(conn, s, pkt[1], pkt[2])
         elif kind == "ping":
@@ -279,11 +313,8 @@ class Server:
             self.close_conn(conn, rst=False)
 
     def ping_fast(self, conn: Conn) -> None:
-        """A ping whose round trip completes at once (healthy link): touch the session."""
-        s = self.sessions[conn.session_id]  # type: ignore[index]
-        now = self.world.now
-        if now > s.last_heard:
-            s.last_heard = now
+        """A ping whose round trip completes at once (healthy link): the follower heard it."""
+        self.touch(self.sessions[conn.session_id])  # type: ignore[index]
 
     def _connect(self, conn: Conn, sid: int | None, requested: float) -> None:
         world = self.world
@@ -304,8 +335,7 @@ class Server:
         conn.session_id = s.id
         conn.server_open = True
         s.conn = conn
-        if world.now > s.last_heard:
-            s.last_heard = world.now
+        self.revalidate(s)
         world.send_s2c(conn, ("connected", s.id, s.timeout))
 
     def _request(self, conn: Conn, s: Session, xid: int, a: act.Action) -> None:
@@ -321,7 +351,7 @@ class Server:
             result = ("err", ev.Failure.NO_NODE) if node is None else ("ok", tuple(node.children))
         elif t is act.CreateNode:
             result = self._create(s, a.path_prefix)  # type: ignore[union-attr]
-        elif t is _PUBLISH:
+        elif t is act.PublishLeadership:
             node = self.nodes.get(a.path)  # type: ignore[union-attr]
             if node is None:
                 result = ("err", ev.Failure.NO_NODE)
@@ -462,6 +492,11 @@ class Client:
         self.chatty_until = 0.0
         self.retry_delay = RETRY_DELAY
         self.attempts = 0
+        #: Every packet this session wrote, as (started, finished) on the host's clock,
+        #: the connect requests and kazoo's pings included (production records the same).
+        self.writes: list[tuple[float, float]] = []
+        #: When the session's latest answered connect request was sent (host clock).
+        self.confirmed_at: float | None = None
         self.frozen = False
         self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
 
@@ -484,6 +519,7 @@ class Client:
         if host.c2s_up and host.s2c_up:
             conn = Conn(host, self)
             self.handshake = conn
+            conn.connect_sent = self._write()
             world.send_c2s(conn, ("connect", self.session_id, self.requested))
             world.at(world.now + self.requested / servers, self._handshake_timeout, conn)
         else:
@@ -543,6 +579,9 @@ class Client:
             self._drop("connection reset")
 
     def _on_connected(self, conn: Conn, sid: int, timeout: float) -> None:
+        if sid != self.session_id:
+            self.writes = [w for w in self.writes if w[0] >= conn.connect_sent]  # a new session's record
+        self.confirmed_at = conn.connect_sent
         self.conn = conn
         self.state = "connected"
         self.session_id = sid
@@ -580,9 +619,12 @@ class Client:
         elif t is act.CheckNode:
             if a.watch:  # type: ignore[union-attr]
                 self.watchers[a.path] = None  # type: ignore[union-attr]
-            if _HAS_SYNCED and getattr(a, "sync", False):
-                # One linearizable server: a sync always goes through "the leader".
-                event = ev.NodeChecked(rid, req.sent_at, value, synced=True)  # type: ignore[call-arg]
+            if a.sync:  # type: ignore[union-attr]
+                # One linearizable server: a sync always goes through "the leader"; what it
+                # proves is the production rule applied to this session's packet record.
+                relayed = timing.relayed_anchor(self.writes, req.sent_at, self.world.cfg.tick_time, self.confirmed_at)
+                event = ev.NodeChecked(rid, req.sent_at, value, synced=True, relayed_at=relayed)
+                self._prune_writes()
             else:
                 event = ev.NodeChecked(rid, req.sent_at, value)
         elif t is act.ListChildren:
@@ -592,7 +634,7 @@ class Client:
         elif t is act.DeleteNode:
             event = ev.Deleted(rid, req.sent_at)
         else:
-            event = _DATA_SET(rid, req.sent_at)
+            event = ev.DataSet(rid, req.sent_at)
         self.daemon.post("completion", event)
 
     def _fail_all(self, why: str) -> None:
@@ -641,15 +683,36 @@ class Client:
     def _send(self, req: _Req) -> None:
         self.xid += 1
         self.pending[self.xid] = req
+        self._write()
         self.world.send_c2s(self.conn, ("req", self.xid, req.action))  # type: ignore[arg-type]
         self.last_send = self.world.now
+
+    def _write(self) -> float:
+        """Records one packet write (instant: the kernel takes it; if the link is cut it
+        waits in the send buffer, which the write record cannot tell)."""
+        t = self.host.local(self.world.now)
+        self.writes.append((t, t))
+        return t
+
+    def _prune_writes(self) -> None:
+        """Only the latest write at or before the oldest pending sync's cut-off can still
+        be the anchor; older ones are dropped so the record stays short."""
+        if len(self.writes) < 64:
+            return
+        queued = [r.sent_at for r in self.pending.values()] + [r.sent_at for r in self.queue]
+        cutoff = min(queued, default=self.host.local(self.world.now)) - self.world.cfg.tick_time / 2
+        keep = bisect.bisect_right(self.writes, (cutoff, INF)) - 1
+        if keep > 0:
+            del self.writes[:keep]
 
     # ------------------------------------------------------------ ping loop
 
     def _arm(self) -> None:
         self.timer_gen += 1
         world = self.world
-        jitter = 0.01 + int(world.rng.random() * 40) / 100.0  # random.randint(1, 40) / 100
+        # kazoo: random.randint(1, 40) / 100, i.e. 10..400 ms against read_timeout/2 = T/3;
+        # scaled to the same share of T as at T = 10 s, so that small T keep their pings.
+        jitter = (1 + int(world.rng.random() * 40)) / 100.0 * min(1.0, self.timeout / PING_JITTER_AT)
         self._deadline = self.last_send + self.read_timeout / 2.0 - jitter
         self._armed_send = self.last_send
         timeout = max(self._deadline - world.now, jitter)
@@ -681,6 +744,7 @@ class Client:
     def _ping(self, background: bool = False) -> None:
         world = self.world
         self.last_send = world.now
+        self._write()
         host = self.host
         conn = self.conn
         assert conn is not None
@@ -827,7 +891,7 @@ class Daemon:
             if a.event == "node_vanished" and a.fields.get("node"):  # type: ignore[union-attr]
                 self._check_node_really_gone(str(a.fields["node"]))  # type: ignore[union-attr]
             return
-        if t is act.CheckNode or t is act.ListChildren or t is act.CreateNode or t is act.DeleteNode or t is _PUBLISH:
+        if t is act.CheckNode or t is act.ListChildren or t is act.CreateNode or t is act.DeleteNode or t is act.PublishLeadership:
             self.client.submit(a, local)
         elif t is act.StartJob:
             self.world.start_job(self, a.token, a.znode)  # type: ignore[union-attr]
@@ -839,10 +903,10 @@ class Daemon:
             self.client.close()
         elif t is act.Exit:
             self.world.daemon_exited(self, a.code)  # type: ignore[union-attr]
-        elif t is _HEALTH:
+        elif t is act.RunHealthCheck:
             # No health command in the simulation: the daemon answers for it at once.
-            self.post("health", _HEALTH_CHECKED(True, "no health check configured"), delay=0.0)
-        elif t is _REOPEN:
+            self.post("health", ev.HealthChecked(True, "no health check configured"), delay=0.0)
+        elif t is act.Reopen:
             self.world.reopen(self)
         else:
             raise TypeError(f"the simulation does not model the action {a!r}")
@@ -986,13 +1050,6 @@ class World:
         self.seq = itertools.count()
         self.steps = 0
         self.core_factory: CoreFactory = core_factory or Leadership
-        extra: dict[str, Any] = {}
-        if config.watchdog:
-            if "watchdog" not in _SETTINGS_FIELDS:
-                raise ValueError("this core has no watchdog setting")
-            extra["watchdog"] = config.watchdog
-        if "tick_time" in _SETTINGS_FIELDS:
-            extra["tick_time"] = config.tick_time  # the core's lease bounds the session-touch relay with it
         self.settings = Settings(
             election_path=ELECTION,
             candidate="sim",
@@ -1001,7 +1058,8 @@ class World:
             stop_timeout=config.stop_timeout,
             on_exit=config.on_exit,
             restart_delay=config.restart_delay,
-            **extra,
+            watchdog=config.watchdog,
+            tick_time=config.tick_time,  # the core's lease bounds the session-touch relay with it
         )
         self.timeline = Timeline(config.trace_limit)
         self.stats: dict[str, int] = {}
