@@ -143,19 +143,19 @@ def test_the_lease_runs_from_the_relayed_packet_not_from_the_sync_or_its_answer(
     assert d.core.t_ok == pytest.approx(h - 0.7)
 
 
-def test_heartbeats_keep_their_cadence_while_unanswered() -> None:
-    """A heartbeat held back behind a slow one would age the lease: the anchor is the
-    latest packet sent tickTime/2 before an answered sync."""
+def test_heartbeats_go_one_at_a_time_and_never_sooner_than_ticktime_half_after_an_answer() -> None:
+    """An unanswered heartbeat leaves the connection silent so kazoo's ping can find a
+    dead server; an answer anchors the lease of a sync queued tickTime/2 later at the
+    earliest (timing.relayed_anchor), so the next heartbeat waits that long."""
     d = Driver()
     d.lead(now=0.0)
     h = d.core.budget.heartbeat_interval
-    first_renewal = d.core.budget.first_renewal
-    sent = [a for a in d.feed(ev.Tick(), first_renewal) if _is_heartbeat(a)]
-    assert len(sent) == 1  # a new leader's second heartbeat, tickTime/2 after the first answer
-    for k in range(1, 4):
-        now = first_renewal + k * h
-        assert d.core.next_deadline() <= now + 1e-9
-        assert len([a for a in d.feed(ev.Tick(), now) if _is_heartbeat(a)]) == 1
+    (second,) = [a for a in d.feed(ev.Tick(), d.core.budget.first_renewal) if _is_heartbeat(a)]
+    assert [a for a in d.feed(ev.Tick(), 2 * h) if _is_heartbeat(a)] == []  # still unanswered
+    late = 2 * h + 0.01
+    d.feed(ev.NodeChecked(second.request_id, 0.1, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.0), late)
+    assert d.core.next_deadline() == pytest.approx(late + d.core.budget.first_renewal)
+    assert len([a for a in d.feed(ev.Tick(), late + d.core.budget.first_renewal) if _is_heartbeat(a)]) == 1
 
 
 def test_a_new_leader_without_an_anchor_waits_for_the_early_second_heartbeat() -> None:

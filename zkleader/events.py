@@ -84,9 +84,9 @@ class ChildrenListed:
 class NodeChecked:
     """An exists() answer: stat is None when the node does not exist. synced: a sync
     sent at sent_at went through the ZooKeeper leader first. relayed_at (synced answers
-    only): the lease anchor that sync proves, ``timing.relayed_anchor`` over the send
-    times of every packet of this session (kazoo's pings included); None when no
-    packet qualifies yet. Only this value feeds the lease."""
+    only): the lease anchor that sync proves, ``timing.relayed_anchor`` over the write
+    and answer-read times of every packet of this session (kazoo's pings included);
+    None when no packet qualifies yet. Only this value feeds the lease."""
 
     request_id: int
     sent_at: float

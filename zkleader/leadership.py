@@ -146,6 +146,7 @@ class Leadership:
         self.leader = False
         self.token: int | None = None
         self._heartbeat_due: float | None = None
+        self._heartbeat_inflight = False
         #: A watch on our own node is armed on the server (kazoo forgets watches on every
         #: disconnect): a follower must hear at once when its node is deleted.
         self._own_watched = False
@@ -325,6 +326,7 @@ class Leadership:
             return
         self.connected = False
         self._own_watched = False
+        self._heartbeat_inflight = False
         fields = {"lease_left": self._lease_left()} if self.job is not JobPhase.NONE else {}
         self._log("suspended", "warning", **fields)
 
@@ -481,6 +483,11 @@ class Leadership:
         (sync, then exists) proves the session is kept alive, and only from the moment
         its relayed_at names (timing.py): a follower server cut off from the leader
         still answers plain reads."""
+        self._heartbeat_inflight = False
+        # This answer anchors the lease of a sync queued tickTime/2 from now at the
+        # earliest (timing.relayed_anchor): the next heartbeat waits that long.
+        renewal = self.now + self._budget.first_renewal
+        self._heartbeat_due = renewal if self._heartbeat_due is None else max(self._heartbeat_due, renewal)
         if isinstance(reply, ev.RequestFailed):
             if reply.failure is ev.Failure.CONNECTION:
                 self._resync_if_connected()
@@ -493,10 +500,9 @@ class Leadership:
             self.t_ok = reply.relayed_at if self.t_ok is None else max(self.t_ok, reply.relayed_at)
         if not self.leader and self._leave is None and not self.withdrawn:
             # The first heartbeat rarely anchors a lease of its own (only kazoo's pings
-            # went before it); the next one, once this one has been on the wire
-            # tickTime/2, does (timing.LeaseBudget.first_renewal).
-            renewal = self.now + self._budget.first_renewal
-            self._heartbeat_due = renewal if self._heartbeat_due is None else min(self._heartbeat_due, renewal)
+            # were answered before it); the next one, tickTime/2 after this answer,
+            # does (timing.LeaseBudget.first_renewal).
+            self._heartbeat_due = renewal
             self.leader = True
             self.token = reply.stat.czxid
             self.phase = Phase.LEADING
@@ -779,18 +785,19 @@ class Leadership:
     def _heartbeat(self) -> None:
         """sync + exists() on our own node, with a watch: refreshes the lease, re-checks
         ownership and keeps the deletion watch armed (kazoo drops watches on every
-        disconnect). On a fixed cadence, answered or not: the lease anchor is the latest
-        packet sent tickTime/2 before an answered sync, so a heartbeat held back behind
-        a slow one would age the lease (timing.py)."""
-        if self.node is None or not self.connected:
+        disconnect). One at a time: an unanswered heartbeat leaves the connection
+        silent, so kazoo's own ping goes out and finds a dead server (a steady stream
+        of requests would postpone that forever); the lease never depended on it."""
+        if self.node is None or not self.connected or self._heartbeat_inflight:
             return
+        self._heartbeat_inflight = True
         self._heartbeat_due = self.now + self._budget.heartbeat_interval
         self._request(
             Purpose.CHECK_OWN, lambda rid: act.CheckNode(rid, self._path(self.node or ""), watch=True, sync=True)
         )
 
     def _wants_heartbeat(self) -> bool:
-        return self.leader and self.connected and self.node is not None
+        return self.leader and self.connected and not self._heartbeat_inflight and self.node is not None
 
     def _watch_own(self) -> None:
         """A follower's exists watch on its own node (one per daemon, so still no herd):
@@ -870,6 +877,7 @@ class Leadership:
         self.position = None
         self._create_unknown = False
         self._own_watched = False
+        self._heartbeat_inflight = False
         self._heartbeat_due = None
         self._restart_at = None
         self._abandoned = (*self._abandoned[-15:], self.candidacy_id)

@@ -11,33 +11,37 @@ leader:
 
 - An answered ``sync``, queued at ``s``, went through the leader after every ping
   reply the follower had sent before it forwarded the sync (one TCP stream, in
-  order). A ping arrives at the follower at least every tickTime/2, so every packet
-  of ours that reached the follower tickTime/2 before the sync did was reported in
-  one of those replies. Our packets travel one ordered TCP stream too, so a packet
-  *written* at least tickTime/2 before ``s`` reached the follower at least
-  tickTime/2 before the sync did (the assumption: an earlier packet on the stream is
-  not delayed by more than a later one, which holds as long as the stream does not
-  stall; a stall that would break it also stalls the sync and its reply).
-- An answered connect request: a new session is created by the leader, and a
-  follower revalidates an existing one with the leader before it answers.
+  order). If an answer to a packet ``p`` of ours was *read* by ``s - tickTime/2``,
+  then ``p`` (and every packet written before it: one ordered stream) had reached
+  the follower by then, at least tickTime/2 before the sync could reach it. A leader
+  ping arrives at the follower at least every tickTime/2, so one arrived in between,
+  and the follower's reply to it reported our session before it forwarded the sync.
+  A write alone proves nothing: a stalled stream holds written packets in the send
+  buffer and delivers them together with the sync (the simulation found exactly
+  that with an earlier version of this rule, which counted writes).
+- An answered connect request: a new session is created by the ZooKeeper leader,
+  and a follower revalidates an existing one with the leader before it answers.
 
-``t_ok`` is therefore the send time of the latest such packet (``relayed_anchor``),
-whatever it was: a heartbeat, a request, or one of kazoo's own pings. The daemon
-knows when it wrote every packet, so this adds no waiting anywhere. The ZooKeeper
-leader's last touch of our session is at or after ``t_ok``; it cannot expire the
-session before ``t_ok + T``, and the job must be reaped by then, with room for the
-stop signal, SIGKILL, the reap itself, scheduling delays, clock rates and, under
-systemd, a paused daemon.
+``t_ok`` is therefore the write time of the latest packet whose answer was read at
+least tickTime/2 before an answered sync was queued (``relayed_anchor``), whatever it
+was: a heartbeat, a request, or one of kazoo's own pings (its pong is the answer).
+The daemon knows when it wrote and read every packet, so this adds no waiting. The
+ZooKeeper leader's last touch of our session is at or after ``t_ok``; it cannot
+expire the session before ``t_ok + T``, and the job must be reaped by then, with room
+for the stop signal, SIGKILL, the reap itself, scheduling delays, clock rates and,
+under systemd, a paused daemon.
 
 How old ``t_ok`` can be is a liveness question, not a safety one. A leader sends its
-heartbeat (sync + exists on its own node) every T/6 whether or not the previous one
-was answered, so in steady state ``t_ok`` lags the latest answer by at most
-T/6 + tickTime/2. A follower that just took over may have sent nothing but kazoo's
-pings, which go out after at most T/3 of silence: its first ``t_ok`` can be up to
-T/3 + tickTime/2 old, so it sends its second heartbeat tickTime/2 after the first,
-which makes that first one count. ``LeaseBudget.problem`` refuses numbers that leave
-either case without room. Both the configuration loader and the decision core use
-these functions, so the rule that is validated is the rule that runs.
+next heartbeat (sync + exists on its own node) T/6 after the previous one, and never
+sooner than tickTime/2 after the previous answer, so that answer anchors the next
+lease; one heartbeat at a time, so that an unanswered one leaves the connection
+silent and kazoo's ping finds a dead server. In steady state ``t_ok`` lags the latest
+answer by at most T/6 + tickTime/2. A follower that just took over may have had only
+kazoo's pings answered, which go out after at most T/3 of silence: its first ``t_ok``
+can be up to T/3 + tickTime/2 old, so it sends its second heartbeat tickTime/2 after
+the first answer, which makes the first one count. ``LeaseBudget.problem`` refuses
+numbers that leave either case without room. Both the configuration loader and the
+decision core use these functions, so the rule that is validated is the rule that runs.
 """
 
 from __future__ import annotations
@@ -75,15 +79,15 @@ DEFAULT_TICK_TIME = 2.0
 
 
 def relayed_anchor(
-    writes: Iterable[tuple[float, float]], sync_queued_at: float, tick_time: float, confirmed_at: float | None = None
+    answered: Iterable[tuple[float, float]], sync_queued_at: float, tick_time: float, confirmed_at: float | None = None
 ) -> float | None:
-    """The lease anchor an answered sync proves: the latest ``started`` of a packet
-    write ``(started, finished)`` that finished at least tickTime/2 before the sync was
-    queued (queued, not written: the write comes later, so the cut-off errs early), or
-    ``confirmed_at`` (the send time of the session's answered connect request) when
-    that is later. None when nothing qualifies."""
+    """The lease anchor an answered sync proves: the latest ``written`` of a packet
+    ``(written, answer_read)`` whose answer was read at least tickTime/2 before the
+    sync was queued (queued, not written: the write comes later, so the cut-off errs
+    early), or ``confirmed_at`` (when the session's answered connect request was
+    written) when that is later. None when nothing qualifies."""
     cutoff = sync_queued_at - tick_time / 2
-    qualified = [started for started, finished in writes if finished <= cutoff]
+    qualified = [written for written, answer_read in answered if answer_read <= cutoff]
     if confirmed_at is not None:
         qualified.append(confirmed_at)
     return max(qualified) if qualified else None
@@ -114,7 +118,7 @@ class LeaseBudget:
     @property
     def steady_lag(self) -> float:
         """How much older than the latest answered heartbeat t_ok can be for a leader
-        that heartbeats on its cadence."""
+        that heartbeats on its cadence (the previous heartbeat anchors it)."""
         return self.heartbeat_interval + self.tick_time / 2
 
     @property
