@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Elect one leader among hosts through ZooKeeper and run a leader-only job on it.",
         epilog="Exit statuses: 0 ok, 1 internal error, 2 usage, 3 job exited (on_exit: exit), "
         "4 the election has no leader (status) or this host is not in it (resign), "
-        "69 ZooKeeper unreachable, 75 timed out waiting (resign --wait), "
+        "69 ZooKeeper unreachable or the job cannot be supervised here, 75 timed out waiting (resign --wait), "
         "77 ZooKeeper authentication failed, 78 invalid configuration.",
     )
     parser.add_argument("--version", action="version", version=f"zkleader {__version__}")
@@ -107,8 +107,15 @@ def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
 
 
 def _run(loaded: config.Config) -> int:
+    from .children import supervision_problem
     from .daemon import Daemon
 
+    # Before connecting, and before any job: this also makes us the subreaper that
+    # catches a dead guardian's orphans (children.py).
+    problem = supervision_problem()
+    if problem:
+        print(f"zkleader: cannot supervise the job: {problem}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
     logs.configure(loaded.logging.level, loaded.logging.format,
                    {"election": loaded.election.path, "candidate": loaded.election.candidate})
     try:

@@ -9,6 +9,13 @@ a pipe from the daemon) reaches EOF, which the kernel guarantees when the daemon
 dies however it dies; and it exits only when the tree is gone, so the daemon's
 "reaped" means every process, not just the first.
 
+It needs only prctl(2) and a procfs: waitpid's ECHILD says the tree is empty (as a
+subreaper every descendant ends up as our child before it can be reaped), and one
+scan of /proc/*/stat finds the descendants to signal. It does not use
+/proc/PID/task/*/children, which needs CONFIG_PROC_CHILDREN and is missing on some
+kernels. The daemon imports ``prctl`` and ``children_of`` from here, so both sides
+read the process table the same way.
+
 It runs as ``python -I -S guardian.py STATUS_FD -- ARGV...`` with only the standard
 library (fast start, no site-packages). Commands on stdin: ``signal N`` (graceful
 stop: N to the job's process group and every descendant) and ``kill`` (SIGKILL to
@@ -28,31 +35,49 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 _IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _libc = ctypes.CDLL(None, use_errno=True)
+# prctl is variadic in C: declare the unsigned long arguments so that no register
+# carries garbage in its upper half (PR_SET_PDEATHSIG rejects an invalid signal).
+_libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+_libc.prctl.restype = ctypes.c_int
 
 
-def _prctl(option: int, value: int) -> None:
-    _libc.prctl(option, value, 0, 0, 0)
+def prctl(option: int, value: int) -> None:
+    """prctl(2) that raises OSError when the kernel refuses: supervision that silently
+    did not happen (no subreaper, no death signal) would let a job outlive us."""
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def children_of(proc: str = "/proc") -> dict[int, list[tuple[int, str]]]:
+    """One scan of the process table: parent pid -> [(pid, state)] of its children.
+    The ppid and state are read after the last ')' of /proc/PID/stat, since a
+    command name may itself contain ')' and spaces. Processes that vanish during the
+    scan are skipped."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append((int(name), fields[0].decode()))
+    return children
 
 
 def _descendants() -> list[int]:
-    """Every live descendant, found through /proc's children lists (no reuse races for
-    children we have not reaped: their pids cannot be recycled)."""
+    """Every descendant of ours, from one scan of the process table. A pid read here
+    could in theory be reaped by its parent and recycled before we signal it; that
+    needs the whole pid space to wrap within microseconds."""
+    tree = children_of()
     found: list[int] = []
     frontier = [os.getpid()]
     while frontier:
-        pid = frontier.pop()
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children") as handle:
-                    children = [int(c) for c in handle.read().split()]
-            except OSError:
-                continue
-            found.extend(children)
-            frontier.extend(children)
+        for pid, _ in tree.get(frontier.pop(), []):
+            found.append(pid)
+            frontier.append(pid)
     return found
 
 
@@ -64,11 +89,15 @@ def _report(status_fd: int, line: str) -> None:
         pass
 
 
-def _signal_tree(job_pid: int, signum: int) -> None:
-    try:
-        os.killpg(job_pid, signum)
-    except OSError:
-        pass
+def _signal_tree(job_pid: int | None, signum: int) -> None:
+    """Signals the job's process group (atomic, catches a process forked during our
+    scan) while its leader is unreaped and its pgid cannot be recycled, and every
+    descendant the scan finds (processes that left the group with setsid/setpgid)."""
+    if job_pid is not None:
+        try:
+            os.killpg(job_pid, signum)
+        except OSError:
+            pass
     for pid in _descendants():
         try:
             os.kill(pid, signum)
@@ -92,7 +121,7 @@ def _in_job(status_fd: int, argv: list[str]) -> int:
                 # Ignored signals survive exec: give the job the dispositions a service expects.
                 signal.signal(signum, signal.SIG_DFL)
             # Dies with the guardian even if the guardian itself is SIGKILLed...
-            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != parent:  # ...including in the instant before prctl.
                 os._exit(127)
             devnull = os.open(os.devnull, os.O_RDONLY)
@@ -124,15 +153,18 @@ def _supervise(status_fd: int, job_pid: int) -> int:
     lifeline_open = True
     doomed = False  # once set, the whole tree is SIGKILLed again on every pass until empty
     while True:
-        for pid, status in _reap_all():
+        reaped, tree_empty = _reap_all()
+        for pid, status in reaped:
             if pid == job_pid:
                 returncode = os.waitstatus_to_exitcode(status)
                 doomed = True  # the main process is gone: anything it left behind goes too
-        if doomed:
-            _signal_tree(job_pid, signal.SIGKILL)
-        if returncode is not None and not _descendants():
+        if tree_empty:
+            # No child left, so no descendant either (orphans become ours before they
+            # can be reaped), and the job's main process was among the reaped.
             _report(status_fd, f"exited {returncode}")
             return 0
+        if doomed:
+            _signal_tree(job_pid if returncode is None else None, signal.SIGKILL)
         watched = [wake_r] + ([lifeline] if lifeline_open else [])
         ready, _, _ = select.select(watched, [], [], 0.05 if doomed else 1.0)
         if wake_r in ready:
@@ -151,18 +183,20 @@ def _supervise(status_fd: int, job_pid: int) -> int:
                 if words == ["kill"]:
                     doomed = True
                 elif words[:1] == ["signal"] and len(words) == 2 and words[1].isdigit():
-                    _signal_tree(job_pid, int(words[1]))
+                    _signal_tree(job_pid if returncode is None else None, int(words[1]))
 
 
-def _reap_all() -> list[tuple[int, int]]:
+def _reap_all() -> tuple[list[tuple[int, int]], bool]:
+    """Reaps every child that has ended. The flag is waitpid's ECHILD: we have no child
+    at all, which for a subreaper means the job's whole tree is gone."""
     reaped = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return reaped
+            return reaped, True
         if pid == 0:
-            return reaped
+            return reaped, False
         reaped.append((pid, status))
 
 
@@ -177,7 +211,12 @@ def main(argv: list[str]) -> int:
     for signum in _IGNORED:
         # A terminal's Ctrl-C reaches our process group; only the daemon decides stops.
         signal.signal(signum, signal.SIG_IGN)
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except OSError as err:
+        # Without it, orphans of the job would escape us: refuse rather than pretend.
+        _report(status_fd, f"failed prctl(PR_SET_CHILD_SUBREAPER): {err.strerror}")
+        return 127
     return _in_job(status_fd, argv[3:])
 
 

@@ -10,6 +10,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 
+from . import children
 from . import events as ev
 from .config import HealthConfig
 
@@ -26,14 +27,23 @@ class HealthRunner:
         threading.Thread(target=self._check, name="health-check", daemon=True).start()
 
     def _check(self) -> None:
+        """Runs one check; spawned through children.py so that the daemon's sweep for a
+        dead guardian's orphans never takes the check for one of them."""
         try:
-            process = subprocess.Popen(
+            process = children.spawn(
                 self.config.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,  # so a timeout can kill everything the check started
             )
         except OSError as err:
             self._post(ev.HealthChecked(False, f"cannot run: {err.strerror or err}"))
             return
+        try:
+            self._finish(process)
+        finally:
+            children.forget(process.pid)
+            children.reap_zombies()
+
+    def _finish(self, process: subprocess.Popen[bytes]) -> None:
         try:
             output, _ = process.communicate(timeout=self.config.timeout)
         except subprocess.TimeoutExpired:

@@ -2,7 +2,9 @@
 
 One job at a time. The core decides when to start, signal and kill; this module only
 does it and posts JobStarted/JobExited. JobExited is posted once the guardian has
-exited, which it does only after the job's whole process tree is gone.
+exited, which it does only after the job's whole process tree is gone; if the
+guardian itself died first, only after the daemon has swept up its orphans
+(children.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from . import children
 from . import events as ev
 from .config import JobConfig
 
@@ -59,7 +62,7 @@ class JobRunner:
         environment = job_environment(os.environ, self.config, self._election, self._candidate, znode, token)
         status_r, status_w = os.pipe()
         try:
-            guardian = subprocess.Popen(
+            guardian = children.spawn(
                 [sys.executable, "-I", "-S", GUARDIAN, str(status_w), "--", *self.config.argv],
                 stdin=subprocess.PIPE,
                 env=environment,
@@ -104,9 +107,25 @@ class JobRunner:
                 elif word == "failed":
                     error = f"cannot start: {rest}"
         code = guardian.wait()
+        children.forget(guardian.pid)
         if guardian.stdin is not None:
             guardian.stdin.close()
-        if returncode is None and not error:
-            error = f"guardian ended unexpectedly (status {code})"
+        if returncode is None:
+            # The guardian died without reporting the job's end (kill -9, the OOM killer,
+            # the job killing its parent): the job's orphans are the daemon's now, and
+            # the job is not gone until they are.
+            leftovers = children.sweep()
+            if not error:
+                error = f"guardian {_death(code)} before the job ended; {leftovers} leftover process(es) killed"
         self._guardian = None
         self._post(ev.JobExited(returncode, error))
+
+
+def _death(code: int) -> str:
+    """How the guardian ended, in the words an operator reads in job_exited."""
+    if code < 0:
+        try:
+            return f"died by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"died by signal {-code}"
+    return f"exited with status {code}"
