@@ -26,6 +26,14 @@ Faults:
     ConnectionLoss; the server did the work.  Returns a ``LostReply`` handle.
 ``flap(period, duration, ...)``
     Partition and heal alternately in a background thread.
+``on_reply(opcodes, callback, after=None, servers=None)``
+    Arm a one-shot rule: when the proxy forwards to the client the reply to a
+    request with one of these opcodes (and, with ``after``, whose previous
+    request on that connection had that opcode), it hands the reply to the
+    client socket and then calls ``callback()`` at once, on the proxy's
+    thread: a fault that must land between two packets (e.g. cutting a
+    ZooKeeper follower from its leader right after a sync passed, before the
+    follower's next ping reply).  Returns an ``AnsweredReply`` handle.
 
 Frames on the wire (after the first, connect, frame of a connection): 4-byte
 big-endian length, then for requests xid:int32, type:int32, for replies
@@ -49,6 +57,7 @@ from typing import Callable, Iterable
 __all__ = [
     "FaultProxy",
     "LostReply",
+    "AnsweredReply",
     "Flapper",
     "OP_CREATE",
     "OP_CREATE2",
@@ -196,6 +205,41 @@ class LostReply:
         )
 
 
+class AnsweredReply:
+    """Handle of an ``on_reply`` rule.  ``wait(timeout)`` -> bool: True once the
+    callback ran.  After that: ``at`` (time.monotonic() right before the
+    callback), ``xid``, ``server`` (upstream index), ``error`` (what the
+    callback raised, if anything: the proxy keeps running)."""
+
+    def __init__(self, opcodes: frozenset[int], after: int | None, callback: Callable[[], object],
+                 servers: frozenset[int] | None) -> None:
+        self.opcodes = opcodes
+        self.after = after
+        self.callback = callback
+        self.servers = servers
+        self.armed = True
+        self.at: float | None = None
+        self.xid: int | None = None
+        self.server: int | None = None
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+
+    @property
+    def fired(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def matches(self, sent: tuple[int, int | None], server: int) -> bool:
+        op, previous = sent
+        return (self.armed and op in self.opcodes and (self.after is None or previous == self.after)
+                and (self.servers is None or server in self.servers))
+
+    def __repr__(self) -> str:
+        return f"<AnsweredReply opcodes={sorted(self.opcodes)} after={self.after} fired={self.fired} xid={self.xid}>"
+
+
 class _Pair:
     """One proxied connection: client socket <-> upstream socket."""
 
@@ -214,6 +258,8 @@ class _Pair:
         "doomed_deadline",
         "closed",
         "opened_at",
+        "sent",
+        "last_op",
     )
 
     def __init__(self, idx: int, client: socket.socket, upstream: socket.socket) -> None:
@@ -231,6 +277,9 @@ class _Pair:
         self.doomed_deadline = 0.0
         self.closed = False
         self.opened_at = time.monotonic()
+        # xid -> (opcode, opcode of the request before it) of requests not yet answered
+        self.sent: dict[int, tuple[int, int | None]] = {}
+        self.last_op: int | None = None
 
 
 class _Stats:
@@ -341,6 +390,7 @@ class FaultProxy:
         self._pairs: set[_Pair] = set()
         self._partitioned: set[int] = set()
         self._rules: list[LostReply] = []
+        self._reply_rules: list[AnsweredReply] = []
         self._commands: collections.deque = collections.deque()
         self._stats = [_Stats() for _ in self.upstreams]
         self._events: collections.deque = collections.deque(maxlen=500)
@@ -403,13 +453,25 @@ class FaultProxy:
         self._call(lambda: self._rules.append(rule), f"arm lose_reply_to {sorted(ops)}")
         return rule
 
+    def on_reply(self, opcodes, callback: Callable[[], object], after: int | None = None,
+                 servers=None) -> AnsweredReply:
+        """Arm a one-shot rule (see module doc).  ``opcodes``: an int or a set of
+        ints; ``after``: the opcode the request before it must have had."""
+        ops = frozenset([opcodes] if isinstance(opcodes, int) else opcodes)
+        rule = AnsweredReply(ops, after, callback, None if servers is None else _servers_set(servers, self._n))
+        self._call(lambda: self._reply_rules.append(rule), f"arm on_reply {sorted(ops)} after {after}")
+        return rule
+
     def cancel_rules(self) -> None:
-        """Disarm every lose_reply_to rule that has not fired."""
+        """Disarm every lose_reply_to and on_reply rule that has not fired."""
 
         def do() -> None:
             for r in self._rules:
                 r.armed = False
             self._rules.clear()
+            for a in self._reply_rules:
+                a.armed = False
+            self._reply_rules.clear()
 
         self._call(do, "cancel rules")
 
@@ -711,6 +773,8 @@ class FaultProxy:
                 return False
             _len, xid, op = _REQ_HDR.unpack_from(hdr)
             st.requests[op] += 1
+            p.sent[xid] = (op, p.last_op)
+            p.last_op = op
             for rule in self._rules:
                 if rule.armed and op in rule.opcodes and (rule.servers is None or p.idx in rule.servers):
                     rule.armed = False
@@ -791,11 +855,21 @@ class FaultProxy:
         st = self._stats[p.idx]
         rule = p.doomed
         hit: list[tuple[int, int, int]] = []
+        answered: list[AnsweredReply] = []
 
         def on_header(hdr: bytes, first: bool) -> bool:
-            if first or rule is None:
+            if first:
                 return False
             _len, xid, zxid, err = _REP_HDR.unpack_from(hdr)
+            sent = p.sent.pop(xid, None)
+            if rule is None:
+                if sent is not None:
+                    for armed in [a for a in self._reply_rules if a.matches(sent, p.idx)]:
+                        armed.armed = False
+                        self._reply_rules.remove(armed)
+                        armed.xid, armed.server = xid, p.idx
+                        answered.append(armed)
+                return False
             if xid == rule.xid:
                 hit.append((xid, zxid, err))
             return False
@@ -804,6 +878,10 @@ class FaultProxy:
         if rule is None:
             p.s2c += data
             st.bytes_s2c += len(data)
+            if answered:
+                self._flush_client(p)
+                for armed in answered:
+                    self._run_reply_rule(armed)
             return
         # Doomed: nothing more reaches the client; wait for the reply, then cut.
         if hit:
@@ -812,6 +890,31 @@ class FaultProxy:
             st.lost_replies += 1
             self._log(f"lose_reply_to: dropped reply xid={rule.xid} err={err}; resetting client connection")
             self._close_pair(p, rst_client=True, rst_upstream=False, why="lost reply")
+
+    def _flush_client(self, p: _Pair) -> None:
+        """Hand what is held for the client to its socket now (an on_reply rule's
+        callback must come after the reply left)."""
+        if p.closed or p.idx in self._partitioned:
+            return
+        try:
+            while p.s2c:
+                n = p.client.send(p.s2c)
+                del p.s2c[:n]
+                if n:
+                    self._stats[p.idx].last_sent_client = time.monotonic()
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._close_pair(p, rst_client=False, rst_upstream=True, why=f"client error {e!r}")
+
+    def _run_reply_rule(self, rule: AnsweredReply) -> None:
+        rule.at = time.monotonic()
+        try:
+            rule.callback()
+        except Exception as e:  # the proxy must survive a test's callback
+            rule.error = e
+        self._log(f"on_reply: reply to xid {rule.xid} forwarded; callback {'failed: ' + repr(rule.error) if rule.error else 'ran'}")
+        rule._done.set()
 
     def _maybe_finish(self, p: _Pair) -> None:
         """Close a pair once one side has hung up and what it sent is delivered."""

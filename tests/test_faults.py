@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from chaos import Cluster, record_result
 from daemons import DETECTOR, wait_for
-from faultproxy import CREATE_OPS
+from faultproxy import CREATE_OPS, OP_EXISTS, OP_SYNC
 
 pytestmark = pytest.mark.zookeeper
 
@@ -679,17 +679,19 @@ def test_15_predecessor_deleted_while_its_watcher_is_disconnected(cluster) -> No
 
 
 @pytest.fixture
-def isolatable_ensemble(tmp_path_factory):
+def isolatable_ensemble(request, tmp_path_factory):
     """A 3-node ensemble of its own whose member zk1 reaches the others' quorum and
     election ports only through a FaultProxy (the test bed has no fault injection
     between servers; zk1's config lists proxy ports for server.2 and server.3).
     syncLimit 10 x tickTime 200 ms = 2 s = T: a follower cut off from its leader keeps
     serving its clients for that long, as with production's defaults (tickTime 2 s,
-    syncLimit 5: 10 s, and zkleader's default T of 10 s)."""
+    syncLimit 5: 10 s, and zkleader's default T of 10 s). Indirect parameters: more
+    Ensemble options (e.g. max_session_timeout)."""
     from chaos import RawFaultProxy
     from zkserver import Ensemble
 
-    ensemble = Ensemble(tmp_path_factory.mktemp("zk-isolatable"), size=3, sync_limit=10)
+    options = {"sync_limit": 10, **getattr(request, "param", {})}
+    ensemble = Ensemble(tmp_path_factory.mktemp("zk-isolatable"), size=3, **options)
     others = ensemble.servers[1:]
     upstreams = [(m.host, port) for m in others for port in (m.quorum_port, m.election_port)]
     link = RawFaultProxy(upstreams, name="zk1-quorum-link")
@@ -746,5 +748,76 @@ def test_16_leader_on_a_zookeeper_follower_cut_off_from_the_zookeeper_leader(
             f"d1's job started {successor.start - t_cut:.2f}s after the cut; d0's job lived until "
             f"{end - t_cut:.2f}s; zk1 answered d0 until {answered - t_cut:.2f}s")
     finally:
+        c.close()
+        print(c.describe())
+
+
+# --------------------------------------------------------------------------- 17
+
+#: A session timeout validate accepts, long enough that kazoo's idle pings (T/3 apart)
+#: leave the old rule's relay (T/6 + tickTime/2) ~0.8 s short (T = 30 s: ~0.2 s, too
+#: close to the successor's own takeover time to show reliably).
+T_LONG = 40.0
+
+
+@pytest.mark.parametrize("isolatable_ensemble", [{"max_session_timeout": 60000}], indirect=True)
+def test_17_a_new_leader_whose_only_relayed_packet_is_a_ping_T_over_3_old_is_reaped_before_its_session_expires(
+        isolatable_ensemble, fault_proxy, kazoo_client, election_path, tmp_path) -> None:
+    """Issue 11 item 1. What an answered sync proves about the ZooKeeper leader's last
+    touch of our session is only what the follower relayed before forwarding the sync:
+    our packets written tickTime/2 before it. A follower that takes over has sent
+    nothing but kazoo's pings, one per ~T/3 of silence, so that touch can be ~T/3
+    older than the sync. d1 (next in line, T = 40 s) talks only to zk1, a ZooKeeper
+    follower; d0 and d2 talk to zk2 and zk3. d0 resigns (SIGTERM: its node goes at
+    once) when d1's last ping is ~T/3 - 1 s old; the moment zk1 forwards the reply to
+    d1's first heartbeat (sync, then exists), zk1 is cut from the ZooKeeper leader,
+    before its next ping reply (tickTime/2 = 0.1 s) can carry the takeover's packets.
+    The leader then expires d1's session T after the ping's touch, and d2 takes over.
+    The old rule (t_ok = the sync's send time, relay T/6 + tickTime/2 = 6.8 s) stops
+    d1's job ~0.8 s after that expiry: two jobs. The lease must run from the ping."""
+    ensemble, link = isolatable_ensemble
+    others = [s.address for s in ensemble.servers[1:]]
+    admin = kazoo_client(",".join(s.hosts for s in ensemble.servers[1:]), timeout=10.0)
+    c = Cluster(ensemble, tmp_path, fault_proxy, admin, election_path, session_timeout=T_LONG, stop_timeout=STOP)
+    try:
+        c.add("d0", upstreams=others)
+        c.add("d1", upstreams=[ensemble.servers[0].address])
+        c.add("d2", upstreams=others)
+        assert c.wait_converged(30) == "d0"
+        proxy = c.proxies["d1"]
+        cut = proxy.on_reply(OP_EXISTS, link.partition, after=OP_SYNC)
+
+        def pings() -> int:
+            return proxy.stats(0)["requests"].get("ping", 0)
+
+        before = pings()
+        wait_for(lambda: pings() > before, T_LONG / 3 + 5, "one of d1's idle pings")
+        pinged = proxy.stats(0)["last_sent_upstream"]  # the ping reached zk1: no touch of it is earlier
+        time.sleep(max(0.0, pinged + T_LONG / 3 - 1.0 - time.monotonic()))
+        assert proxy.stats(0)["last_sent_upstream"] == pinged, "d1 sent something else while following"
+        pings_then = pings()
+        t_term = c.group.signal("d0", signal.SIGTERM)
+        assert cut.wait(10), "d1 never heartbeated through zk1"
+        assert cut.error is None, cut.error
+        assert pings() == pings_then, (
+            f"d1's next ping went out before its takeover ({cut.at - t_term:.2f}s after d0's SIGTERM): "
+            "the premise (the last relayed packet is a ping ~T/3 old) does not hold this time")
+        taken = c.watcher.wait_start_after(t_term, 10, "d1's job")
+        assert taken.candidate == "d1"
+        expiry = pinged + T_LONG  # the earliest the ZooKeeper leader can expire d1's session
+        end = c.watcher.wait_end(taken, T_LONG + 10)
+        successor = c.watcher.wait_start_after(taken.start, T_LONG + 15, "d2's job once d1's session expired")
+        time.sleep(0.5)
+        record_result("new leader on a cut-off ZooKeeper follower, last relayed packet a ping ~T/3 old",
+                      session_timeout=T_LONG, ping_age_at_sync=cut.at - pinged, reaped=end - pinged,
+                      successor=successor.start - pinged, margin=expiry - end, overlaps=len(c.group.overlaps()),
+                      claim="job gone before ping + T; d2's job after it")
+        assert successor.candidate == "d2"
+        assert c.group.overlaps() == [], (
+            f"d1's job lived until ping + {end - pinged:.2f}s, d2's started at ping + {successor.start - pinged:.2f}s")
+        assert end < successor.start
+        assert end < expiry, f"d1's job ended {end - expiry:.2f}s after its session could expire"
+    finally:
+        link.heal()
         c.close()
         print(c.describe())

@@ -586,13 +586,14 @@ class ZooKeeperServer:
             raise self._start_failure(f"exited with status {proc.returncode}")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until the server answers 'ruok' with 'imok' and 'srvr' shows a
-        Mode (i.e. it serves clients).  Raises ZooKeeperStartError with the log
-        tail if the JVM exits or the timeout passes."""
+        """Block until 'srvr' shows a Mode (i.e. the server serves clients; srvr
+        alone, so that a server with Debian's default 4lw whitelist, srvr only,
+        works too).  Raises ZooKeeperStartError with the log tail if the JVM
+        exits or the timeout passes."""
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
-            if self.try_four_letter("ruok", 1.0) == "imok" and self.mode() is not None:
+            if self.mode() is not None:
                 if not self._ready_since_spawn:
                     self.last_start_seconds = time.monotonic() - self._spawned_at
                 self._ready_since_spawn = self._ever_ready = True

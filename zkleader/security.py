@@ -342,28 +342,47 @@ def tls_rejection(err: BaseException) -> str | None:
     return None
 
 
+class TlsRefusals:
+    """Ends a client whose TLS handshake every server refused, one after the other,
+    instead of a retry loop that would never succeed. ``on_rejected(reason, final)`` is
+    called for each refusal; final is True on the one that gives up. Used by
+    ``connection.Connection._connect`` on each failed attempt."""
+
+    def __init__(self, hosts: int, on_rejected: Callable[[str, bool], None]) -> None:
+        self._hosts = hosts
+        self._on_rejected = on_rejected
+        self._in_a_row = 0
+
+    def succeeded(self) -> None:
+        self._in_a_row = 0
+
+    def failed(self, err: BaseException, where: str) -> None:
+        """Returns when ``err`` is no TLS refusal or not yet the last one (the caller
+        re-raises it); raises AuthFailedError from ``err`` on the last."""
+        reason = tls_rejection(err)
+        if reason is None:
+            return
+        self._in_a_row += 1
+        final = self._in_a_row >= self._hosts
+        self._on_rejected(f"{where}: {reason}", final)
+        if final:
+            raise AuthFailedError(reason) from err
+
+
 def guard_tls(connection: Any, hosts: int, on_rejected: Callable[[str, bool], None]) -> None:
-    """Wraps kazoo's ConnectionHandler._connect (kazoo 2.11; tested) so that a TLS
-    handshake refused by every server in a row ends the client with AUTH_FAILED
-    instead of a retry loop that would never succeed. ``on_rejected(reason, final)``
-    is called for each refusal; final is True on the one that gives up."""
+    """``TlsRefusals`` for a plain KazooClient's ConnectionHandler, by wrapping its
+    private ``_connect`` (kazoo 2.11). Only ``zkleader status`` still builds a plain
+    client; the daemon's ``connection.Client`` applies TlsRefusals by subclassing."""
     original = connection._connect
-    state = {"in_a_row": 0}
+    refusals = TlsRefusals(hosts, on_rejected)
 
     def connect(host: str, hostip: str, port: int) -> Any:
         try:
             result = original(host, hostip, port)
         except Exception as err:
-            reason = tls_rejection(err)
-            if reason is None:
-                raise
-            state["in_a_row"] += 1
-            final = state["in_a_row"] >= hosts
-            on_rejected(f"{host}:{port}: {reason}", final)
-            if final:
-                raise AuthFailedError(reason) from err
+            refusals.failed(err, f"{host}:{port}")
             raise
-        state["in_a_row"] = 0
+        refusals.succeeded()
         return result
 
     connection._connect = connect

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooState
 from kazoo.exceptions import (
     AuthFailedError,
     ConnectionLoss,
@@ -37,6 +37,7 @@ from . import actions as act
 from . import events as ev
 from . import security
 from .config import ZooKeeperConfig
+from .connection import Client
 
 Post = Callable[[ev.Event], None]
 
@@ -49,14 +50,16 @@ class ZooKeeperShell:
     def __init__(self, config: ZooKeeperConfig, post: Post, clock: Callable[[], float] = time.monotonic) -> None:
         self._post = post
         self._clock = clock
-        self._attempts = 0
-        self._negotiated: float | None = None
         self._config = config
         self._log = structlog.get_logger()
         self._acl_checked = config.acl == "open"
         self._auth_failed = False
+        self._checked_servers: set[tuple[str, int]] = set()
         max_delay = max(0.2, min(2.0, config.session_timeout * RECONNECT_CAP_FRACTION))
-        self.client = KazooClient(
+        self.client = Client(
+            clock=clock,
+            on_attempt=lambda where, attempt: self._post(ev.ConnectionAttempt(where, attempt)),
+            tls=security.TlsRefusals(len(config.hosts), self._on_tls_rejected) if config.tls is not None else None,
             hosts=config.connection_string,
             timeout=config.session_timeout,
             connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": max_delay},
@@ -64,9 +67,6 @@ class ZooKeeperShell:
             **security.client_options(config),
         )
         self.client.add_listener(self._on_state)
-        if config.tls is not None:
-            security.guard_tls(self.client._connection, len(config.hosts), self._on_tls_rejected)
-        self._instrument_connection()
         if config.auth is not None and config.auth.warning:
             self._log.warning("secret_file_exposed", problem=config.auth.warning)
 
@@ -88,15 +88,18 @@ class ZooKeeperShell:
                 self._check_election_acl(prefix.rsplit("/", 1)[0] or "/")
                 result = self.client.create_async(prefix, data, ephemeral=True, sequence=True, makepath=True)
                 self._reply(result, rid, sent_at, lambda path: ev.Created(rid, sent_at, path), prefix)
-            case act.ListChildren(request_id=rid, path=path):
+            case act.ListChildren(request_id=rid, path=path, sync=sync):
+                # Pipelined like CheckNode's: the listing waits for the sync.
+                synced = self.client.sync_async(path) if sync else None
                 result = self.client.get_children_async(path)
-                self._reply(result, rid, sent_at, lambda children: ev.ChildrenListed(rid, sent_at, tuple(children)), path)
+                self._reply(result, rid, sent_at, lambda children: ev.ChildrenListed(rid, sent_at, tuple(children)), path,
+                            prerequisite=synced)
             case act.CheckNode(request_id=rid, path=path, watch=watch, sync=sync):
                 # Pipelined: ZooKeeper answers one session's requests in order, and a
                 # read after a sync waits for it, so the exists reply comes last.
                 synced = self.client.sync_async(path) if sync else None
                 result = self.client.exists_async(path, watch=self._on_watch if watch else None)
-                self._reply(result, rid, sent_at, lambda stat: ev.NodeChecked(rid, sent_at, _stat(stat), sync), path,
+                self._reply(result, rid, sent_at, lambda stat: self._checked(rid, sent_at, stat, sync), path,
                             prerequisite=synced)
             case act.PublishLeadership(request_id=rid, path=path, data=data):
                 stamped = {**data, "leader_since": _wall_clock()}
@@ -109,6 +112,12 @@ class ZooKeeperShell:
                 self.close()
             case _:
                 raise TypeError(f"not a ZooKeeper action: {action!r}")
+
+    def _checked(self, request_id: int, sent_at: float, stat: ZnodeStat | None, synced: bool) -> ev.NodeChecked:
+        """An answered exists; after an answered sync, with the lease anchor that sync
+        proves (computed now, on the callback thread: every write it can name is long done)."""
+        relayed_at = self.client.packets.anchor(sent_at, self._config.tick_time) if synced else None
+        return ev.NodeChecked(request_id, sent_at, _stat(stat), synced, relayed_at)
 
     # ------------------------------------------------------------ callbacks
 
@@ -147,8 +156,8 @@ class ZooKeeperShell:
 
     def _on_state(self, state: str) -> None:
         if state == KazooState.CONNECTED:
-            self._attempts = 0
-            timeout = self._negotiated if self._negotiated is not None else self.client._session_timeout / 1000
+            negotiated = self.client.negotiated_timeout
+            timeout = negotiated if negotiated is not None else self._config.session_timeout
             self._post(
                 ev.Connected(
                     session_id=self.client._session_id or 0,
@@ -156,12 +165,75 @@ class ZooKeeperShell:
                     read_only=self.client.client_state == KeeperState.CONNECTED_RO,
                 )
             )
+            self._check_tick_time(timeout)
         elif state == KazooState.SUSPENDED:
             self._post(ev.Suspended())
         elif self.client.client_state == KeeperState.AUTH_FAILED:
             self._post_auth_failed()
         else:
             self._post(ev.SessionLost(reason=str(self.client.client_state).lower()))
+
+    def _check_tick_time(self, negotiated: float) -> None:
+        """The lease rule trusts zookeeper.tick_time (a packet written tickTime/2 before
+        an answered sync was relayed to the ZooKeeper leader) and one relay hop. Neither
+        can be verified in general; say so where the server gives it away. Warnings
+        only: a server may hide its configuration, and refusing would turn a hint into
+        an outage. Called on kazoo's connection thread: the 4lw look-up runs on its own."""
+        requested = self._config.session_timeout
+        if abs(negotiated - requested) > 0.0005:
+            # With the default bounds a granted timeout is clamped to 2..20 x tickTime.
+            bound, factor = ("maxSessionTimeout", 20) if negotiated < requested else ("minSessionTimeout", 2)
+            implied = negotiated / factor
+            if implied > self._config.tick_time + 0.0005:
+                self._log.warning(
+                    "tick_time_suspect", requested=requested, granted=negotiated, implied_tick_time=implied,
+                    configured_tick_time=self._config.tick_time,
+                    problem=f"the server granted a session timeout of {negotiated:g}s instead of {requested:g}s: "
+                            f"if its {bound} is the default ({factor} x tickTime), its tickTime is {implied:g}s, "
+                            f"more than zookeeper.tick_time {self._config.tick_time:g}s, and the lease would "
+                            "count packets the ZooKeeper leader may not have heard of; set zookeeper.tick_time "
+                            "to the servers' tickTime")
+        server = self.client.server
+        if server is not None and server not in self._checked_servers:
+            self._checked_servers.add(server)
+            threading.Thread(target=self._ask_server, args=(server,), name="zk-4lw", daemon=True).start()
+
+    def _ask_server(self, server: tuple[str, int]) -> None:
+        """The server's tickTime from ``conf`` and its role from ``srvr``, where its
+        4lw.commands.whitelist allows them (Debian's default allows only srvr)."""
+        where = f"{server[0]}:{server[1]}"
+        conf = self._four_letter(b"conf")
+        tick_ms = _conf_value(conf, "tickTime") if conf is not None else None
+        if tick_ms is not None and abs(tick_ms / 1000 - self._config.tick_time) > 0.0005:
+            tick = tick_ms / 1000
+            danger = tick > self._config.tick_time
+            self._log.warning(
+                "tick_time_mismatch", server=where, server_tick_time=tick, configured_tick_time=self._config.tick_time,
+                problem=f"{where} runs with tickTime {tick:g}s but zookeeper.tick_time is "
+                        f"{self._config.tick_time:g}s: "
+                        + ("the lease would count packets the ZooKeeper leader may not have heard of"
+                           if danger else "the lease is shorter than it could be")
+                        + f"; set zookeeper.tick_time to {tick:g}")
+        srvr = self._four_letter(b"srvr")
+        if srvr is not None and _srvr_mode(srvr) == "observer":
+            self._log.warning(
+                "observer_server", server=where,
+                problem=f"{where} is an observer: if it follows a ZooKeeper follower (observerMasterPort) "
+                        "rather than the leader, our session touches take a second hop to the leader and "
+                        "the lease rule's tickTime/2 does not cover it; connect zkleader to participants only")
+
+    def _four_letter(self, word: bytes) -> str | None:
+        """kazoo's command() on a connection of its own; None when the server refused
+        or did not answer (a whitelist without the word, a reconnect meanwhile)."""
+        try:
+            answer = self.client.command(word)
+        except Exception as err:  # anything: this is a hint, never a failure
+            self._log.debug("four_letter_failed", word=word.decode(), error=f"{type(err).__name__}: {err}")
+            return None
+        if "not in the whitelist" in answer or "not executed" in answer:
+            self._log.debug("four_letter_refused", word=word.decode())
+            return None
+        return answer
 
     def _identity(self) -> str:
         auth = self._config.auth
@@ -217,30 +289,6 @@ class ZooKeeperShell:
 
         self.client.get_acls_async(path).rawlink(done)
 
-    def _instrument_connection(self) -> None:
-        """kazoo keeps the negotiated session timeout to itself. The server may grant a
-        shorter one than we asked for (maxSessionTimeout), and the lease must use what
-        was granted, so read it from the connect reply as it passes. Also count attempts
-        for the logs. Pinned to kazoo 2.11's private ConnectionHandler (tested)."""
-        connection = self.client._connection
-        original_connect = connection._connect
-        original_invoke = connection._invoke
-
-        def connect(host: str, hostip: str, port: int) -> Any:
-            self._attempts += 1
-            self._post(ev.ConnectionAttempt(f"{host}:{port}", self._attempts))
-            return original_connect(host, hostip, port)
-
-        def invoke(timeout: float, request: Any, xid: int | None = None) -> Any:
-            answer = original_invoke(timeout, request, xid)
-            connect_result = answer[0] if isinstance(answer, tuple) else None
-            if connect_result is not None and hasattr(connect_result, "time_out"):
-                self._negotiated = connect_result.time_out / 1000
-            return answer
-
-        connection._connect = connect
-        connection._invoke = invoke
-
     def _stop_and_close(self) -> None:
         try:
             self.client.stop()
@@ -251,6 +299,27 @@ class ZooKeeperShell:
 
 def _wall_clock() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _conf_value(conf: str, key: str) -> int | None:
+    """An integer ``key=value`` line of the ``conf`` four-letter word's answer."""
+    for line in conf.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == key:
+            try:
+                return int(value.strip())
+            except ValueError:
+                return None
+    return None
+
+
+def _srvr_mode(srvr: str) -> str | None:
+    """The ``Mode:`` line of the ``srvr`` four-letter word's answer (leader, follower,
+    observer, standalone, read-only)."""
+    for line in srvr.splitlines():
+        if line.startswith("Mode:"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def _stat(stat: ZnodeStat | None) -> ev.NodeStat | None:

@@ -1,0 +1,189 @@
+"""kazoo's client and connection handler, subclassed for the lease.
+
+The lease anchor (``timing.relayed_anchor``) needs to know when every packet of the
+session was written, kazoo's own pings included, and when the answered connect
+request was sent. kazoo keeps all of that to itself, so ``Connection`` overrides the
+three points of kazoo 2.11's private ConnectionHandler every packet passes through
+(pinned by tests/test_connection.py against a real server):
+
+- ``_submit``: every packet (requests, the connect request, auth, pings) is written
+  here; the write is timed on the daemon's clock.
+- ``_invoke``: the connect reply is read here, before kazoo tells its listeners about
+  the new state, so the negotiated timeout and the confirmation are known by the time
+  the shell posts ``Connected``.
+- ``_connect``: one attempt to reach one server: counted for the logs, and a TLS
+  handshake refused by every server in a row ends the client (``TlsRefusals``).
+
+``Client`` is a KazooClient that builds this handler instead of kazoo's own.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.serialization import Connect
+
+from . import security, timing
+
+#: Packet writes kept per session. Only the newest write old enough to qualify matters
+#: (``relayed_anchor``), and a healthy daemon writes a few packets per heartbeat, so
+#: this spans many heartbeat intervals. Dropping old writes can only make the anchor
+#: older, never later: the bound costs liveness under a flood, never safety.
+PACKET_LOG_SIZE = 1024
+
+
+class PacketLog:
+    """When each packet of the current session was written, and when the session's
+    latest answered connect request was sent. Written by kazoo's connection thread,
+    read by its callback thread: every access holds the lock."""
+
+    def __init__(self, capacity: int = PACKET_LOG_SIZE) -> None:
+        self._lock = threading.Lock()
+        self._writes: collections.deque[tuple[float, float]] = collections.deque(maxlen=capacity)
+        self._session_id: int | None = None
+        self._confirmed_at: float | None = None
+
+    def wrote(self, started: float, finished: float) -> None:
+        with self._lock:
+            self._writes.append((started, finished))
+
+    def confirmed(self, sent_at: float, session_id: int) -> None:
+        """A connect request sent at ``sent_at`` was answered for ``session_id`` by a
+        server in the quorum: a new session is created by the ZooKeeper leader, an
+        existing one is revalidated with it (which touches the session there) before a
+        follower answers. A different session than before drops the old session's
+        writes: they never touched this one."""
+        with self._lock:
+            if session_id != self._session_id:
+                kept = [write for write in self._writes if write[0] >= sent_at]
+                self._writes.clear()
+                self._writes.extend(kept)
+                self._session_id = session_id
+            self._confirmed_at = sent_at
+
+    @property
+    def confirmed_at(self) -> float | None:
+        with self._lock:
+            return self._confirmed_at
+
+    def writes(self) -> list[tuple[float, float]]:
+        """A snapshot, oldest first: (time before the write, time after it)."""
+        with self._lock:
+            return list(self._writes)
+
+    def anchor(self, sync_queued_at: float, tick_time: float) -> float | None:
+        """What an answered sync queued at ``sync_queued_at`` proves (timing.relayed_anchor)."""
+        with self._lock:
+            writes, confirmed_at = list(self._writes), self._confirmed_at
+        return timing.relayed_anchor(writes, sync_queued_at, tick_time, confirmed_at)
+
+
+class Connection(ConnectionHandler):
+    """kazoo's ConnectionHandler that times every packet write on ``clock`` into
+    ``packets``, keeps the negotiated session timeout (the server may grant less than
+    asked, and the lease must use what was granted), counts connection attempts
+    (``on_attempt(host:port, n)``, n from 1 after each successful connect) and applies
+    ``tls`` to failed attempts."""
+
+    def __init__(
+        self,
+        client: KazooClient,
+        retry_sleeper: Any,
+        *,
+        clock: Callable[[], float],
+        on_attempt: Callable[[str, int], None] | None = None,
+        tls: security.TlsRefusals | None = None,
+        logger: Any = None,
+        sasl_options: Any = None,
+    ) -> None:
+        super().__init__(client, retry_sleeper, logger=logger, sasl_options=sasl_options)
+        self.packets = PacketLog()
+        self.negotiated_timeout: float | None = None
+        #: (host, port) of the server that answered the latest connect request.
+        self.server: tuple[str, int] | None = None
+        self._target: tuple[str, int] | None = None
+        self.attempts = 0
+        self._clock = clock
+        self._on_attempt = on_attempt
+        self._tls = tls
+        self._connect_sent_at: float | None = None
+
+    def _connect(self, host: str, hostip: str, port: int) -> Any:
+        self.attempts += 1
+        self._target = (host, port)
+        if self._on_attempt is not None:
+            self._on_attempt(f"{host}:{port}", self.attempts)
+        try:
+            answer = super()._connect(host, hostip, port)
+        except Exception as err:
+            if self._tls is not None:
+                self._tls.failed(err, f"{host}:{port}")  # raises AuthFailedError on the last refusal
+            raise
+        if self._tls is not None:
+            self._tls.succeeded()
+        self.attempts = 0
+        return answer
+
+    def _submit(self, request: Any, timeout: float, xid: int | None = None) -> None:
+        started = self._clock()
+        if isinstance(request, Connect):
+            self._connect_sent_at = started
+        super()._submit(request, timeout, xid)
+        self.packets.wrote(started, self._clock())
+
+    def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
+        answer = super()._invoke(timeout, request, xid)
+        if isinstance(request, Connect):
+            result = answer[0]
+            # time_out <= 0: the session expired (kazoo raises right after this). A
+            # read-only server answers without any leader: it confirms nothing.
+            if result.time_out > 0:
+                self.negotiated_timeout = result.time_out / 1000
+                self.server = self._target
+                if not result.read_only and self._connect_sent_at is not None:
+                    self.packets.confirmed(self._connect_sent_at, result.session_id)
+        return answer
+
+
+class Client(KazooClient):
+    """A KazooClient whose connection handler is ``Connection``. KazooClient builds
+    its handler in ``__init__`` and starts it only in ``start()``, so the handler
+    built there is replaced before it ever ran."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        on_attempt: Callable[[str, int], None] | None = None,
+        tls: security.TlsRefusals | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._connection: Connection = Connection(
+            self,
+            self._conn_retry.copy(),
+            clock=clock,
+            on_attempt=on_attempt,
+            tls=tls,
+            logger=self.logger,
+            sasl_options=self._connection.sasl_options,
+        )
+
+    @property
+    def packets(self) -> PacketLog:
+        return self._connection.packets
+
+    @property
+    def negotiated_timeout(self) -> float | None:
+        """The session timeout the server granted on the latest connect, in seconds."""
+        return self._connection.negotiated_timeout
+
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """(host, port) of the server that answered the latest connect request."""
+        return self._connection.server
