@@ -34,7 +34,8 @@ def test_five_daemons_run_exactly_one_job(healthy_zk_server, election_path, daem
     assert all(d.events("following") for d in followers)
     assert group.overlaps() == []
 
-    # Each follower watches exactly its immediate predecessor; the leader only its own node.
+    # Each follower watches exactly its immediate predecessor and its own node (so it
+    # hears at once if its node is deleted); the leader only its own node.
     client = kazoo_client(healthy_zk_server.hosts)
     children = sorted(client.get_children(election_path), key=lambda n: int(n.rsplit("-", 1)[1]))
     assert len(children) == 5
@@ -42,8 +43,8 @@ def test_five_daemons_run_exactly_one_job(healthy_zk_server, election_path, daem
     watches = parse_wchc(healthy_zk_server.four_letter("wchc"))
     for session, node in owners.items():
         index = children.index(node)
-        expected = children[index - 1] if index else node
-        assert watches.get(session) == {f"{election_path}/{expected}"}, (node, watches.get(session))
+        expected = {children[index - 1], node} if index else {node}
+        assert watches.get(session) == {f"{election_path}/{n}" for n in expected}, (node, watches.get(session))
 
 
 def parse_wchc(text: str) -> dict[int, set[str]]:
