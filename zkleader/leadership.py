@@ -583,7 +583,7 @@ class Leadership:
         if stopped_by_us:
             cause = "killed" if self._killed else "stopped"
         else:
-            cause = "failed_to_start" if event.error else "exited"
+            cause = "failed_to_start" if event.error and self.job_pid is None else "exited"
         fields = _exit_fields(event)
         self._log("job_exited", "info" if stopped_by_us else "warning", pid=self.job_pid, ran=round(ran, 3),
                   cause=cause, **fields)
