@@ -1,6 +1,7 @@
 """The kazoo subclasses (zkleader/connection.py) and the ZooKeeper shell's use of them,
-against a real ZooKeeper server: every packet write is logged on the daemon's clock
-(kazoo's idle pings included), a synced CheckNode carries the anchor its sync proves,
+against a real ZooKeeper server: every answered packet is logged on the daemon's clock
+(written, answer read; kazoo's idle pings included), a synced CheckNode carries the
+anchor its sync proves (a packet answered tickTime/2 before it, not one merely written),
 a synced ListChildren fails as a whole when its sync fails, and what the shell can
 tell about a wrong zookeeper.tick_time is said (issue 11)."""
 
@@ -73,85 +74,106 @@ def shells() -> Iterator[Callable[..., Shell]]:
         shell.zk.close()
 
 
-def wait_written(shell: Shell, count: int, timeout: float = 5.0) -> tuple[float, float]:
-    """The write that made the log ``count`` long (the request just queued)."""
-    wait_until(lambda: len(shell.zk.client.packets.writes()) >= count, timeout, 0.005, message=f"{count} writes")
-    return shell.zk.client.packets.writes()[count - 1]
+def answered(shell: Shell, count: int, timeout: float = 5.0) -> tuple[float, float]:
+    """The entry that made the log ``count`` long: (written, answer read)."""
+    packets = shell.zk.client.packets
+    wait_until(lambda: len(packets.entries()) >= count, timeout, 0.005, message=f"{count} answered packets")
+    return packets.entries()[count - 1]
+
+
+def exists(shell: Shell) -> tuple[float, float]:
+    """An exists of kazoo's own (not the core's): one more answered packet."""
+    count = len(shell.zk.client.packets.entries())
+    shell.zk.client.exists_async("/")
+    return answered(shell, count + 1)
 
 
 # ------------------------------------------------------------------ the log
 
 
-def test_the_log_is_bounded_and_a_new_session_drops_the_old_sessions_writes() -> None:
+def test_the_log_is_bounded_and_a_new_session_drops_the_old_sessions_entries() -> None:
     log = PacketLog(capacity=3)
     for t in range(5):
-        log.wrote(float(t), t + 0.5)
-    assert log.writes() == [(2.0, 2.5), (3.0, 3.5), (4.0, 4.5)]
-    log.confirmed(3.0, session_id=7)
-    assert log.writes() == [(3.0, 3.5), (4.0, 4.5)] and log.confirmed_at == 3.0
-    log.wrote(5.0, 5.5)
-    log.confirmed(5.0, session_id=7)  # a reconnect of the same session keeps everything
-    assert log.writes() == [(3.0, 3.5), (4.0, 4.5), (5.0, 5.5)] and log.confirmed_at == 5.0
-    assert log.anchor(sync_queued_at=5.2, tick_time=0.2) == 5.0  # the confirmation beats every write
-    log.wrote(6.0, 6.1)
+        log.answered(float(t), t + 0.5)
+    assert log.entries() == [(2.0, 2.5), (3.0, 3.5), (4.0, 4.5)]
+    log.confirmed(4.8, session_id=7)
+    assert log.entries() == [] and log.confirmed_at == 4.8
+    log.answered(5.0, 5.5)
+    log.confirmed(5.6, session_id=7)  # a reconnect of the same session keeps everything
+    assert log.entries() == [(5.0, 5.5)] and log.confirmed_at == 5.6
+    assert log.anchor(sync_queued_at=5.7, tick_time=0.2) == 5.6  # the confirmation beats every packet
+    log.answered(6.0, 6.1)
     assert log.anchor(sync_queued_at=6.3, tick_time=0.4) == 6.0
-    assert log.anchor(sync_queued_at=6.2, tick_time=0.4) == 5.0  # 6.1 > 6.2 - 0.2: not relayed for sure
+    assert log.anchor(sync_queued_at=6.2, tick_time=0.4) == 5.6  # answered 6.1 > 6.2 - 0.2: not relayed for sure
 
 
-def test_every_packet_write_is_logged_kazoos_idle_pings_included(healthy_zk_server, shells) -> None:
+def test_every_answered_packet_is_logged_kazoos_idle_pings_included(healthy_zk_server, shells) -> None:
     t = 1.2  # kazoo pings after ~T/3 of silence: ~0.4 s here
     shell = shells(healthy_zk_server.hosts, session_timeout=t)
     before = time.monotonic()
     shell.connect()
     packets = shell.zk.client.packets
-    (connect,) = packets.writes()
-    assert before <= connect[0] <= connect[1], "the connect request's write, on the shell's clock"
-    assert packets.confirmed_at == connect[0], "the answered connect request's send time"
+    assert before <= packets.confirmed_at <= time.monotonic(), "the connect request's write, on the shell's clock"
     time.sleep(2.0)  # idle: only pings go out
-    writes = packets.writes()
-    gaps = [b[0] - a[0] for a, b in zip(writes, writes[1:])]
-    assert len(writes) >= 1 + 3, f"idle pings were not logged: {writes}"
-    assert all(started <= finished for started, finished in writes)
+    entries = packets.entries()
+    gaps = [b[0] - a[0] for a, b in zip(entries, entries[1:])]
+    assert len(entries) >= 3, f"idle pings were not logged: {entries}"
+    assert all(packets.confirmed_at < written <= read for written, read in entries)
     assert all(gap <= t / 3 + 0.3 for gap in gaps), f"a silence longer than kazoo's ping gap: {gaps}"
 
 
 def test_a_new_session_starts_a_new_log(healthy_zk_server, shells) -> None:
     shell = shells(healthy_zk_server.hosts, session_timeout=4.0)
     first = shell.connect()
-    shell.request(lambda rid: act.CheckNode(rid, "/", watch=False))
+    exists(shell)
     shell.zk.client.stop()  # closes the session; the next start creates a new one
     shell.zk.client.start()
     second = shell.wait(ev.Connected)
     assert isinstance(second, ev.Connected) and second.session_id != first.session_id
     packets = shell.zk.client.packets
-    assert all(started >= packets.confirmed_at for started, _ in packets.writes()), packets.writes()
+    assert all(written > packets.confirmed_at for written, _ in packets.entries()), packets.entries()
 
 
 # ------------------------------------------------------ what a sync proves
 
 
-def test_a_synced_check_carries_the_send_time_of_the_latest_packet_relayed_before_the_sync(
-        healthy_zk_server, shells) -> None:
-    # T = 10 s: kazoo's next ping is ~3 s away, so only our own requests are written.
-    shell = shells(healthy_zk_server.hosts, session_timeout=10.0)
+def test_a_synced_check_carries_the_write_time_of_the_latest_packet_answered_tick_over_2_before_the_sync(
+        healthy_zk_server, fault_proxy, shells) -> None:
+    # T = 10 s: kazoo's next ping is ~3 s away, so only our own requests go out.
+    proxy = fault_proxy(healthy_zk_server, name="shell")
+    shell = shells(proxy.hosts, session_timeout=10.0)
     shell.connect()
     packets = shell.zk.client.packets
 
-    # Right after connecting, the only packet old enough is the connect request itself.
+    # Right after connecting, the only packet that qualifies is the connect request itself.
     reply = shell.request(lambda rid: act.CheckNode(rid, "/", watch=False, sync=True))
     assert isinstance(reply, ev.NodeChecked) and reply.synced
     assert reply.relayed_at == packets.confirmed_at
 
-    shell.zk.client.exists_async("/")
-    relayed = wait_written(shell, len(packets.writes()) + 1)
-    time.sleep(3 * TICK)  # on the wire longer than tickTime/2 before the sync
-    shell.zk.client.exists_async("/")
-    too_recent = wait_written(shell, len(packets.writes()) + 1)
+    relayed = exists(shell)
+    time.sleep(3 * TICK)  # answered longer than tickTime/2 before the sync
+    too_recent = exists(shell)
     reply = shell.request(lambda rid: act.CheckNode(rid, "/", watch=True, sync=True))
     assert isinstance(reply, ev.NodeChecked) and reply.synced and reply.stat is not None
     assert too_recent[1] > reply.sent_at - TICK / 2, "the test's own premise"
     assert reply.relayed_at == relayed[0], (
         f"anchor {reply.relayed_at}, wanted the exists written at {relayed[0]} (not the one at {too_recent[0]})")
+
+    # A stalled stream: written long before the sync, answered only just before it.
+    # Its write proves nothing (it may reach the server together with the sync).
+    relayed = exists(shell)
+    time.sleep(3 * TICK)
+    proxy.partition()
+    count = len(packets.entries())
+    shell.zk.client.exists_async("/")
+    time.sleep(3 * TICK)
+    proxy.heal()
+    stalled = answered(shell, count + 1)
+    reply = shell.request(lambda rid: act.CheckNode(rid, "/", watch=False, sync=True))
+    assert isinstance(reply, ev.NodeChecked) and reply.synced
+    assert stalled[0] < reply.sent_at - TICK / 2 < stalled[1], "the test's own premise"
+    assert reply.relayed_at == relayed[0], (
+        f"anchor {reply.relayed_at}: the stalled exists written at {stalled[0]} was answered only at {stalled[1]}")
 
     unsynced = shell.request(lambda rid: act.CheckNode(rid, "/", watch=False))
     assert isinstance(unsynced, ev.NodeChecked) and not unsynced.synced and unsynced.relayed_at is None

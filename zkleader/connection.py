@@ -1,18 +1,23 @@
 """kazoo's client and connection handler, subclassed for the lease.
 
-The lease anchor (``timing.relayed_anchor``) needs to know when every packet of the
-session was written, kazoo's own pings included, and when the answered connect
-request was sent. kazoo keeps all of that to itself, so ``Connection`` overrides the
-three points of kazoo 2.11's private ConnectionHandler every packet passes through
-(pinned by tests/test_connection.py against a real server):
+The lease anchor (``timing.relayed_anchor``) needs to know, for every packet of the
+session, kazoo's own pings included, when it was written and when its answer was
+read, and when the answered connect request was written. kazoo keeps all of that to
+itself, so ``Connection`` overrides the points of kazoo 2.11's private
+ConnectionHandler every packet passes through (pinned by tests/test_connection.py
+against a real server):
 
 - ``_submit``: every packet (requests, the connect request, auth, pings) is written
-  here; the write is timed on the daemon's clock.
+  here; the time before the write is kept by xid until the answer comes.
+- ``_read_header``: every answer with a header (replies, pongs, auth replies) is read
+  here; its xid names the packet it answers (kazoo numbers requests from 1 on each
+  connection; pings and auth packets have fixed xids, one outstanding at a time).
 - ``_invoke``: the connect reply is read here, before kazoo tells its listeners about
   the new state, so the negotiated timeout and the confirmation are known by the time
   the shell posts ``Connected``.
-- ``_connect``: one attempt to reach one server: counted for the logs, and a TLS
-  handshake refused by every server in a row ends the client (``TlsRefusals``).
+- ``_connect``: one attempt to reach one server: counted for the logs, a fresh xid
+  table (the old connection's packets will never be answered), and a TLS handshake
+  refused by every server in a row ends the client (``TlsRefusals``).
 
 ``Client`` is a KazooClient that builds this handler instead of kazoo's own.
 """
@@ -30,62 +35,62 @@ from kazoo.protocol.serialization import Connect
 
 from . import security, timing
 
-#: Packet writes kept per session. Only the newest write old enough to qualify matters
-#: (``relayed_anchor``), and a healthy daemon writes a few packets per heartbeat, so
-#: this spans many heartbeat intervals. Dropping old writes can only make the anchor
-#: older, never later: the bound costs liveness under a flood, never safety.
+#: Answered packets kept per session. Only the newest one answered early enough
+#: matters (``relayed_anchor``), and a healthy daemon sends a few packets per
+#: heartbeat, so this spans many heartbeat intervals. Dropping old entries can only
+#: make the anchor older, never later: the bound costs liveness under a flood, never
+#: safety.
 PACKET_LOG_SIZE = 1024
 
 
 class PacketLog:
-    """When each packet of the current session was written, and when the session's
-    latest answered connect request was sent. Written by kazoo's connection thread,
-    read by its callback thread: every access holds the lock."""
+    """For each answered packet of the current session, (when it was written, when its
+    answer was read); and when the session's latest answered connect request was
+    written. Written by kazoo's connection thread, read by its callback thread: every
+    access holds the lock."""
 
     def __init__(self, capacity: int = PACKET_LOG_SIZE) -> None:
         self._lock = threading.Lock()
-        self._writes: collections.deque[tuple[float, float]] = collections.deque(maxlen=capacity)
+        self._answered: collections.deque[tuple[float, float]] = collections.deque(maxlen=capacity)
         self._session_id: int | None = None
         self._confirmed_at: float | None = None
 
-    def wrote(self, started: float, finished: float) -> None:
+    def answered(self, written: float, answer_read: float) -> None:
         with self._lock:
-            self._writes.append((started, finished))
+            self._answered.append((written, answer_read))
 
-    def confirmed(self, sent_at: float, session_id: int) -> None:
-        """A connect request sent at ``sent_at`` was answered for ``session_id`` by a
+    def confirmed(self, written: float, session_id: int) -> None:
+        """A connect request written at ``written`` was answered for ``session_id`` by a
         server in the quorum: a new session is created by the ZooKeeper leader, an
         existing one is revalidated with it (which touches the session there) before a
         follower answers. A different session than before drops the old session's
-        writes: they never touched this one."""
+        entries: they never touched this one."""
         with self._lock:
             if session_id != self._session_id:
-                kept = [write for write in self._writes if write[0] >= sent_at]
-                self._writes.clear()
-                self._writes.extend(kept)
+                self._answered.clear()
                 self._session_id = session_id
-            self._confirmed_at = sent_at
+            self._confirmed_at = written
 
     @property
     def confirmed_at(self) -> float | None:
         with self._lock:
             return self._confirmed_at
 
-    def writes(self) -> list[tuple[float, float]]:
-        """A snapshot, oldest first: (time before the write, time after it)."""
+    def entries(self) -> list[tuple[float, float]]:
+        """A snapshot in answer order: (time before the write, time the answer was read)."""
         with self._lock:
-            return list(self._writes)
+            return list(self._answered)
 
     def anchor(self, sync_queued_at: float, tick_time: float) -> float | None:
         """What an answered sync queued at ``sync_queued_at`` proves (timing.relayed_anchor)."""
         with self._lock:
-            writes, confirmed_at = list(self._writes), self._confirmed_at
-        return timing.relayed_anchor(writes, sync_queued_at, tick_time, confirmed_at)
+            answered, confirmed_at = list(self._answered), self._confirmed_at
+        return timing.relayed_anchor(answered, sync_queued_at, tick_time, confirmed_at)
 
 
 class Connection(ConnectionHandler):
-    """kazoo's ConnectionHandler that times every packet write on ``clock`` into
-    ``packets``, keeps the negotiated session timeout (the server may grant less than
+    """kazoo's ConnectionHandler that times every packet and its answer on ``clock``
+    into ``packets``, keeps the negotiated session timeout (the server may grant less than
     asked, and the lease must use what was granted), counts connection attempts
     (``on_attempt(host:port, n)``, n from 1 after each successful connect) and applies
     ``tls`` to failed attempts."""
@@ -111,11 +116,14 @@ class Connection(ConnectionHandler):
         self._clock = clock
         self._on_attempt = on_attempt
         self._tls = tls
-        self._connect_sent_at: float | None = None
+        self._connect_written: float | None = None
+        #: xid -> when the packet was written, until its answer is read.
+        self._unanswered: dict[int, float] = {}
 
     def _connect(self, host: str, hostip: str, port: int) -> Any:
         self.attempts += 1
         self._target = (host, port)
+        self._unanswered.clear()
         if self._on_attempt is not None:
             self._on_attempt(f"{host}:{port}", self.attempts)
         try:
@@ -130,11 +138,19 @@ class Connection(ConnectionHandler):
         return answer
 
     def _submit(self, request: Any, timeout: float, xid: int | None = None) -> None:
-        started = self._clock()
+        written = self._clock()
         if isinstance(request, Connect):
-            self._connect_sent_at = started
+            self._connect_written = written
+        elif xid is not None:
+            self._unanswered[xid] = written
         super()._submit(request, timeout, xid)
-        self.packets.wrote(started, self._clock())
+
+    def _read_header(self, timeout: float) -> Any:
+        answer = super()._read_header(timeout)
+        written = self._unanswered.pop(answer[0].xid, None)
+        if written is not None:
+            self.packets.answered(written, self._clock())
+        return answer
 
     def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
         answer = super()._invoke(timeout, request, xid)
@@ -145,8 +161,8 @@ class Connection(ConnectionHandler):
             if result.time_out > 0:
                 self.negotiated_timeout = result.time_out / 1000
                 self.server = self._target
-                if not result.read_only and self._connect_sent_at is not None:
-                    self.packets.confirmed(self._connect_sent_at, result.session_id)
+                if not result.read_only and self._connect_written is not None:
+                    self.packets.confirmed(self._connect_written, result.session_id)
         return answer
 
 
