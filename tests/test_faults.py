@@ -821,3 +821,54 @@ def test_17_a_new_leader_whose_only_relayed_packet_is_a_ping_T_over_3_old_is_rea
         link.heal()
         c.close()
         print(c.describe())
+
+
+# --------------------------------------------------------------------------- 18
+
+
+@pytest.mark.parametrize("heal_after", [None, 0.4], ids=["stays_cut_off", "heals_soon"])
+def test_18_an_operator_deletes_the_node_of_a_leader_that_is_only_cut_off(cluster, heal_after) -> None:
+    """Issue 11 item 7, a known limit this test measures. d0's link goes silent (not
+    paused: its loop runs) and an operator deletes d0's node from an admin client. The
+    deletion notification is held in the partition (and kazoo drops the watch once it
+    notices the silence), so d0 cannot know; d1 starts its job at once. d0's job then
+    lives until d0's own lease runs out: an overlap of up to the lease. The design
+    guarantees only that bound: the job is reaped by t_ok + T - clock slack, and t_ok
+    is before the last answer d0 read. stays_cut_off: the link stays silent until the
+    job is gone. heals_soon: the link comes back 0.4 s after the deletion, before kazoo
+    noticed the silence, so the held notification arrives and d0 SIGKILLs at once.
+    T = 4 s so that the two cases are apart on a noisy machine."""
+    t4 = 4.0
+    c = cluster(session_timeout=t4)
+    start(c, 3)
+    old = only_job(c)
+    proxy = c.proxies["d0"]
+    proxy.partition()
+    answered = c.last_answered("d0")  # t_ok is earlier: the lease ends before answered + T - slack
+    t_del = time.monotonic()
+    c.admin.delete(f"{c.election}/{c.own_node('d0')}")
+    t_heal = None
+    if heal_after is not None:
+        time.sleep(max(0.0, t_del + heal_after - time.monotonic()))
+        proxy.heal()
+        t_heal = time.monotonic()
+    end = c.watcher.wait_end(old, WAIT)
+    proxy.heal()
+
+    def attempts() -> list[dict]:
+        """d1's job starts after the deletion, those that found the lock taken included
+        (the detector exits 99 on an overlap and the daemon restarts it)."""
+        return [r for r in c.group.records() if r["candidate"] == "d1" and r["kind"] in ("start", "overlap")
+                and r["t"] > t_del]
+
+    first = wait_for(attempts, WAIT, "d1 to start its job")[0]["t"]
+    overlap = max(0.0, end - first)
+    record_result(f"an operator deletes the node of a leader that is cut off ({'heals after 0.4 s' if heal_after else 'stays cut off'})",
+                  session_timeout=t4, overlap=overlap, successor=first - t_del, reaped=end - t_del,
+                  reaped_after_heal=None if t_heal is None else end - t_heal, lease_margin=answered + t4 - end,
+                  overlaps=len(c.group.overlaps()), claim="known limit: overlap up to the lease; job gone by its end")
+    assert end < answered + t4 * 0.95, f"d0's job outlived its lease: reaped {end - answered:.2f}s after its last answer"
+    if t_heal is not None:
+        assert end < t_heal + 1.0, f"the held notification took {end - t_heal:.2f}s to stop the job after the heal"
+    assert c.wait_converged(WAIT) == "d1"
+    assert c.queue()[-1].candidate == "d0", "d0 did not rejoin at the back"
