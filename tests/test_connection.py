@@ -270,3 +270,26 @@ def test_where_only_srvr_is_allowed_a_clamped_session_timeout_still_gives_the_ti
     assert raised["tick_time_suspect"][0]["implied_tick_time"] == TICK
     assert warned(shells, server.hosts, 8.0, tick_time=TICK) == {}, "a clamp that fits tick_time is no hint"
     assert warned(shells, server.hosts, 2.0, tick_time=TICK / 2) == {}, "an unclamped timeout tells nothing"
+
+
+def test_an_observer_is_warned_about_and_a_follower_is_not(tmp_path_factory, shells) -> None:
+    """Observers may follow a ZooKeeper follower (observerMasterPort) instead of the
+    leader: a second relay hop the rule does not cover. srvr (allowed by default)
+    tells an observer apart; nothing tells whether it has a master port."""
+    from zkserver import Ensemble
+
+    ensemble = Ensemble(tmp_path_factory.mktemp("zk-observer"), size=4)
+    observer = ensemble.servers[3]
+    ensemble.extra_config[f"server.{observer.myid}"] = (
+        f"{observer.host}:{observer.quorum_port}:{observer.election_port}:observer")
+    observer.extra_config["peerType"] = "observer"
+    try:
+        ensemble.start(timeout=90)
+        assert observer.mode() == "observer", ensemble.modes()
+        on_observer = warned(shells, observer.hosts, 4.0, tick_time=TICK)
+        (warning,) = on_observer["observer_server"]
+        assert warning["server"] == observer.hosts
+        participant = next(s for s in ensemble.servers[:3] if s.mode() == "follower")
+        assert warned(shells, participant.hosts, 4.0, tick_time=TICK) == {}
+    finally:
+        ensemble.close()
