@@ -369,25 +369,6 @@ class TlsRefusals:
             raise AuthFailedError(reason) from err
 
 
-def guard_tls(connection: Any, hosts: int, on_rejected: Callable[[str, bool], None]) -> None:
-    """``TlsRefusals`` for a plain KazooClient's ConnectionHandler, by wrapping its
-    private ``_connect`` (kazoo 2.11). Only ``zkleader status`` still builds a plain
-    client; the daemon's ``connection.Client`` applies TlsRefusals by subclassing."""
-    original = connection._connect
-    refusals = TlsRefusals(hosts, on_rejected)
-
-    def connect(host: str, hostip: str, port: int) -> Any:
-        try:
-            result = original(host, hostip, port)
-        except Exception as err:
-            refusals.failed(err, f"{host}:{port}")
-            raise
-        refusals.succeeded()
-        return result
-
-    connection._connect = connect
-
-
 # ------------------------------------------------------------- kazoo options
 
 

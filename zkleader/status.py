@@ -21,6 +21,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError, NoNodeError
 
 from . import candidacy, security
+from .connection import Client
 from .config import Config
 
 SCHEMA_VERSION = 1
@@ -83,17 +84,17 @@ def read(config: Config, timeout: float = 5.0) -> Election:
     zookeeper = config.zookeeper
     options = security.client_options(zookeeper)
     options.pop("default_acl", None)  # status creates nothing
-    client = KazooClient(hosts=zookeeper.connection_string, timeout=max(zookeeper.session_timeout, 4.0),
-                         logger=_quiet_logger(), **options)
     refused: list[str] = []
     gave_up = threading.Event()
-    if zookeeper.tls is not None:
-        def on_rejected(reason: str, final: bool) -> None:
-            refused.append(reason)
-            if final:
-                gave_up.set()
 
-        security.guard_tls(client._connection, len(zookeeper.hosts), on_rejected)
+    def on_rejected(reason: str, final: bool) -> None:
+        refused.append(reason)
+        if final:
+            gave_up.set()
+
+    tls = security.TlsRefusals(len(zookeeper.hosts), on_rejected) if zookeeper.tls is not None else None
+    client = Client(clock=time.monotonic, tls=tls, hosts=zookeeper.connection_string,
+                    timeout=max(zookeeper.session_timeout, 4.0), logger=_quiet_logger(), **options)
     connected = client.start_async()
     deadline = time.monotonic() + timeout
     while not connected.is_set() and not gave_up.is_set() and time.monotonic() < deadline:
