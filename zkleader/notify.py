@@ -3,65 +3,67 @@
 The unit is ``Type=notify`` with ``WatchdogSec=``: systemd considers the daemon
 started only after READY=1, and kills the whole unit (job included) when no
 WATCHDOG=1 arrives within the interval. That is what protects leadership from
-a *paused* daemon (SIGSTOP, a frozen VM, a swap storm): a paused daemon cannot
-stop its own job, but systemd can, and does so before the ZooKeeper session can
-expire (see shared/notes/safety-timing.md). So WATCHDOG=1 must only ever be sent
-by the daemon's live main loop, never by a helper thread that would keep
-pinging while the loop is stuck.
+a *paused* daemon (SIGSTOP, a swap storm, a loop stuck in a bug): a paused daemon
+cannot stop its own job, but systemd can, and does so before the ZooKeeper session
+can expire (see shared/notes/safety-timing.md). So WATCHDOG=1 must only ever be sent
+by the daemon's live main loop, never by a helper thread that would keep pinging
+while the loop is stuck. (A frozen VM or a paused whole host freezes systemd too:
+only the job's fencing token covers that.)
 
-Everything here is a no-op returning False when the daemon is not run by
-systemd (NOTIFY_SOCKET unset) or when systemd-python is not installed: the
-same code runs in a terminal, in tests and under systemd. systemd-python is
-imported lazily, on first use, so that importing this module never fails and
-costs nothing outside systemd.
+The protocol is spoken directly, not through systemd-python: one AF_UNIX datagram
+of newline-separated VAR=value assignments to $NOTIFY_SOCKET (a leading '@' means
+the abstract namespace). A missing optional package must never leave
+`systemctl start` waiting for a READY=1 that is not coming until systemd kills the
+unit. The send never blocks (MSG_DONTWAIT): these calls come from the daemon's
+loop, which must not stall behind a busy PID 1; a datagram that cannot be queued
+at once is dropped and the next one (every watchdog period) goes out.
+
+Everything here is a no-op returning False when the daemon is not run by systemd
+(NOTIFY_SOCKET unset): the same code runs in a terminal, in tests and under systemd.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import socket
 
 __all__ = ["enabled", "notify", "ready", "status", "watchdog", "stopping", "reloading",
            "watchdog_interval"]
 
-_UNSET: Any = object()
-_daemon_module: Any = _UNSET
 
-
-def _daemon() -> Any:
-    """systemd.daemon, or None when systemd-python is missing (imported once)."""
-    global _daemon_module
-    if _daemon_module is _UNSET:
-        try:
-            from systemd import daemon as module
-        except ImportError:
-            module = None
-        _daemon_module = module
-    return _daemon_module
+def _address() -> str | None:
+    """The socket address from $NOTIFY_SOCKET, or None when there is none we can use.
+    '@name' is the abstract name "\\0name"; a vsock: address (which systemd hands to a
+    whole VM, never to a service) is not supported."""
+    value = os.environ.get("NOTIFY_SOCKET", "")
+    if value.startswith("@"):
+        return "\0" + value[1:]
+    if value.startswith("/"):
+        return value
+    return None
 
 
 def enabled() -> bool:
-    """True when a notification would actually be sent: systemd gave us a
-    NOTIFY_SOCKET and systemd-python is importable."""
-    return bool(os.environ.get("NOTIFY_SOCKET")) and _daemon() is not None
+    """True when systemd gave us a NOTIFY_SOCKET, i.e. notifications are sent."""
+    return _address() is not None
 
 
 def notify(*assignments: str) -> bool:
     """Send one datagram made of VAR=value assignments, one per line.
 
     Returns True when the datagram was sent, False when notifications are off
-    (no NOTIFY_SOCKET, no systemd-python) or sending failed. Never raises: a
-    daemon must not die because its supervisor's socket is gone.
+    (no NOTIFY_SOCKET) or sending failed. Never raises and never blocks: a daemon
+    must not die or stall because its supervisor's socket is gone or full.
     """
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return False
-    module = _daemon()
-    if module is None:
+    address = _address()
+    if address is None:
         return False
     try:
-        return bool(module.notify("\n".join(assignments)))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto("\n".join(assignments).encode(), socket.MSG_DONTWAIT, address)
     except (OSError, ValueError):
         return False
+    return True
 
 
 def _one_line(text: str) -> str:
