@@ -219,22 +219,61 @@ if _interval > 0:
 
 
 class FaultGroup(DaemonGroup):
-    """A DaemonGroup whose daemons may each get extra environment variables."""
+    """A DaemonGroup whose daemons may each get extra environment variables, or an
+    output that nobody reads."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.env: dict[str, dict[str, str]] = {}
+        self._unread: set[str] = set()
+        self._unread_pipes: dict[str, int] = {}  # name -> read end, held open, never read
 
     def start(self, name: str):  # type: ignore[override]
         daemon = self.daemons[name]
         assert not daemon.alive()
         environment = {**os.environ, **self.env.get(name, {})}
+        pipe_in = None
+        if name in self._unread:
+            if name in self._unread_pipes:  # a restart: the old pipe has no writer left
+                os.close(self._unread_pipes.pop(name))
+            self._unread_pipes[name], pipe_in = os.pipe()
         with daemon.log_path.open("ab") as log:
             daemon.process = subprocess.Popen(
                 [sys.executable, "-m", "zkleader", "run", "-c", str(daemon.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=environment,
+                stdout=log if pipe_in is None else pipe_in, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=REPO, env=environment,
             )
+        if pipe_in is not None:
+            os.close(pipe_in)
         return daemon
+
+    def stall_output(self, name: str) -> None:
+        """From its next start, daemon ``name``'s stdout and stderr (its job's too) are a
+        pipe that nothing reads: a stalled log reader. Its log file stays empty, so its
+        state has to be read from ZooKeeper and the detector records."""
+        self._unread.add(name)
+
+    def fill_output(self, name: str) -> int:
+        """Fills what is left of the unread pipe of ``name`` and returns how many bytes
+        that took: from now on every write to it blocks. (A flood blocked on a pipe can
+        leave room for short writes: the kernel fills a pipe in page-sized slots.) The
+        bytes go through a descriptor of our own, non-blocking, so that the daemon's
+        stays blocking."""
+        fd = os.open(f"/proc/self/fd/{self._unread_pipes[name]}", os.O_WRONLY | os.O_NONBLOCK)
+        written = 0
+        try:
+            while True:
+                written += os.write(fd, b"\n")
+        except BlockingIOError:
+            return written
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        super().close()
+        for fd in self._unread_pipes.values():
+            os.close(fd)
+        self._unread_pipes.clear()
 
     def chatter(self, name: str, interval: float, path: str = "/") -> None:
         """Make daemon ``name`` (from its next start) send extra requests, see CHATTER."""

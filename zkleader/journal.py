@@ -16,8 +16,10 @@ MESSAGE_ID):
   candidate, token, leader, reason, pid, ...);
 * SYSLOG_IDENTIFIER=zkleader, so ``journalctl -t zkleader`` finds them.
 
-Wiring (the daemon's logs.configure does this for ``logging.format: journald``,
-and for ``auto`` when stderr_is_journal() says stderr already goes there)::
+Wiring, for a program of its own (the daemon's logs.configure does the same for
+``logging.format: journald``, and for ``auto`` when stderr_is_journal() says stderr
+already goes there, but sends from its log writer thread so that a slow journal
+never blocks the daemon's loop)::
 
     structlog.configure(
         processors=[..., structlog.processors.add_log_level, journal.JournaldRenderer()],
@@ -28,7 +30,8 @@ The renderer is a pure function of the event dict (journal_fields), so it is
 testable without a journal; the logger sends with systemd-python's
 ``systemd.journal.sendv`` (imported lazily). Without systemd-python, or if the
 journal socket fails, it falls back to writing ``<priority>MESSAGE`` lines to
-stderr, which journald's stream reader turns into entries of the right priority.
+stderr, which journald's stream reader turns into entries of the right priority
+(logs.configure says so with a ``journald_unavailable`` warning).
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ import signal
 import sys
 import traceback
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 __all__ = [
     "MESSAGE_IDS", "OTHER_MESSAGE_ID", "EVENT_FIELDS", "CONTEXT_FIELDS", "PRIORITIES", "message_id", "priority",
     "format_message", "journal_fields", "JournaldRenderer", "JournalLogger",
-    "JournalLoggerFactory", "stderr_is_journal", "SYSLOG_IDENTIFIER",
+    "JournalLoggerFactory", "stderr_is_journal", "SYSLOG_IDENTIFIER", "TextSink",
 ]
 
 SYSLOG_IDENTIFIER = "zkleader"
@@ -88,6 +91,7 @@ MESSAGE_IDS: dict[str, str] = {
     "stopped": "66191254e9ca4ec19799d394ceaabcd3",
     "config_error": "57f681cdbeb845d1b1a0e64ba36d35f4",
     "internal_error": "6d6756befc7e495f92dca8867093fe0c",
+    "log_lines_dropped": "497e436c210b4466b4f00ea6862805ea",
 }
 #: Every other event (kazoo's bridged warnings, rare diagnostics).
 OTHER_MESSAGE_ID = "5b2bd3d0793d4c219a35d1b3f6970b60"
@@ -129,6 +133,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "stopped": ("exit_code", "reason"),
     "config_error": ("path", "problem", "problems"),
     "internal_error": ("error", "exception"),
+    "log_lines_dropped": ("count",),
 }
 
 #: structlog level (or method) name -> syslog priority (syslog(3), sd-daemon(3)).
@@ -174,6 +179,7 @@ _TEMPLATES: dict[str, str] = {
     "stopped": "stopped[ with exit code {exit_code}][: {reason}]",
     "config_error": "invalid configuration[ {path}][: {problem}][: {problems}]",
     "internal_error": "internal error[: {error}]",
+    "log_lines_dropped": "log output stalled[: {count} events dropped]",
 }
 
 # Keys that are not copied into ZKLEADER_* fields: the event name has its own
@@ -313,10 +319,18 @@ class JournaldRenderer:
         return journal_fields(event_dict, method_name)
 
 
+class TextSink(Protocol):
+    """Where fallback lines go: a text stream, or logs.RawStream."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...
+
+
 class JournalLogger:
     """Sends each rendered event to journald (systemd.journal.sendv)."""
 
-    def __init__(self, fallback: TextIO | None = None, *, use_journal: bool = True) -> None:
+    def __init__(self, fallback: TextSink | None = None, *, use_journal: bool = True) -> None:
         """fallback: where "<priority>MESSAGE" lines go when the journal cannot
         be used (default: sys.stderr at the time of writing); use_journal=False
         forces the fallback (tests, or a daemon told not to use the socket)."""
@@ -329,6 +343,11 @@ class JournalLogger:
                 self._sendv = journal.sendv
             except ImportError:
                 self._sendv = None
+
+    @property
+    def sends_to_journal(self) -> bool:
+        """False when every event goes to the fallback lines (no systemd-python)."""
+        return self._sendv is not None
 
     def msg(self, **fields: str) -> None:
         if not fields.get("MESSAGE"):
@@ -354,7 +373,7 @@ class JournalLogger:
 class JournalLoggerFactory:
     """logger_factory for structlog.configure."""
 
-    def __init__(self, fallback: TextIO | None = None, *, use_journal: bool = True) -> None:
+    def __init__(self, fallback: TextSink | None = None, *, use_journal: bool = True) -> None:
         self._fallback = fallback
         self._use_journal = use_journal
 
