@@ -2,10 +2,13 @@
 
 Every event, whichever thread produced it (kazoo's connection and callback threads,
 the job watcher, the health checker, signal handlers), goes through one queue and is
-handled here in order, stamped with the monotonic clock. The loop sleeps until the
+handled here in order, stamped with CLOCK_BOOTTIME (clock.py: it keeps counting
+through a system suspend, as the ZooKeeper servers do). The loop sleeps until the
 next event, the core's next deadline or the next watchdog ping, whichever comes
-first, so a lease deadline is never missed because nothing else happened; and the
-watchdog is fed only by this loop, so systemd kills a daemon whose loop is stuck.
+first (and never longer than MAX_SLEEP), so a lease deadline is never missed because
+nothing else happened; and the watchdog is fed only by this loop, so systemd kills a
+daemon whose loop is stuck. Nothing the loop does may block: logging only queues
+(logs.py), notifications are sent without waiting (notify.py).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import os
 import queue
 import signal
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, config, exitcodes, logs, notify
+from . import __version__, clock, config, exitcodes, logs, notify
 from . import actions as act
 from . import events as ev
 from .config import Config
@@ -31,6 +33,12 @@ from .health import HealthRunner
 from .job import JobRunner
 from .leadership import HealthPolicy, Identity, Leadership, Phase, Settings
 from .zookeeper import ZooKeeperShell
+
+#: The longest the loop sleeps without an event. Its timed wait runs on CLOCK_MONOTONIC
+#: (Python's locks), which stops during a system suspend: after a resume the loop would
+#: otherwise sleep out the rest of a wait computed before the suspend, with the lease
+#: already over on CLOCK_BOOTTIME and the job running. This bounds that delay.
+MAX_SLEEP = 0.5
 
 
 def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
@@ -65,7 +73,7 @@ class _ReloadRequested:
 
 
 class Daemon:
-    def __init__(self, loaded: Config, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, loaded: Config, clock: Callable[[], float] = clock.now) -> None:
         self.config = loaded
         self._clock = clock
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -116,7 +124,7 @@ class Daemon:
     def _next_item(self) -> Any:
         now = self._clock()
         wake = [d for d in (self.core.next_deadline(), self._next_ping if self._watchdog else None) if d is not None]
-        timeout = max(0.0, min(wake) - now) if wake else None
+        timeout = min(max(0.0, min(wake) - now), MAX_SLEEP) if wake else MAX_SLEEP
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:

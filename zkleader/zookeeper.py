@@ -14,7 +14,6 @@ import datetime
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeSta
 
 from . import actions as act
 from . import events as ev
-from . import security
+from . import clock, security
 from .config import ZooKeeperConfig
 from .connection import Client
 
@@ -47,7 +46,7 @@ RECONNECT_CAP_FRACTION = 0.2
 
 
 class ZooKeeperShell:
-    def __init__(self, config: ZooKeeperConfig, post: Post, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: ZooKeeperConfig, post: Post, clock: Callable[[], float] = clock.now) -> None:
         self._post = post
         self._clock = clock
         self._config = config
