@@ -26,12 +26,17 @@ from typing import Any
 
 import yaml
 from kazoo.client import KazooClient
-from kazoo.exceptions import ConnectionLoss, KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    ConnectionLoss,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+)
 
 from zkleader import config as zconfig
-from zkleader import events as ev
-from zkleader.actions import StartJob
 from zkleader.config import JobConfig
+from zkleader.core import events as ev
+from zkleader.core.actions import StartJob
 from zkleader.daemon import Daemon
 from zkleader.job import JobRunner
 

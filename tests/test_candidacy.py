@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zkleader import candidacy
+from zkleader.core import candidacy
 
 ID = "ab" * 16
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from zkleader import config, exitcodes
-from zkleader.config import ConfigError, OnExit, parse
+from zkleader import config
+from zkleader.config import ConfigError, parse
+from zkleader.core import exitcodes
+from zkleader.core.settings import OnExit
 
 MINIMAL = """\
 election:

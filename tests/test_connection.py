@@ -15,10 +15,10 @@ import pytest
 import structlog
 from zkserver import ZooKeeperServer, wait_until
 
-from zkleader import actions as act
-from zkleader import events as ev
 from zkleader.config import ZooKeeperConfig
 from zkleader.connection import PacketLog
+from zkleader.core import actions as act
+from zkleader.core import events as ev
 from zkleader.zookeeper import ZooKeeperShell
 
 pytestmark = pytest.mark.zookeeper

@@ -13,7 +13,7 @@ import pytest
 from daemons import DETECTOR, daemon_group, wait_for  # noqa: F401  (fixture)
 from faultproxy import CREATE_OPS
 
-from zkleader import exitcodes
+from zkleader.core import exitcodes
 
 pytestmark = pytest.mark.zookeeper
 

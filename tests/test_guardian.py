@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from zkserver import wait_until
 
-from zkleader import exitcodes
 from zkleader.children import supervision_problem
+from zkleader.core import exitcodes
 from zkleader.job import GUARDIAN
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zksecure import pki  # noqa: F401  (fixture)
 
-from zkleader import config, exitcodes
+from zkleader import config
+from zkleader.core import exitcodes
 
 T = 2.0
 

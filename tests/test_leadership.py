@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from zkleader import actions as act
-from zkleader import events as ev
-from zkleader import exitcodes, timing
-from zkleader.config import OnExit
-from zkleader.leadership import Identity, Leadership, Phase, Settings
+from zkleader.core import actions as act
+from zkleader.core import events as ev
+from zkleader.core import exitcodes, timing
+from zkleader.core.leadership import Leadership, Phase
+from zkleader.core.settings import Identity, OnExit, Settings
 
 T = 4.0
 STOP = 1.0
@@ -432,7 +432,7 @@ def test_persistent_node_shaped_like_ours_is_skipped() -> None:
 
 
 def test_create_landing_after_health_withdrawal_is_taken_back() -> None:
-    from zkleader.leadership import HealthPolicy
+    from zkleader.core.settings import HealthPolicy
 
     ids = (f"{i:032x}" for i in itertools.count(1))
     settings = Settings(PATH, "me", T, signal.SIGTERM, STOP, OnExit.RESTART, 0.5, health=HealthPolicy(1.0, 1, 1),

@@ -17,7 +17,7 @@ from daemons import daemon_group, wait_for  # noqa: F401  (fixture)
 from prometheus_client.parser import text_string_to_metric_families
 from zkserver import free_port
 
-from zkleader import exitcodes
+from zkleader.core import exitcodes
 
 pytestmark = pytest.mark.zookeeper
 

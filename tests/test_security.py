@@ -28,7 +28,8 @@ from zksecure import (  # noqa: F401  (fixtures)
     tls_zk,
 )
 
-from zkleader import config, exitcodes, security
+from zkleader import config, security
+from zkleader.core import exitcodes
 
 PASSWORD = "s3cr3t-Pa55word-for-zkleader-tests"
 WRONG_PASSWORD = "an0ther-Pa55word-that-is-wrong"

@@ -8,7 +8,8 @@ import time
 
 import structlog
 
-from . import __version__, config, exitcodes, logs, status
+from . import __version__, config, logs, status
+from .core import exitcodes
 
 CONFIG_HELP = f"configuration file (default: ${config.ENV_VAR}, else {config.DEFAULT_PATH})"
 

@@ -20,19 +20,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from . import security, timing
+from . import security
+from .core import timing
+from .core.settings import OnExit
 from .security import AclEntry, Secret
 
 DEFAULT_PATH = "/etc/zkleader/zkleader.yaml"
 ENV_VAR = "ZKLEADER_CONFIG"
-
-
-class OnExit(enum.Enum):
-    """What the leader does when its job exits on its own."""
-
-    RESTART = "restart"
-    RESIGN = "resign"
-    EXIT = "exit"
 
 
 class LogFormat(enum.Enum):

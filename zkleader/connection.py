@@ -33,7 +33,8 @@ from kazoo.client import KazooClient
 from kazoo.protocol.connection import ConnectionHandler
 from kazoo.protocol.serialization import Connect
 
-from . import security, timing
+from . import security
+from .core import timing
 
 #: Answered packets kept per session. Only the newest one answered early enough
 #: matters (``relayed_anchor``), and a healthy daemon sends a few packets per

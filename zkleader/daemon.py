@@ -25,13 +25,15 @@ from typing import Any
 
 import structlog
 
-from . import __version__, clock, config, exitcodes, logs, notify
-from . import actions as act
-from . import events as ev
+from . import __version__, clock, config, logs, notify
 from .config import Config
+from .core import actions as act
+from .core import events as ev
+from .core import exitcodes
+from .core.leadership import Leadership, Phase
+from .core.settings import HealthPolicy, Identity, Settings
 from .health import HealthRunner
 from .job import JobRunner
-from .leadership import HealthPolicy, Identity, Leadership, Phase, Settings
 from .zookeeper import ZooKeeperShell
 
 #: The longest the loop sleeps without an event. Its timed wait runs on CLOCK_MONOTONIC

@@ -11,8 +11,8 @@ import threading
 from collections.abc import Callable
 
 from . import children
-from . import events as ev
 from .config import HealthConfig
+from .core import events as ev
 
 Post = Callable[[ev.Event], None]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from . import children
-from . import events as ev
 from .config import JobConfig
+from .core import events as ev
 
 Post = Callable[[ev.Event], None]
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client import Enum as StateEnum
 
-from . import actions as act
-from . import events as ev
 from .config import MetricsConfig
-from .leadership import Leadership
+from .core import actions as act
+from .core import events as ev
+from .core.leadership import Leadership
 
 
 class Metrics:

@@ -20,9 +20,10 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError, NoNodeError
 
-from . import candidacy, security
-from .connection import Client
+from . import security
 from .config import Config
+from .connection import Client
+from .core import candidacy
 
 SCHEMA_VERSION = 1
 

@@ -32,11 +32,11 @@ from kazoo.exceptions import (
 )
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
 
-from . import actions as act
-from . import events as ev
 from . import clock, security
 from .config import ZooKeeperConfig
 from .connection import Client
+from .core import actions as act
+from .core import events as ev
 
 Post = Callable[[ev.Event], None]
 

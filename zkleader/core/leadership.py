@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from . import actions as act
 from . import candidacy, exitcodes, timing
 from . import events as ev
-from .config import OnExit
+from .settings import HealthPolicy, Identity, OnExit, Settings
 
 #: A job that ran at least this long is not a "quick exit" and resets the backoff.
 QUICK_EXIT = 10.0
@@ -32,45 +32,6 @@ MAX_RESTART_DELAY = 60.0
 RETRY_DELAY = 1.0
 #: How long a leaving daemon waits for its node's deletion before it exits anyway.
 LEAVE_GRACE = 2.0
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The parts of the configuration the core decides with."""
-
-    election_path: str
-    candidate: str
-    session_timeout: float
-    stop_signal: signal.Signals
-    stop_timeout: float
-    on_exit: OnExit
-    restart_delay: float
-    health: HealthPolicy | None = None
-    #: systemd's watchdog interval (0: none); the lease keeps it in reserve (timing.py).
-    watchdog: float = 0.0
-    #: The ZooKeeper servers' tickTime, which bounds the session-touch relay (timing.py).
-    tick_time: float = timing.DEFAULT_TICK_TIME
-    #: From SIGKILL to the job reaped (timing.py): large jobs take longer to tear down.
-    reap_allowance: float = timing.DEFAULT_REAP_ALLOWANCE
-
-
-@dataclass(frozen=True)
-class HealthPolicy:
-    """When the health check runs and how many results flip the host's candidacy."""
-
-    interval: float
-    failures: int
-    successes: int
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Facts about this daemon written into its znode for `status` and operators."""
-
-    host: str
-    pid: int
-    version: str
-    started_at: str
 
 
 class Phase(enum.Enum):

@@ -1,0 +1,23 @@
+"""The core decides and does nothing else: importing it must load no I/O library."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_importing_the_core_loads_neither_kazoo_nor_yaml_nor_structlog() -> None:
+    probe = (
+        "import json, sys\n"
+        "import zkleader.core.leadership, zkleader.core.timing, zkleader.core.candidacy\n"
+        "import zkleader.core.settings, zkleader.core.exitcodes\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                       check=True).stdout)
+    outside = sorted(m for m in loaded if m.split(".")[0] in {"kazoo", "yaml", "structlog", "prometheus_client",
+                                                               "systemd"})
+    assert outside == []
+    ours = sorted(m for m in loaded if m.startswith("zkleader.") and not m.startswith("zkleader.core"))
+    assert ours == []
