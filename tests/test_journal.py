@@ -1,6 +1,7 @@
 """zkleader.journal: the field mapping (a pure function), the structlog wiring,
 the JOURNAL_STREAM check, and systemd/zkleader.catalog (parsed strictly here and
-by journalctl itself, and kept in step with journal.MESSAGE_IDS both ways).
+by journalctl itself, and kept in step both ways with the MESSAGE_IDs of the
+registry of log events, zkleader/core/logevents.py).
 
 The round trip through a real journald (send, read back with journalctl, the
 catalog shown by journalctl -x) runs in tests/systemd/test_in_host.py, inside a
@@ -23,6 +24,7 @@ import pytest
 import structlog
 
 from zkleader import journal
+from zkleader.core.logevents import EVENTS, OTHER_MESSAGE_ID
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "systemd" / "zkleader.catalog"
@@ -83,9 +85,10 @@ def catalog() -> dict[str, dict]:
 
 
 def _event_of(ident: str) -> str | None:
-    for event, value in journal.MESSAGE_IDS.items():
-        if value == ident:
-            return event
+    """The event whose own id `ident` is (None for OTHER_MESSAGE_ID's entry)."""
+    for event in EVENTS.values():
+        if event.has_own_id and event.message_id == ident:
+            return event.name
     return None
 
 
@@ -105,9 +108,10 @@ def test_every_named_event_kind_has_its_own_id():
 
 
 def test_catalog_and_message_ids_match_both_ways(catalog):
-    sent = set(journal.MESSAGE_IDS.values()) | {journal.OTHER_MESSAGE_ID}
+    sent = {event.message_id for event in EVENTS.values()} | {OTHER_MESSAGE_ID}
     assert sent - set(catalog) == set(), "MESSAGE_IDs without a catalog entry"
-    assert set(catalog) - sent == set(), "catalog entries that journal.py never sends"
+    assert set(catalog) - sent == set(), "catalog entries that no registered event has"
+    assert set(journal.MESSAGE_IDS.values()) | {journal.OTHER_MESSAGE_ID} == sent
 
 
 def test_catalog_entries_are_complete(catalog):
@@ -212,7 +216,8 @@ def test_every_sentence_is_complete_with_all_or_no_fields():
             assert text and "\n" not in text, (event, text)
             assert not re.search(r"[{}\[\]]|\?", text), (event, fields, text)
             assert text == " ".join(text.split()), (event, text)
-        template = journal._TEMPLATES[event]
+        template = EVENTS[event].template
+        assert template is not None, event
         used = set(re.findall(r"\{(\w+)\}", template))
         assert used <= set(journal.EVENT_FIELDS[event]) | set(journal.CONTEXT_FIELDS), event
 

@@ -10,7 +10,8 @@ MESSAGE_ID):
   "leader acquired for /zkleader/report (token 4294967321)";
 * PRIORITY: the syslog priority of the structlog level;
 * MESSAGE_ID: a fixed id per event kind (MESSAGE_IDS; anything else gets
-  OTHER_MESSAGE_ID), so that tools and the catalog need no text matching;
+  OTHER_MESSAGE_ID), so that tools and the catalog need no text matching (ids
+  and sentences come from the registry of log events, zkleader/core/logevents.py);
 * ZKLEADER_EVENT: structlog's event name;
 * ZKLEADER_<KEY>: every other key of the event dict, upper-cased (election,
   candidate, token, leader, reason, pid, ...);
@@ -45,6 +46,8 @@ import traceback
 from collections.abc import Mapping
 from typing import Any, Protocol, TextIO
 
+from .core.logevents import CONTEXT_FIELDS, EVENTS, OTHER_MESSAGE_ID
+
 __all__ = [
     "MESSAGE_IDS", "OTHER_MESSAGE_ID", "EVENT_FIELDS", "CONTEXT_FIELDS", "PRIORITIES", "message_id", "priority",
     "format_message", "journal_fields", "JournaldRenderer", "JournalLogger",
@@ -54,87 +57,13 @@ __all__ = [
 SYSLOG_IDENTIFIER = "zkleader"
 FIELD_PREFIX = "ZKLEADER_"
 
-#: One fixed MESSAGE_ID per event kind; each has an entry in systemd/zkleader.catalog
-#: (tests/test_journal.py checks both directions). Never change an id once released:
-#: operators' queries and alerting rules use them.
-MESSAGE_IDS: dict[str, str] = {
-    # election
-    "joined": "56207d0c88f04c359de527b326d01b47",
-    "following": "8954142dd8fb4732a16d0f285e802673",
-    "leader_acquired": "c1937893b6d6476990a52da88714bc4d",
-    "leadership_lost": "ce4ae2c6f3c14caf8ab49967502386f6",
-    "handover": "f6cf2cc17b824a9388eee07c0cfb9450",
-    "withdrawn": "4fadccbe9d36458e876af4e4535f0b94",
-    "resigned": "1bc41e0c96514a90bd39aa823462f944",
-    "node_vanished": "01baad3cfeab4d4599a657e4d5cc853f",
-    "node_not_ours": "c5e0edfbb7034cc58abed74e55930639",
-    # the job
-    "job_started": "538d3434bcba43b4b7896f9b41ad232b",
-    "job_stopping": "af127f37b43c4474897292dc2704f4aa",
-    "job_killed": "46dc45c517304e518d87616b432c0240",
-    "job_exited": "0d5c7097fbdc46a08b55cb1fd8452c94",
-    "job_restart_scheduled": "970dad80cd7f4640b5d883c1c3e40fbd",
-    "job_not_reaped": "ca568d670eca4be3b71b2937e0cf5a79",
-    # ZooKeeper session
-    "connecting": "fa7ac3e0825642eea3e119d618417381",
-    "connected": "4447a96cf7ef415ba4091f910a32fa9a",
-    "suspended": "5704846b7c19439a89aaf7ea3c10b91c",
-    "reconnected": "59f2ac57e242444b933a0be2ecb63e9e",
-    "session_lost": "4e664ce4b4d142059da42fddfbb0e7a1",
-    "session_timeout_reduced": "ebf2327aad254b3f8ad73f839ab6a904",
-    "lease_expired": "a60ca1d633b34b89af79bd2dca1aeb31",
-    "read_only": "5dcf5afe84a6491793e2526afd25ac49",
-    "auth_failed": "0f49fb0760724c61b2716c06869ff868",
-    # the daemon's life
-    "starting": "c2b0050e363b40fbb90bb52c9a958576",
-    "shutting_down": "f12464e70a56403196e239ecc5e669d3",
-    "stopped": "66191254e9ca4ec19799d394ceaabcd3",
-    "config_error": "57f681cdbeb845d1b1a0e64ba36d35f4",
-    "internal_error": "6d6756befc7e495f92dca8867093fe0c",
-    "log_lines_dropped": "497e436c210b4466b4f00ea6862805ea",
-}
-#: Every other event (kazoo's bridged warnings, rare diagnostics).
-OTHER_MESSAGE_ID = "5b2bd3d0793d4c219a35d1b3f6970b60"
+#: event -> MESSAGE_ID, for the events with an id of their own (the registry,
+#: zkleader/core/logevents.py, holds them; each has an entry in systemd/zkleader.catalog).
+MESSAGE_IDS: dict[str, str] = {e.name: e.message_id for e in EVENTS.values() if e.has_own_id}
 
-#: Fields every event carries (logs.configure binds them), besides its own.
-CONTEXT_FIELDS = ("election", "candidate")
-
-#: The fields each event kind carries besides CONTEXT_FIELDS (as the daemon logs
-#: them, zkleader/leadership.py and daemon.py). The sentences below and the
-#: catalog's @ZKLEADER_...@ substitutions may use only these (checked by
-#: tests/test_journal.py); more fields still reach the journal as ZKLEADER_*.
-EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "joined": ("node", "position"),
-    "following": ("predecessor", "position", "leader"),
-    "leader_acquired": ("node", "token"),
-    "leadership_lost": ("reason", "token"),
-    "handover": ("node", "reason"),
-    "withdrawn": ("node", "reason"),
-    "resigned": ("reason",),
-    "node_vanished": ("node", "reason"),
-    "node_not_ours": ("node", "owner"),
-    "job_started": ("pid", "token"),
-    "job_stopping": ("signal", "reason", "pid"),
-    "job_killed": ("reason", "pid"),
-    "job_exited": ("pid", "ran", "code", "signal", "error"),
-    "job_restart_scheduled": ("delay", "restarts"),
-    "job_not_reaped": ("reason",),
-    "connecting": ("host", "attempt"),
-    "connected": ("session", "timeout"),
-    "suspended": ("lease_left",),
-    "reconnected": ("session", "lease_left"),
-    "session_lost": ("reason",),
-    "session_timeout_reduced": ("configured", "negotiated", "problem"),
-    "lease_expired": ("reason", "lease_left"),
-    "read_only": ("reason",),
-    "auth_failed": ("reason",),
-    "starting": ("version", "zookeeper", "session_timeout"),
-    "shutting_down": ("signal", "leader"),
-    "stopped": ("exit_code", "reason"),
-    "config_error": ("path", "problem", "problems"),
-    "internal_error": ("error", "exception"),
-    "log_lines_dropped": ("count",),
-}
+#: event -> the fields its sentence and its catalog entry may use besides
+#: CONTEXT_FIELDS, for the same events as MESSAGE_IDS (from the registry too).
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {e.name: e.fields for e in EVENTS.values() if e.has_own_id}
 
 #: structlog level (or method) name -> syslog priority (syslog(3), sd-daemon(3)).
 PRIORITIES: dict[str, int] = {
@@ -144,42 +73,6 @@ PRIORITIES: dict[str, int] = {
     "notice": 5,
     "info": 6, "msg": 6, "success": 6,
     "debug": 7,
-}
-
-# One readable sentence per event kind. "[...]" is an optional part, kept only
-# when every {field} in it is present; the daemon adds election and candidate to
-# every event, but the sentence must read well without them too.
-_TEMPLATES: dict[str, str] = {
-    "starting": "starting zkleader[ {version}][ for {election}][ as {candidate}][, ZooKeeper {zookeeper}][, session timeout {session_timeout}s]",
-    "connecting": "connecting to ZooKeeper[ {host}][ (attempt {attempt})]",
-    "connected": "connected to ZooKeeper[, session {session}][, session timeout {timeout}s]",
-    "suspended": "connection to ZooKeeper suspended[; lease left {lease_left}s]",
-    "reconnected": "reconnected to ZooKeeper[, same session {session}][; lease left {lease_left}s]",
-    "session_lost": "ZooKeeper session lost[: {reason}]",
-    "session_timeout_reduced": "ZooKeeper reduced the session timeout[ from {configured}s][ to {negotiated}s][: {problem}]",
-    "lease_expired": "lease expired[ for {election}], stopping the job[: {reason}]",
-    "read_only": "read-only ZooKeeper connection, cannot lead[: {reason}]",
-    "auth_failed": "ZooKeeper rejected the credentials[: {reason}]",
-    "joined": "joined election[ {election}][ as {candidate}][ (node {node})][ at position {position}]",
-    "following": "following[ leader {leader}][ in {election}][, watching {predecessor}]",
-    "leader_acquired": "leader acquired[ for {election}][ (token {token})]",
-    "leadership_lost": "leadership lost[ for {election}][: {reason}][ (token {token})]",
-    "handover": "leadership handed over[ for {election}][: {reason}]",
-    "withdrawn": "withdrew from election[ {election}][: {reason}]",
-    "resigned": "resigned leadership[ of {election}][: {reason}]",
-    "node_vanished": "own election node[ {node}] vanished[: {reason}]",
-    "node_not_ours": "election node[ {node}] belongs to another session[ ({owner})]",
-    "job_started": "job started[ for {election}][, pid {pid}][, token {token}]",
-    "job_stopping": "stopping job[ pid {pid}][ with {signal}][: {reason}]",
-    "job_killed": "job killed with SIGKILL[, pid {pid}][: {reason}]",
-    "job_exited": "job exited[, pid {pid}][, exit code {code}][, killed by signal {signal}][: {error}][ after {ran}s]",
-    "job_restart_scheduled": "job restart scheduled[ in {delay}s][ (quick restart {restarts})]",
-    "job_not_reaped": "job not reaped[: {reason}]",
-    "shutting_down": "shutting down[ on {signal}][ (leader: {leader})]",
-    "stopped": "stopped[ with exit code {exit_code}][: {reason}]",
-    "config_error": "invalid configuration[ {path}][: {problem}][: {problems}]",
-    "internal_error": "internal error[: {error}]",
-    "log_lines_dropped": "log output stalled[: {count} events dropped]",
 }
 
 # Keys that are not copied into ZKLEADER_* fields: the event name has its own
@@ -195,7 +88,8 @@ _BAD_FIELD_CHARS = re.compile(r"[^A-Z0-9_]")
 
 def message_id(event: str) -> str:
     """The MESSAGE_ID of an event kind (OTHER_MESSAGE_ID for unknown ones)."""
-    return MESSAGE_IDS.get(event, OTHER_MESSAGE_ID)
+    entry = EVENTS.get(event)
+    return entry.message_id if entry is not None else OTHER_MESSAGE_ID
 
 
 def priority(level: str | None) -> int:
@@ -234,7 +128,8 @@ def _inline(value: Any) -> str:
 def format_message(event: str, fields: Mapping[str, Any]) -> str:
     """The readable one-line MESSAGE for an event and its fields."""
     present = {k: v for k, v in fields.items() if v is not None and v != ""}
-    template = _TEMPLATES.get(event)
+    entry = EVENTS.get(event)
+    template = entry.template if entry is not None else None
     if template is None:
         extra = [(k, v) for k, v in fields.items()
                  if k not in _SKIP_KEYS and k not in _CONTEXT_KEYS and k != "exception"]
