@@ -7,9 +7,12 @@ virtual clock; invariants are checked after every step. This file:
 * checks a few properties of the model itself (so that "no violation" means something);
 * sweeps 10,000 seeded random schedules in CI (two processes), then smaller batches of
   the other fault profiles;
-* proves the simulator has teeth: five deliberate bugs, each a test-only subclass of
-  ``Leadership``, are caught within a fixed budget of schedules, and the real core
-  passes the same schedules;
+* proves the simulator has teeth: ten deliberate bugs, five in the core (test-only
+  subclasses of ``Leadership``) and five in the shells the model plays (``Bug``: the
+  lease anchor's earlier rules, a job runner that reports a job gone with its guardian,
+  a loop that blocks on its logs, a lease clock that stops during a suspend), are
+  caught within a fixed budget of schedules, and the real core and shells pass the same
+  schedules;
 * runs a hypothesis RuleBasedStateMachine over the same world, so a failure shrinks to
   a short readable trace;
 * pins the bugs the simulator found in the real core as strict xfails (a fix turns
@@ -32,11 +35,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
-from zkleader import actions as act
-from zkleader import events as ev
-from zkleader.config import OnExit
-from zkleader.leadership import JobPhase, Leadership, Purpose
-from zkleader.simulation import PROFILES, World, WorldConfig, explore, run_schedule, settle
+from zkleader.core import actions as act
+from zkleader.core import events as ev
+from zkleader.core.settings import OnExit
+from zkleader.core.leadership import JobPhase, Leadership, Purpose
+from zkleader.simulation import PROFILES, Bug, World, WorldConfig, explore, run_schedule, settle
 from zkleader.simulation.cli import main as cli_main
 from zkleader.simulation.faults import max_stop
 from zkleader.simulation.invariants import Violation
@@ -164,6 +167,109 @@ def test_the_watchdog_kills_a_paused_daemon_and_its_job() -> None:
     settle(world)
 
 
+def test_a_sync_whose_relay_is_lost_anchors_the_lease_no_later_than_the_last_relay() -> None:
+    """The server the leader talks to loses the ZooKeeper leader right after forwarding
+    the leader's sync, and the leader is cut off with it: the touches it had not relayed
+    yet, the sync's own among them, are lost, and the session expires T after the relay
+    before. The lease counts only packets answered tickTime/2 before the sync (checked
+    at once by the lease_anchor invariant), so the job is gone before a successor starts."""
+    world = boot(hosts=2, session_timeout=2.0, tick_time=0.5)
+    leader = world.leader_host()
+    leader.lose_relay_next = 6.0
+    world.run_for(1.0)
+    lost = [obj for _, _, kind, obj, _ in world.timeline.entries if kind == "zk" and "not yet relayed" in str(obj)]
+    assert lost, "no sync went out"
+    world.run_for(4.0)
+    assert world.stats.get("sessions_expired") == 1
+    assert [j.host for j in world.checker.alive] == [h for h in world.hosts if h is not leader]
+    settle(world)
+
+
+@pytest.mark.parametrize("orphans", [False, True], ids=["alone", "with-workers"])
+def test_a_job_whose_guardian_dies_is_reported_gone_only_once_every_process_is(orphans: bool) -> None:
+    world = boot(hosts=2)
+    leader = world.leader_host()
+    (job,) = world.checker.alive
+    assert world.guardian_dies(leader, orphans)
+    world.run_for(1.0)
+    exited = [(t, obj) for t, who, kind, obj, _ in world.timeline.entries
+              if who == leader.name and kind == "<-" and isinstance(obj, ev.JobExited)]
+    assert job.dead_at is not None and exited and exited[0][0] > job.dead_at
+    assert exited[0][1].returncode is None and "guardian died" in exited[0][1].error
+    settle(world)
+
+
+def test_a_job_reported_gone_with_its_guardian_while_its_workers_live_is_caught() -> None:
+    world = boot(hosts=2, bugs=frozenset({Bug.EARLY_EXIT_REPORT}))  # on_exit: restart
+    assert world.guardian_dies(world.leader_host(), orphans=True)
+    with pytest.raises(Violation) as info:
+        world.run_for(1.0)
+    assert info.value.kind == "double_start"
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["queued", "blocking"])
+def test_a_stalled_log_stream_never_holds_up_the_kill(blocking: bool) -> None:
+    """tests/test_log_stall.py in the model: the leader's log stream stalls, the leader is
+    partitioned, and its job ignores SIGTERM, so only the SIGKILL a later loop pass sends
+    ends it. Logs queued off the loop (production) leave the loop free; a loop that
+    blocks in a log write (Bug.BLOCKING_LOGS) sends the stop signal first (it comes before
+    the step's logs) but never the SIGKILL."""
+    world = boot(hosts=2, ignore_stop=1.0, bugs=frozenset({Bug.BLOCKING_LOGS}) if blocking else frozenset())
+    leader = world.leader_host()
+    world.stall_logs(leader, INF)
+    world.partition(leader)
+    if blocking:
+        with pytest.raises(Violation) as info:
+            world.run_for(5.0)
+        assert info.value.kind in ("overlap", "legitimacy")
+        return
+    world.run_for(5.0)
+    assert [j.host for j in world.checker.alive] == [h for h in world.hosts if h is not leader]
+    settle(world)
+
+
+def test_a_host_that_slept_through_its_session_kills_its_job_in_its_first_loop_pass() -> None:
+    """While the whole host sleeps nothing on it can act: the overlap with the successor
+    is the documented limit, excused from the session's expiry on, not before. The loop's
+    first pass after the wake-up kills the job (the lease clock, CLOCK_BOOTTIME, counted
+    the sleep), and the excuse ends with the job."""
+    world = boot(hosts=2, session_timeout=2.0)
+    leader = world.leader_host()
+    (old,) = world.checker.alive
+    assert world.suspend(leader)
+    world.run_for(1.0)
+    assert not old.excuses  # the session has not expired yet: nothing is excused
+    world.run_for(2.0)
+    assert "suspended" in old.excuses and len(world.checker.alive) == 2  # the successor runs
+    world.wake(leader)
+    world.run_for(0.6)  # the first pass comes within LOOP_MAX_SLEEP at the latest
+    assert old.sigkilled and old.dead_at is not None
+    settle(world)
+
+
+def test_a_lease_clock_that_stops_while_the_host_sleeps_is_caught() -> None:
+    world = boot(hosts=2, session_timeout=2.0, bugs=frozenset({Bug.STOPPING_CLOCK}))
+    leader = world.leader_host()
+    assert world.suspend(leader)
+    world.run_for(3.0)
+    world.wake(leader)
+    with pytest.raises(Violation) as info:
+        world.run_for(0.6)
+    assert info.value.kind == "suspend"
+
+
+def test_a_short_sleep_excuses_nothing() -> None:
+    world = boot(hosts=2, session_timeout=2.0)
+    leader = world.leader_host()
+    (job,) = world.checker.alive
+    assert world.suspend(leader)
+    world.run_for(0.3)
+    world.wake(leader)
+    world.run_for(2.0)
+    assert not job.excuses
+    settle(world)
+
+
 # ---------------------------------------------------------------------------- CI sweep
 
 #: Schedules in the default run: short ones (a few session timeouts of faults, then a
@@ -251,10 +357,12 @@ class SkipsOwnerCheck(Leadership):
 
 @dataclasses.dataclass(frozen=True)
 class BugCase:
-    factory: type[Leadership]
+    factory: type[Leadership] | None
     profile: str
     kinds: frozenset[str]
     budget: int = 200
+    #: Deliberate bugs of the model's shells (with factory None: the production core).
+    bugs: frozenset[Bug] = frozenset()
 
 
 SAFETY = frozenset({"overlap", "legitimacy", "fencing"})
@@ -267,21 +375,35 @@ BUG_CASES = {
     "4-suspended-is-the-clock": BugCase(SuspendedIsTheClock, "default", SAFETY),
     # Only a repeated candidacy id puts a daemon on a node of another session.
     "5-skips-owner-check": BugCase(SkipsOwnerCheck, "collide", SAFETY),
+    # The lease rule of commit e94b8c8: writes count, answered or not. Only a follower's
+    # first sync after a stalled stream can count the packets stalled with it.
+    "6-written-anchor": BugCase(None, "relay", SAFETY | {"lease_anchor"}, bugs=frozenset({Bug.WRITTEN_ANCHOR})),
+    # The first rule: the sync's own send time, less T/6 + tickTime/2.
+    "7-sync-sent-anchor": BugCase(None, "relay", SAFETY | {"lease_anchor"}, bugs=frozenset({Bug.SYNC_SENT_ANCHOR})),
+    "8-early-exit-report": BugCase(
+        None, "default", SAFETY | {"double_start"}, bugs=frozenset({Bug.EARLY_EXIT_REPORT})
+    ),
+    # A blocked loop still sends the stop signal of its step (SignalJob comes before the
+    # step's logs), but never the SIGKILL that must follow: jobs that ignore SIGTERM.
+    "9-blocking-logs": BugCase(None, "logs", SAFETY, bugs=frozenset({Bug.BLOCKING_LOGS})),
+    "10-stopping-clock": BugCase(
+        None, "default", SAFETY | {"suspend", "lease_anchor"}, bugs=frozenset({Bug.STOPPING_CLOCK})
+    ),
 }
 
 
-@pytest.mark.parametrize("name", sorted(BUG_CASES))
+@pytest.mark.parametrize("name", sorted(BUG_CASES, key=lambda n: int(n.split("-")[0])))
 def test_deliberate_bug_is_caught_and_the_real_core_is_not(name: str) -> None:
     case = BUG_CASES[name]
     caught = None
     for seed in range(case.budget):
-        result = run_schedule(seed, case.profile, case.factory, spin_is_violation=False)
+        result = run_schedule(seed, case.profile, case.factory, spin_is_violation=False, bugs=case.bugs)
         if result.finding is not None and result.finding.kind in case.kinds:
             caught = result
             break
     assert caught is not None, f"{name}: no {sorted(case.kinds)} violation in {case.budget} schedules"
     print(f"\n{name}: caught after {caught.seed + 1} schedule(s)\n{caught.finding.report()}")
-    # The same schedules with the production core: none of these violations.
+    # The same schedules with the production core and shells: none of these violations.
     clean = explore(range(caught.seed + 1), case.profile, spin_is_violation=False)
     assert not [f for f in clean.findings if f.kind in case.kinds], reports(clean.findings)
 
@@ -441,6 +563,34 @@ class Cluster(RuleBasedStateMachine):
         if leader is not None:
             self._do(f"{leader.name}'s job crashes", self.world.crash_job, leader)
 
+    @rule(host=HOST, fraction=st.floats(0.05, 3.0))
+    def suspend(self, host: int, fraction: float) -> None:
+        h, d = self._host(host), fraction * self.T
+        self._do(f"suspend {h.name} for {d:.3f}s", self._suspend, h, d)
+
+    def _suspend(self, h, d: float) -> None:  # type: ignore[no-untyped-def]
+        w = self.world
+        if w.suspend(h):
+            w.at(w.now + d, w.wake, h)
+
+    @rule(host=HOST, fraction=st.floats(0.05, 3.0))
+    def lose_next_relay(self, host: int, fraction: float) -> None:
+        h = self._host(host)
+        self._do(f"{h.name}'s server loses the ZooKeeper leader after its next sync ({h.name} cut off "
+                 f"{fraction * self.T:.3f}s)", setattr, h, "lose_relay_next", fraction * self.T)
+
+    @rule(orphans=st.booleans())
+    def guardian_dies(self, orphans: bool) -> None:
+        leader = self.world.leader_host()
+        if leader is not None:
+            self._do(f"{leader.name}'s guardian dies" + (" (workers live on)" if orphans else ""),
+                     self.world.guardian_dies, leader, orphans)
+
+    @rule(host=HOST, fraction=st.floats(0.05, 3.0))
+    def stall_logs(self, host: int, fraction: float) -> None:
+        h, d = self._host(host), fraction * self.T
+        self._do(f"{h.name}'s log stream stalls for {d:.3f}s", self.world.stall_logs, h, self.world.now + d)
+
     @rule()
     def operator_deletes_leader_node(self) -> None:
         low = self.world.server.lowest()
@@ -543,11 +693,10 @@ def test_a_follower_whose_node_is_deleted_rejoins() -> None:
     settle(world)
 
 
-@pytest.mark.xfail(strict=True, raises=Violation, reason=(
-    "core weakness (only with colliding candidacy ids): _on_list_reply keeps the first "
-    "node with its id and deletes the rest, including the node it just created, while "
-    "self.node still names the deleted one"))
-def test_core_bug_repeated_candidacy_id_deletes_its_own_new_node() -> None:
+def test_a_repeated_candidacy_id_keeps_its_own_new_node() -> None:
+    """Found by the simulator (only with colliding candidacy ids): _on_list_reply kept the
+    first node with its id and deleted the rest, including the node it had just created.
+    It keeps the node it stands on now."""
     world = boot(hosts=3, reuse_ids=True, restart_sec=0.2)
     first_follower = leader_and_followers(world)[1]
     world.kill9(first_follower)
@@ -568,3 +717,11 @@ def test_cli_prints_the_figures() -> None:
                   "leader changes", "wall time"):
         assert label in text
     assert re.search(r"\d+ schedules/s", text)
+
+
+def test_cli_switches_a_deliberate_bug_on() -> None:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = cli_main(["--seeds", "40", "--workers", "1", "--lenient-spin", "--stop", "--bug", "stopping-clock"])
+    assert code == 1, out.getvalue()
+    assert "VIOLATION" in out.getvalue()

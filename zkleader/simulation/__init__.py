@@ -19,12 +19,13 @@ Entry points: :func:`run_schedule` (one seeded schedule), :func:`explore` (many)
 from .faults import PROFILES, Profile, ScheduleSpec, random_spec
 from .invariants import Violation
 from .runner import Finding, Result, Summary, explore, run_schedule, settle
-from .world import World, WorldConfig
+from .world import Bug, World, WorldConfig
 
 __all__ = [
     "PROFILES",
-    "Profile",
+    "Bug",
     "Finding",
+    "Profile",
     "Result",
     "ScheduleSpec",
     "Summary",

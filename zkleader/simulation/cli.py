@@ -6,6 +6,7 @@ Examples::
     python -m zkleader.simulation --seed 123456 --hours 50      # open-ended, from seed 123456
     python -m zkleader.simulation --wall 600 --profile chatty   # ten minutes of one profile
     python -m zkleader.simulation --trace 158                   # one schedule's full timeline
+    python -m zkleader.simulation --seeds 50 --bug stopping-clock --stop   # a deliberate bug, caught
 
 Exit status: 0 without violations, 1 with (their timelines are printed).
 """
@@ -19,6 +20,7 @@ import sys
 
 from .faults import PROFILES
 from .runner import explore, run_schedule
+from .world import Bug
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,11 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lenient-spin", action="store_true",
                         help="count a busy-looping core (next deadline in the past) instead of failing on it")
     parser.add_argument("--trace", type=int, metavar="SEED", help="run one schedule and print its whole timeline")
+    parser.add_argument("--bug", action="append", default=[], choices=[b.value for b in Bug],
+                        help="switch on a deliberate bug of the model's shells (repeatable): it must be caught")
     args = parser.parse_args(argv)
+    bugs = frozenset(Bug(name) for name in args.bug)
 
     if args.trace is not None:
         result = run_schedule(args.trace, args.profile, trace_limit=None, timeline_lines=None,
-                              spin_is_violation=not args.lenient_spin)
+                              spin_is_violation=not args.lenient_spin, bugs=bugs)
         if result.finding is not None:
             print(result.finding.report())
             return 1
@@ -59,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f", {count} schedules" if count is not None else "")
           + (f", up to {args.hours:g} simulated hours" if args.hours else "")
           + (f", up to {args.wall:g}s" if args.wall else ""), flush=True)
-    summary = explore(seeds, args.profile, workers=args.workers, stop_at_first=args.stop,
-                      wall_limit=args.wall, sim_hours=args.hours, spin_is_violation=not args.lenient_spin)
+    summary = explore(seeds, args.profile, workers=args.workers, stop_at_first=args.stop, wall_limit=args.wall,
+                      sim_hours=args.hours, spin_is_violation=not args.lenient_spin, bugs=bugs)
     for finding in summary.findings[: args.show]:
         print()
         print(finding.report())

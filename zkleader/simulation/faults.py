@@ -25,38 +25,36 @@ job_crash       the leader's job exits on its own (on_exit: restart, resign, exi
 start_failure   the leader's next job start fails (exec error)
 operator_delete an operator deletes the leader's znode
 operator_delete_any  ... or any candidate's znode (profile "operator" only)
+lost_relay      the server a host talks to loses the ZooKeeper leader right after
+                forwarding (and answering) the host's next sync, so the touches it
+                heard since its last relay are lost, and the host is cut off with it
+guardian_death  the leader job's guardian is killed, usually while workers the job
+                forked live on
+log_stall       the daemon's log stream stalls (production only queues log lines)
+suspend         the whole host sleeps (daemon, kazoo, guardian and job frozen) while
+                ZooKeeper's clock runs on; briefly, or long enough to expire the session
 =============== ===================================================================
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-import inspect
-
-from .. import events as ev
-from .. import timing
-from ..config import OnExit
+from ..core import events as ev
+from ..core import timing
+from ..core.settings import OnExit
 from .world import ELECTION, INF, Host, World, WorldConfig
-
-_RESIGN = getattr(ev, "ResignRequested", None)
-_HAS_WATCHDOG = "watchdog" in inspect.signature(timing.max_stop_timeout).parameters
-
-
-def _timing(fn: Any, first: float, **named: float) -> float:
-    """Calls a timing.py function with the parameters this version of it knows."""
-    known = inspect.signature(fn).parameters
-    return fn(first, **{k: v for k, v in named.items() if k in known})
 
 
 def max_stop(T: float, watchdog: float = 0.0, tick: float = 0.2) -> float:
-    return _timing(timing.max_stop_timeout, T, watchdog=watchdog, tick_time=tick)
+    return timing.max_stop_timeout(T, watchdog, tick)
 
 
 def min_timeout(stop: float, watchdog: float = 0.0, tick: float = 0.2) -> float:
-    return _timing(timing.min_session_timeout, stop, watchdog=watchdog, tick_time=tick)
+    return timing.min_session_timeout(stop, watchdog, tick)
 
 
 KINDS = (
@@ -75,7 +73,15 @@ KINDS = (
     "start_failure",
     "operator_delete",
     "operator_delete_any",
+    "lost_relay",
+    "guardian_death",
+    "log_stall",
+    "suspend",
 )
+
+#: Faults that end a job on their own: at most Profile.max_crashes per schedule, as the
+#: restart backoff they cause stretches the quiet phase.
+CRASHES = ("job_crash", "start_failure", "guardian_death")
 
 _DEFAULT_WEIGHTS = {
     "partition": 3.0,
@@ -92,6 +98,10 @@ _DEFAULT_WEIGHTS = {
     "job_crash": 1.5,
     "start_failure": 0.3,
     "operator_delete": 0.7,
+    "lost_relay": 1.0,
+    "guardian_death": 0.7,
+    "log_stall": 0.7,
+    "suspend": 0.7,
 }
 
 
@@ -119,6 +129,8 @@ class Profile:
     on_exit: tuple[OnExit, ...] = (OnExit.RESTART, OnExit.RESTART, OnExit.RESIGN, OnExit.EXIT)
     #: At most this many job crashes / start failures per schedule (restart backoff).
     max_crashes: int = 3
+    #: The share of jobs that ignore the stop signal.
+    ignore_stop: float = 0.03
 
     def without(self, *kinds: str, name: str | None = None) -> Profile:
         weights = {k: (0.0 if k in kinds else w) for k, w in self.weights.items()}
@@ -133,8 +145,8 @@ PROFILES: dict[str, Profile] = {
     "default": DEFAULT,
     #: The CI budget: the default faults in short schedules (2..6 session timeouts).
     "ci": Profile("ci", duration=(2.0, 6.0)),
-    #: No pauses and no operator deletions: no job is ever excused.
-    "strict": DEFAULT.without("pause", "operator_delete", name="strict"),
+    #: No pauses, suspends or operator deletions: no job is ever excused.
+    "strict": DEFAULT.without("pause", "suspend", "operator_delete", name="strict"),
     "network": DEFAULT.only(
         "network", partition=3, asym=1, flap=2, chatty=1.5, server_restart=1.5, lost_reply=2, slow=1
     ),
@@ -154,6 +166,13 @@ PROFILES: dict[str, Profile] = {
     "operator": DEFAULT.only("operator", operator_delete_any=2, operator_delete=1, partition=1, kill9=1),
     #: The election parent's cversion starts just below 2**31: sequence numbers wrap.
     "wrap": Profile("wrap", wrap=1.0),
+    #: What the lease anchor rests on: relays lost with a sync, and takeovers by a
+    #: follower whose stalled stream delivers its buffered packets together with its first
+    #: sync (small groups: a follower is often next in line).
+    "relay": replace(DEFAULT.only("relay", lost_relay=3, chatty=3, operator_delete=2, kill9=1), rate=1.5, hosts=(2, 3)),
+    #: Stalled log streams while the leader must stop a job that only SIGKILL ends, without
+    #: a watchdog (which would kill a stuck loop, job included).
+    "logs": replace(DEFAULT.only("logs", log_stall=2, partition=2, chatty=1), watchdog=0.0, ignore_stop=0.5),
 }
 
 
@@ -186,7 +205,7 @@ def random_spec(seed: int, profile: Profile | str = DEFAULT) -> ScheduleSpec:
         profile = PROFILES[profile]
     rng = random.Random(f"zkleader-sim-spec-{seed}")
     T = rng.choice(profile.timeouts)
-    watchdog = round(rng.uniform(0.05, 0.25) * T, 3) if rng.random() < profile.watchdog and _HAS_WATCHDOG else 0.0
+    watchdog = round(rng.uniform(0.05, 0.25) * T, 3) if rng.random() < profile.watchdog else 0.0
     tick = T / rng.choice((2, 4, 5, 10, 20))
     # tickTime within [T/20, T/2] (ZooKeeper's bounds), coarse enough to matter but such
     # that the core's budget leaves some room to stop a job.
@@ -219,6 +238,7 @@ def random_spec(seed: int, profile: Profile | str = DEFAULT) -> ScheduleSpec:
         reuse_ids=rng.random() < profile.reuse_ids,
         sequence_start=sequence_start,
         watchdog=watchdog,
+        ignore_stop=profile.ignore_stop,
     )
     duration = rng.uniform(*profile.duration) * T
     kinds = [k for k in KINDS if profile.weights.get(k, 0.0) > 0]
@@ -228,7 +248,7 @@ def random_spec(seed: int, profile: Profile | str = DEFAULT) -> ScheduleSpec:
     t = rng.uniform(0.3, 1.5) * T  # let a first leader settle (or not)
     while kinds:
         kind = rng.choices(kinds, weights)[0]
-        if kind in ("job_crash", "start_failure"):
+        if kind in CRASHES:
             crashes += 1
             if crashes > profile.max_crashes:
                 kind = "partition"
@@ -253,41 +273,50 @@ def _span(rng: random.Random, T: float) -> float:
 
 
 def _params(rng: random.Random, kind: str, T: float, hosts: int) -> dict[str, Any]:
-    if kind == "partition":
-        return {"target": _target(rng, hosts, 0.6), "duration": _span(rng, T)}
-    if kind == "asym":
-        return {"target": _target(rng, hosts, 0.6), "duration": _span(rng, T),
-                "direction": rng.choice(("c2s", "s2c"))}
-    if kind == "flap":
-        cycles = [(rng.uniform(0.02, 0.5) * T, rng.uniform(0.02, 0.5) * T) for _ in range(rng.randint(2, 6))]
-        return {"target": _target(rng, hosts, 0.5), "cycles": cycles}
-    if kind == "chatty":
-        duration = rng.uniform(0.5, 4.0) * T
-        postpone = INF if rng.random() < 0.5 else rng.uniform(0.3, 3.0) * T
-        return {"target": _target(rng, hosts, 0.7), "duration": duration, "postpone": postpone,
-                "direction": "both" if rng.random() < 0.8 else "c2s"}
-    if kind == "server_restart":
-        down = rng.uniform(0.005, 0.3) * T if rng.random() < 0.75 else rng.uniform(0.3, 1.5) * T
-        return {"downtime": down}
-    if kind == "lost_reply":
-        return {"target": _target(rng, hosts, 0.3), "what": "create" if rng.random() < 0.6 else "any"}
-    if kind == "slow":
-        return {"target": _target(rng, hosts, 0.5), "extra": rng.uniform(0.05, 0.8) * T,
-                "duration": rng.uniform(0.3, 3.0) * T}
-    if kind == "pause":
-        duration = rng.uniform(0.01, 0.4) * T if rng.random() < 0.5 else rng.uniform(0.5, 3.0) * T
-        return {"target": _target(rng, hosts, 0.6), "duration": duration,
-                "how": "process" if rng.random() < 0.6 else "loop"}
-    if kind == "resign":
-        return {"target": "leader"}
-    if kind in ("kill9", "sigterm"):
-        return {"target": _target(rng, hosts, 0.6)}
-    if kind in ("job_crash", "start_failure"):
-        return {"target": "leader"}
-    if kind == "operator_delete":
-        return {"which": "leader"}
-    if kind == "operator_delete_any":
-        return {"which": "random"}
+    match kind:
+        case "partition":
+            return {"target": _target(rng, hosts, 0.6), "duration": _span(rng, T)}
+        case "asym":
+            return {"target": _target(rng, hosts, 0.6), "duration": _span(rng, T),
+                    "direction": rng.choice(("c2s", "s2c"))}
+        case "flap":
+            cycles = [(rng.uniform(0.02, 0.5) * T, rng.uniform(0.02, 0.5) * T) for _ in range(rng.randint(2, 6))]
+            return {"target": _target(rng, hosts, 0.5), "cycles": cycles}
+        case "chatty":
+            duration = rng.uniform(0.5, 4.0) * T
+            postpone = INF if rng.random() < 0.5 else rng.uniform(0.3, 3.0) * T
+            return {"target": _target(rng, hosts, 0.7), "duration": duration, "postpone": postpone,
+                    "direction": "both" if rng.random() < 0.8 else "c2s"}
+        case "server_restart":
+            down = rng.uniform(0.005, 0.3) * T if rng.random() < 0.75 else rng.uniform(0.3, 1.5) * T
+            return {"downtime": down}
+        case "lost_reply":
+            return {"target": _target(rng, hosts, 0.3), "what": "create" if rng.random() < 0.6 else "any"}
+        case "slow":
+            return {"target": _target(rng, hosts, 0.5), "extra": rng.uniform(0.05, 0.8) * T,
+                    "duration": rng.uniform(0.3, 3.0) * T}
+        case "pause":
+            duration = rng.uniform(0.01, 0.4) * T if rng.random() < 0.5 else rng.uniform(0.5, 3.0) * T
+            return {"target": _target(rng, hosts, 0.6), "duration": duration,
+                    "how": "process" if rng.random() < 0.6 else "loop"}
+        case "resign" | "job_crash" | "start_failure":
+            return {"target": "leader"}
+        case "guardian_death":
+            # Usually the job forked workers (a shell script, a server with workers).
+            return {"target": "leader", "orphans": rng.random() < 0.7}
+        case "kill9" | "sigterm":
+            return {"target": _target(rng, hosts, 0.6)}
+        case "operator_delete":
+            return {"which": "leader"}
+        case "operator_delete_any":
+            return {"which": "random"}
+        case "lost_relay":
+            return {"target": _target(rng, hosts, 0.5), "duration": _span(rng, T)}
+        case "log_stall":
+            return {"target": _target(rng, hosts, 0.7), "duration": rng.uniform(0.3, 3.0) * T}
+        case "suspend":
+            duration = rng.uniform(0.05, 0.5) * T if rng.random() < 0.4 else rng.uniform(1.0, 3.0) * T
+            return {"target": _target(rng, hosts, 0.6), "duration": duration}
     raise ValueError(kind)
 
 
@@ -308,82 +337,97 @@ def inject(world: World, kind: str, params: dict[str, Any]) -> None:
     if world.quiet:
         return
     now = world.now
-    if kind == "server_restart":
-        if world.server.up:
-            world.fault(kind, None, f"ZooKeeper server restarts (down {params['downtime']:.3f}s)")
-            world.server.restart(params["downtime"])
-        return
-    if kind in ("operator_delete", "operator_delete_any"):
-        children = world.server.election_children()
-        if not children:
+    match kind:
+        case "server_restart":
+            if world.server.up:
+                world.fault(kind, None, f"ZooKeeper server restarts (down {params['downtime']:.3f}s)")
+                world.server.restart(params["downtime"])
             return
-        if params["which"] == "leader":
-            path = world.server.lowest()
-        else:
-            path = world.rng.choice(children).path
-        assert path is not None
-        world.fault(kind, None, f"operator deletes {path.rsplit('/', 1)[-1]}")
-        world.operator_delete(path)
-        return
+        case "operator_delete" | "operator_delete_any":
+            children = world.server.election_children()
+            if not children:
+                return
+            path = world.server.lowest() if params["which"] == "leader" else world.rng.choice(children).path
+            assert path is not None
+            world.fault(kind, None, f"operator deletes {path.rsplit('/', 1)[-1]}")
+            world.operator_delete(path)
+            return
     host = pick(world, params["target"])
-    if kind == "partition":
-        world.fault(kind, host, f"partition {host.name} for {params['duration']:.3f}s")
-        world.partition(host)
-        world.at(now + params["duration"], world.heal, host)
-    elif kind == "asym":
-        direction = params["direction"]
-        world.fault(kind, host, f"cut {host.name}'s {direction} direction for {params['duration']:.3f}s")
-        world.partition(host, c2s=direction == "c2s", s2c=direction == "s2c")
-        world.at(now + params["duration"], world.heal, host)
-    elif kind == "flap":
-        world.fault(kind, host, f"{host.name}'s link flaps {len(params['cycles'])} times")
-        t = now
-        for down, up in params["cycles"]:
-            world.at(t, world.partition, host)
-            world.at(t + down, world.heal, host)
-            t += down + up
-    elif kind == "chatty":
-        postpone = params["postpone"]
-        world.fault(
-            kind, host,
-            f"partition {host.name} for {params['duration']:.3f}s while requests postpone kazoo's ping "
-            f"detection {'until the link heals' if postpone == INF else f'for {postpone:.3f}s'}",
-        )
-        world.partition(host, c2s=True, s2c=params["direction"] == "both")
-        world.chatty(host, now + postpone)
-        world.at(now + params["duration"], world.heal, host)
-        world.at(now + params["duration"], _stop_chatty, world, host, now + postpone)
-    elif kind == "lost_reply":
-        world.fault(kind, host, f"{host.name}'s next {params['what']} reply will be lost")
-        host.lose_next = params["what"]
-    elif kind == "slow":
-        world.fault(kind, host, f"{host.name}'s network slows by up to {params['extra']:.3f}s for {params['duration']:.3f}s")
-        world.slow(host, params["extra"], now + params["duration"])
-    elif kind == "pause":
-        if world.pause(host, params["how"]):
-            world.fault(kind, host, f"pause {host.name} ({params['how']}) for {params['duration']:.3f}s")
-            world.at(now + params["duration"], world.resume, host)
-    elif kind == "kill9":
-        if host.live_daemon is not None:
-            world.faults[kind] = world.faults.get(kind, 0) + 1
-            world.kill9(host)
-    elif kind == "sigterm":
-        if world.sigterm(host):
-            world.fault(kind, host, f"SIGTERM to {host.name}'s daemon")
-    elif kind == "resign":
-        daemon = host.live_daemon
-        if daemon is not None and _RESIGN is not None:
-            world.fault(kind, host, f"operator asks {daemon.label} to resign")
-            daemon.post("signal", _RESIGN())
-    elif kind == "job_crash":
-        if world.crash_job(host):
-            world.faults[kind] = world.faults.get(kind, 0) + 1
-    elif kind == "start_failure":
-        world.fault(kind, host, f"{host.name}'s next job start will fail")
-        host.fail_next_start = True
-        world.jobs_crashed += 1
-    else:
-        raise ValueError(kind)
+    match kind:
+        case "partition":
+            world.fault(kind, host, f"partition {host.name} for {params['duration']:.3f}s")
+            world.partition(host)
+            world.at(now + params["duration"], world.heal, host)
+        case "asym":
+            direction = params["direction"]
+            world.fault(kind, host, f"cut {host.name}'s {direction} direction for {params['duration']:.3f}s")
+            world.partition(host, c2s=direction == "c2s", s2c=direction == "s2c")
+            world.at(now + params["duration"], world.heal, host)
+        case "flap":
+            world.fault(kind, host, f"{host.name}'s link flaps {len(params['cycles'])} times")
+            t = now
+            for down, up in params["cycles"]:
+                world.at(t, world.partition, host)
+                world.at(t + down, world.heal, host)
+                t += down + up
+        case "chatty":
+            postpone = params["postpone"]
+            world.fault(
+                kind, host,
+                f"partition {host.name} for {params['duration']:.3f}s while requests postpone kazoo's ping "
+                f"detection {'until the link heals' if postpone == INF else f'for {postpone:.3f}s'}",
+            )
+            world.partition(host, c2s=True, s2c=params["direction"] == "both")
+            world.chatty(host, now + postpone)
+            world.at(now + params["duration"], world.heal, host)
+            world.at(now + params["duration"], _stop_chatty, world, host, now + postpone)
+        case "lost_reply":
+            world.fault(kind, host, f"{host.name}'s next {params['what']} reply will be lost")
+            host.lose_next = params["what"]
+        case "slow":
+            world.fault(kind, host, f"{host.name}'s network slows by up to {params['extra']:.3f}s "
+                                    f"for {params['duration']:.3f}s")
+            world.slow(host, params["extra"], now + params["duration"])
+        case "pause":
+            if world.pause(host, params["how"]):
+                world.fault(kind, host, f"pause {host.name} ({params['how']}) for {params['duration']:.3f}s")
+                world.at(now + params["duration"], world.resume, host)
+        case "kill9":
+            if world.kill9(host):
+                world.faults[kind] = world.faults.get(kind, 0) + 1
+        case "sigterm":
+            if world.sigterm(host):
+                world.fault(kind, host, f"SIGTERM to {host.name}'s daemon")
+        case "resign":
+            daemon = host.live_daemon
+            if daemon is not None:
+                world.fault(kind, host, f"operator asks {daemon.label} to resign")
+                daemon.post("signal", ev.ResignRequested())
+        case "job_crash":
+            if world.crash_job(host):
+                world.faults[kind] = world.faults.get(kind, 0) + 1
+        case "start_failure":
+            world.fault(kind, host, f"{host.name}'s next job start will fail")
+            host.fail_next_start = True
+            world.jobs_crashed += 1
+        case "lost_relay":
+            world.fault(kind, host, f"the server {host.name} talks to will lose the ZooKeeper leader right after "
+                                    f"forwarding {host.name}'s next sync ({host.name} cut off "
+                                    f"{params['duration']:.3f}s with it)")
+            host.lose_relay_next = params["duration"]
+        case "guardian_death":
+            if world.guardian_dies(host, params["orphans"]):
+                world.faults[kind] = world.faults.get(kind, 0) + 1
+                world.jobs_crashed += 1
+        case "log_stall":
+            world.fault(kind, host, f"{host.name}'s log stream stalls for {params['duration']:.3f}s")
+            world.stall_logs(host, now + params["duration"])
+        case "suspend":
+            if world.suspend(host):
+                world.fault(kind, host, f"{host.name} suspends for {params['duration']:.3f}s")
+                world.at(now + params["duration"], world.wake, host)
+        case _:
+            raise ValueError(kind)
 
 
 def _stop_chatty(world: World, host: Host, until: float) -> None:

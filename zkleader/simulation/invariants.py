@@ -20,8 +20,21 @@ Documented exceptions (an *excuse* switches off overlap and legitimacy for one j
 * an operator deleted its znode by hand: the old leader stops its job as soon as it
   hears, but the successor may already have started. The excuse ends one session
   timeout after the deletion (by then the lease has run out even if it never heard).
+* its whole host was suspended (daemon, guardian and job frozen) and the session
+  expired meanwhile: nothing on the host can act before it wakes (only fencing tokens
+  cover that). The excuse starts at the expiry, during the sleep or after the wake-up
+  but before the loop's first pass, and that first pass must SIGKILL the job (the
+  lease clock counts the sleep): otherwise ``suspend`` breaks. A job SIGKILLed in that
+  first pass (its kill deadline went by in its sleep) is excused from its session's
+  expiry until it is dead, even when the expiry comes after the pass. The same holds
+  for a job whose operator excuse (above) runs out while its host sleeps.
 
 Fencing is checked with or without excuses.
+
+The lease rule itself (timing.py), where it is claimed: lease_anchor: when a sync's
+answer is read, the lease anchor it proves (relayed_at) is no later than the ZooKeeper
+leader's last touch of the session so far. The margins usually hide a late anchor
+until it meets an unlucky schedule; this sees it at once.
 
 Liveness (after the faults stop, all links healed, all daemons running):
 
@@ -39,12 +52,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .world import Daemon, Job, World
+    from .world import Client, Daemon, Job, Session, World
 
 INF = float("inf")
 RESUME_GRACE = 0.3
 
-SAFETY = frozenset({"overlap", "legitimacy", "fencing", "double_start", "core_exception"})
+SAFETY = frozenset({"overlap", "legitimacy", "fencing", "double_start", "suspend", "lease_anchor", "core_exception"})
 LIVENESS = frozenset({"liveness", "nodes", "stuck", "spin"})
 
 
@@ -81,6 +94,8 @@ class Checker:
         self.spins: list[str] = []
         #: Set by everything the per-step checks depend on (znodes, sessions, jobs, excuses).
         self.dirty = True
+        #: Jobs SIGKILLed in their daemon's first loop pass after their host woke.
+        self.killed_on_waking: set[Job] = set()
 
     # ------------------------------------------------------------- reporting
 
@@ -98,7 +113,7 @@ class Checker:
             # A stale but honest answer ("your node exists", sent before the deletion) can
             # restart the old leader's job before the deletion's watch event arrives: no
             # core can avoid that, it is what fencing tokens let downstream refuse.
-            self._excuse(job, deleted_at + world.cfg.session_timeout + RESUME_GRACE, "operator")
+            self._excuse_operator(job, deleted_at + world.cfg.session_timeout + RESUME_GRACE)
         elif self.max_token is not None:
             if job.token < self.max_token:
                 self.violate("fencing", f"{job.describe()} started with a token below {self.max_token}")
@@ -118,6 +133,7 @@ class Checker:
 
     def on_death(self, job: Job) -> None:
         self.alive.remove(job)
+        self.killed_on_waking.discard(job)
         self.dirty = True
 
     def on_pause(self, daemon: Daemon) -> None:
@@ -130,12 +146,50 @@ class Checker:
             if job.daemon is daemon and "paused" in job.excuses:
                 self._excuse(job, self.world.now + RESUME_GRACE, "paused", lower=True)
 
+    def on_expired(self, session: Session) -> None:
+        """A session expired: if its host sleeps, or woke and its loop has not run since,
+        its job cannot have been stopped (see ``on_first_pass``)."""
+        asleep = session.host.suspended_at is not None or session.host.thawing
+        for job in self.alive:
+            if job.session_id == session.id and (asleep or job in self.killed_on_waking):
+                self._excuse(job, INF, "suspended")
+
+    def on_first_pass(self, daemon: Daemon) -> None:
+        """The loop's first pass since its host woke: a job whose session expired meanwhile
+        must be on its way out by SIGKILL now."""
+        for job in self.alive:
+            if job.daemon is not daemon:
+                continue
+            if job.sigkilled:
+                self.killed_on_waking.add(job)
+            elif "suspended" in job.excuses:
+                self.violate(
+                    "suspend",
+                    f"{job.describe()} survived {daemon.label}'s first loop pass after its host woke, although "
+                    f"its session expired while the host slept (its lease clock did not count the sleep?)",
+                )
+
+    def on_anchor(self, client: Client, relayed_at: float) -> None:
+        """A synced answer anchors the lease at ``relayed_at`` (the host's clock): the
+        ZooKeeper leader must have touched the session at or after it already."""
+        server = self.world.server
+        session = server.sessions[client.session_id]  # type: ignore[index]
+        touched = server.heard(session)
+        anchor = client.host.world_time(relayed_at)
+        if anchor > touched + 1e-9:
+            self.violate(
+                "lease_anchor",
+                f"{client.daemon.label}: a synced answer anchors the lease at t={anchor:.4f}, "
+                f"{anchor - touched:.4f}s after the ZooKeeper leader last touched session 0x{session.id:x} "
+                f"(t={touched:.4f})",
+            )
+
     def on_operator_delete(self, path: str) -> None:
         world = self.world
         self.operator_deleted[path] = world.now
         for job in self.alive:
             if job.znode == path:
-                self._excuse(job, world.now + world.cfg.session_timeout + RESUME_GRACE, "operator")
+                self._excuse_operator(job, world.now + world.cfg.session_timeout + RESUME_GRACE)
 
     def _excuse(self, job: Job, until: float, why: str, lower: bool = False) -> None:
         """Excuses per reason; the job is excused until the latest of them runs out."""
@@ -148,6 +202,20 @@ class Checker:
 
     def _excuse_ends(self) -> None:
         self.dirty = True
+
+    def _excuse_operator(self, job: Job, until: float) -> None:
+        self._excuse(job, until, "operator")
+        self.world.at(until, self._operator_window_ends, job)
+
+    def _operator_window_ends(self, job: Job) -> None:
+        """By now the job's lease is over, whether or not its daemon heard of the deletion
+        (no answer after it can have renewed it); a host that sleeps, or has not run its
+        loop since it woke, cannot have acted on that: the first pass must."""
+        host = job.host
+        if job.dead_at is None and job.excuses.get("operator", INF) <= self.world.now and (
+            host.suspended_at is not None or host.thawing
+        ):
+            self._excuse(job, INF, "suspended")
 
     def spin(self, daemon: Daemon, deadline: float, local_now: float) -> None:
         core = daemon.core

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from .faults import DEFAULT, Profile, ScheduleSpec, random_spec, schedule
 from .invariants import Violation
-from .world import CoreFactory, World
+from .world import Bug, CoreFactory, World
 
 
 @dataclass
@@ -74,10 +74,12 @@ def run_schedule(
     trace_limit: int | None = 3000,
     timeline_lines: int | None = 250,
     spin_is_violation: bool = True,
+    bugs: frozenset[Bug] = frozenset(),
 ) -> Result:
-    """Runs one schedule: faults, then heal everything and check liveness."""
+    """Runs one schedule: faults, then heal everything and check liveness. ``bugs``
+    switches deliberate bugs on in the model's shells."""
     spec = spec or random_spec(seed, profile)
-    config = replace(spec.config, trace_limit=trace_limit, spin_is_violation=spin_is_violation)
+    config = replace(spec.config, trace_limit=trace_limit, spin_is_violation=spin_is_violation, bugs=bugs)
     world = World(config, seed, core_factory)
     started = time.perf_counter()
     finding = None
@@ -148,13 +150,9 @@ class Summary:
         return "\n".join(lines)
 
 
-def _run_many(args: tuple[list[int], Profile | str, CoreFactory | None, bool]) -> list[Result]:
-    seeds, profile, factory, spin = args
-    out = []
-    for seed in seeds:
-        r = run_schedule(seed, profile, factory, spin_is_violation=spin)
-        out.append(r)
-    return out
+def _run_many(args: tuple[list[int], Profile | str, CoreFactory | None, bool, frozenset[Bug]]) -> list[Result]:
+    seeds, profile, factory, spin, bugs = args
+    return [run_schedule(seed, profile, factory, spin_is_violation=spin, bugs=bugs) for seed in seeds]
 
 
 def explore(
@@ -167,6 +165,7 @@ def explore(
     sim_hours: float | None = None,
     chunk: int = 50,
     spin_is_violation: bool = True,
+    bugs: frozenset[Bug] = frozenset(),
 ) -> Summary:
     """Runs schedules for the given seeds (an endless iterator is fine with a limit)."""
     summary = Summary()
@@ -183,7 +182,7 @@ def explore(
     if workers <= 1:
         for seeds_chunk in chunks:
             for seed in seeds_chunk:
-                summary.add(run_schedule(seed, profile, core_factory, spin_is_violation=spin_is_violation))
+                summary.add(run_schedule(seed, profile, core_factory, spin_is_violation=spin_is_violation, bugs=bugs))
                 if done():
                     break
             if done():
@@ -200,7 +199,8 @@ def explore(
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.append(pool.apply_async(_run_many, ((batch, profile, core_factory, spin_is_violation),)))
+                    args = (batch, profile, core_factory, spin_is_violation, bugs)
+                    pending.append(pool.apply_async(_run_many, (args,)))
                 if not pending:
                     break
                 for r in pending.pop(0).get():

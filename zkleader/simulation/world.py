@@ -11,6 +11,10 @@ Parts, each modelled on the behaviour the safety rule depends on:
   bucket (ZooKeeper's ExpiryQueue). Ephemeral sequential znodes (sequence = parent
   cversion, 32-bit, wraps), czxid from one global zxid counter, one-shot exists
   watches held per connection. A restart resets every connection and keeps sessions.
+  The ZooKeeper leader touches a session only when the server (a follower) relays
+  what it heard, at its next ping from the leader (every tickTime/2); a server that
+  loses the leader right after forwarding a sync loses what it had not relayed yet
+  and closes its connections.
 * ``Conn`` and the per-host link: two FIFO directions, each can be cut. Packets sent
   into a cut direction wait in the sender's kernel and go out when it heals (TCP),
   unless the other end has closed the connection by then.
@@ -20,30 +24,48 @@ Parts, each modelled on the behaviour the safety rule depends on:
   process whose other requests keep postponing it). On a drop: pending and queued
   requests fail with ConnectionLoss, SUSPENDED, every watch fires once with type NONE
   and is forgotten. Reconnects with backoff; same session if the server still has it,
-  else LOST and a new session. Requests made while connecting are queued.
+  else LOST and a new session. Requests made while connecting are queued. Like
+  production's connection.PacketLog it notes when each packet was written and when its
+  answer was read; a synced answer carries the lease anchor timing.relayed_anchor
+  derives from that.
 * ``Daemon``: one incarnation of the daemon's loop around the production core. Events
   reach it through kazoo's separate threads (state, completion, watch) and the job
   watcher, each FIFO but not ordered against each other. It can pause (SIGSTOP: kazoo
   freezes too; or only the loop blocks), be killed (-9) or exit; systemd restarts it.
-* ``Job``: the leader-only job under its guardian. Alive from StartJob until truly
-  dead; the guardian kills it within a small delay when the daemon dies.
+  Its loop waits at most LOOP_MAX_SLEEP at a time, on a clock that stops in a suspend.
+* ``Job``: the leader-only job under its guardian. Alive from StartJob until its last
+  process is dead; the guardian kills it within a small delay when the daemon dies.
+  The guardian can die first: the job's main process dies with it (PDEATHSIG), any
+  workers it forked live on as orphans of the daemon (a subreaper), which sweeps them
+  before it reports the job gone (zkleader/children.py).
+* ``Host``: a clock (CLOCK_BOOTTIME, drifting), the link, the log stream (it can stall;
+  the daemon only queues log lines, zkleader/logs.py) and a suspend: the daemon, kazoo,
+  the guardian and the job freeze while the server's clock runs on.
+
+``Bug`` names deliberate bugs of these shells, switched on per world
+(``WorldConfig.bugs``) to show that the invariants catch them; the core's own
+deliberate bugs are test-only subclasses of ``Leadership`` (tests/test_simulation.py).
 """
 
 from __future__ import annotations
 
 import bisect
+import enum
 import heapq
 import itertools
 import random
 import signal
-from dataclasses import dataclass, replace
+from collections import deque
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any, Callable
 
-from .. import actions as act
-from .. import events as ev
-from .. import timing
-from ..config import OnExit
-from ..leadership import LEAVE_GRACE, MAX_RESTART_DELAY, Identity, Leadership, Settings
+from ..core import actions as act
+from ..core import events as ev
+from ..core import timing
+from ..core.settings import OnExit
+from ..core.leadership import LEAVE_GRACE, MAX_RESTART_DELAY, Leadership
+from ..core.settings import Identity, Settings
 from .invariants import Checker, Violation
 from .timeline import Timeline
 
@@ -54,7 +76,34 @@ RETRY_DELAY = 0.1
 #: The session timeout at which kazoo's ping jitter (10..400 ms) is taken as it is.
 PING_JITTER_AT = 10.0
 
+#: zkleader.daemon.MAX_SLEEP: the loop's longest wait. The wait runs on CLOCK_MONOTONIC,
+#: which stops during a system suspend, so after a resume the loop first sleeps out what
+#: was left of its current wait, at most this long.
+LOOP_MAX_SLEEP = 0.5
+#: Answered-packet records a client keeps before collapsing the ones no sync can still
+#: tell apart (``Client._collapse``).
+ANSWERED_KEEP = 8
+
 CoreFactory = Callable[[Settings, Identity, Callable[[], str]], Leadership]
+
+
+class Bug(enum.Enum):
+    """Deliberate bugs in the model's shells, each reproducing a rule or a shell that
+    production used to have; the simulation must catch every one of them."""
+
+    #: The lease anchor counts every packet whose *write* finished tickTime/2 before the
+    #: sync (commit e94b8c8): a stalled stream delivers such writes together with the sync.
+    WRITTEN_ANCHOR = "written-anchor"
+    #: The first rule: t_ok is the sync's own send time and the ZooKeeper leader's last
+    #: touch is assumed at most T/6 + tickTime/2 older (deadlines shortened by that).
+    SYNC_SENT_ANCHOR = "sync-sent-anchor"
+    #: The job runner reports the job gone when its guardian dies, while the workers the
+    #: job forked live on (the daemon was no subreaper and swept nothing).
+    EARLY_EXIT_REPORT = "early-exit-report"
+    #: The loop writes its log lines itself and blocks while the stream is stalled.
+    BLOCKING_LOGS = "blocking-logs"
+    #: The daemon's clock stops during a system suspend (CLOCK_MONOTONIC, not BOOTTIME).
+    STOPPING_CLOCK = "stopping-clock"
 
 
 @dataclass(frozen=True)
@@ -85,6 +134,11 @@ class WorldConfig:
     #: systemd WatchdogSec (0: no watchdog). The loop feeds it every interval/2; a loop
     #: that stops (a pause) gets the whole unit SIGKILLed one interval after the last ping.
     watchdog: float = 0.0
+    #: The share of jobs that ignore the stop signal (only SIGKILL ends them); of the
+    #: others, 7% outlast stop_timeout.
+    ignore_stop: float = 0.03
+    #: Deliberate bugs switched on in the model's shells (tests only).
+    bugs: frozenset[Bug] = field(default_factory=frozenset)
 
     @property
     def retry_max_delay(self) -> float:
@@ -199,10 +253,14 @@ class Server:
         """The follower heard a packet of the session: the ZooKeeper leader touches it at
         its next ping of the follower (tickTime/2 apart), not now."""
         now = self.world.now
-        self.heard(s)
-        if s.relay_due is None:
-            period = self.relay_period
-            s.relay_due = self.relay_phase + -((self.relay_phase - now) // period) * period
+        due = s.relay_due
+        if due is not None:
+            if due > now:
+                return  # the pending relay carries this packet too
+            if due > s.last_heard:  # heard(), inline: this runs for every packet
+                s.last_heard = due
+        period = self.relay_period
+        s.relay_due = self.relay_phase + -((self.relay_phase - now) // period) * period
 
     def revalidate(self, s: Session) -> None:
         """A connect request: the follower revalidates the session with the leader before
@@ -227,6 +285,24 @@ class Server:
             s.relay_due = None
             self.world.record(s.host, "zk", f"session 0x{s.id:x}: touches not yet relayed to the leader are lost")
 
+    def _follower_fails(self, s: Session, cut: float) -> None:
+        """The server the host talks to loses the ZooKeeper leader right after forwarding
+        (and answering) a sync of the session, taking the host's link with it (one rack
+        behind one switch): the touches it heard since its last relay, the sync's among
+        them, never reach the leader; it closes its client connections, as a server that
+        leaves the quorum does (a server that rejoins starts with no touches and no
+        connections), and the host reaches no other server for ``cut``."""
+        host = s.host
+        host.lose_relay_next = None
+        world = self.world
+        world.record(host, "!!", f"the server {host.name} talks to loses the ZooKeeper leader right after "
+                                 f"forwarding its sync; {host.name} is cut off for {cut:.3f}s")
+        self.lose_relay(s)
+        world.partition(host)
+        world.at(world.now + cut, world.heal, host)
+        if s.conn is not None and s.conn.server_open:
+            self.close_conn(s.conn, rst=True)
+
     def _check(self, s: Session, t: float) -> None:
         if not s.alive or s.check_at != t:
             return
@@ -246,6 +322,7 @@ class Server:
         self.world.record(None, "zk", f"session 0x{s.id:x} ({s.host.name}) {cause}")
         if cause == "expired":
             self.world.stats_count("sessions_expired")
+            self.world.checker.on_expired(s)
         for path in list(s.ephemerals):
             self.delete_node(path, f"session 0x{s.id:x} {cause}")
         conn = s.conn
@@ -379,6 +456,8 @@ class Server:
             self.close_conn(conn, rst=True)
             return
         self.world.send_s2c(conn, ("reply", xid, result))
+        if host.lose_relay_next is not None and t is act.CheckNode and a.sync:  # type: ignore[union-attr]
+            self._follower_fails(s, host.lose_relay_next)
 
     # ---------------------------------------------------------------- znodes
 
@@ -458,11 +537,13 @@ class Server:
 
 
 class _Req:
-    __slots__ = ("action", "sent_at")
+    __slots__ = ("action", "sent_at", "written")
 
     def __init__(self, action: act.Action, sent_at: float) -> None:
         self.action = action
         self.sent_at = sent_at
+        #: When kazoo wrote it (host clock); 0.0 while it waits for a connection.
+        self.written = 0.0
 
 
 class Client:
@@ -492,11 +573,20 @@ class Client:
         self.chatty_until = 0.0
         self.retry_delay = RETRY_DELAY
         self.attempts = 0
-        #: Every packet this session wrote, as (started, finished) on the host's clock,
-        #: the connect requests and kazoo's pings included (production records the same).
-        self.writes: list[tuple[float, float]] = []
-        #: When the session's latest answered connect request was sent (host clock).
+        #: (written, answer read) on the host's clock for every answered packet of the
+        #: session in answer order, kazoo's pings and other callers' requests included, as
+        #: production's connection.PacketLog records them; old entries are collapsed.
+        self.answered: list[tuple[float, float]] = []
+        #: When the session's latest answered connect request was written (host clock).
         self.confirmed_at: float | None = None
+        #: When the outstanding ping, and each unanswered request of another caller, was written.
+        self.ping_written = 0.0
+        self.bg_written: deque[float] = deque()
+        bugs = world.cfg.bugs
+        #: The rule a synced answer's relayed_at comes from: None is production's.
+        self.anchor_bug = next((b for b in (Bug.WRITTEN_ANCHOR, Bug.SYNC_SENT_ANCHOR) if b in bugs), None)
+        #: Bug.WRITTEN_ANCHOR only: every write as (started, finished), like the old log.
+        self.writes: list[tuple[float, float]] = []
         self.frozen = False
         self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
 
@@ -570,6 +660,9 @@ class Client:
             self._on_reply(pkt[1], pkt[2])
         elif kind == "pong":
             self.ping_out = False
+            self._answered(self.ping_written)
+        elif kind == "bgreply":
+            self._answered(self.bg_written.popleft())
         elif kind == "watch":
             path = pkt[1]
             if path in self.watchers:
@@ -580,8 +673,11 @@ class Client:
 
     def _on_connected(self, conn: Conn, sid: int, timeout: float) -> None:
         if sid != self.session_id:
-            self.writes = [w for w in self.writes if w[0] >= conn.connect_sent]  # a new session's record
+            # A new session: the old one's packets never touched it.
+            self.answered = []
+            self.writes = [w for w in self.writes if w[0] >= conn.connect_sent]
         self.confirmed_at = conn.connect_sent
+        self.bg_written.clear()
         self.conn = conn
         self.state = "connected"
         self.session_id = sid
@@ -622,9 +718,10 @@ class Client:
             if a.sync:  # type: ignore[union-attr]
                 # One linearizable server: a sync always goes through "the leader"; what it
                 # proves is the production rule applied to this session's packet record.
-                relayed = timing.relayed_anchor(self.writes, req.sent_at, self.world.cfg.tick_time, self.confirmed_at)
+                relayed = self._anchor(req.sent_at)
+                if relayed is not None:
+                    self.world.checker.on_anchor(self, relayed)
                 event = ev.NodeChecked(rid, req.sent_at, value, synced=True, relayed_at=relayed)
-                self._prune_writes()
             else:
                 event = ev.NodeChecked(rid, req.sent_at, value)
         elif t is act.ListChildren:
@@ -635,6 +732,9 @@ class Client:
             event = ev.Deleted(rid, req.sent_at)
         else:
             event = ev.DataSet(rid, req.sent_at)
+        # After the anchor: its own answer never qualifies, and a collapse now would no
+        # longer see the request pending.
+        self._answered(req.written)
         self.daemon.post("completion", event)
 
     def _fail_all(self, why: str) -> None:
@@ -683,27 +783,49 @@ class Client:
     def _send(self, req: _Req) -> None:
         self.xid += 1
         self.pending[self.xid] = req
-        self._write()
+        req.written = self._write()
         self.world.send_c2s(self.conn, ("req", self.xid, req.action))  # type: ignore[arg-type]
         self.last_send = self.world.now
 
     def _write(self) -> float:
-        """Records one packet write (instant: the kernel takes it; if the link is cut it
-        waits in the send buffer, which the write record cannot tell)."""
+        """The host-clock time of one packet write (instant: the kernel takes it; if the
+        link is cut it waits in the send buffer, which only its answer can tell)."""
         t = self.host.local(self.world.now)
-        self.writes.append((t, t))
+        if self.anchor_bug is Bug.WRITTEN_ANCHOR:
+            self.writes.append((t, t))
+            if len(self.writes) > ANSWERED_KEEP:
+                self._collapse(self.writes)
         return t
 
-    def _prune_writes(self) -> None:
-        """Only the latest write at or before the oldest pending sync's cut-off can still
-        be the anchor; older ones are dropped so the record stays short."""
-        if len(self.writes) < 64:
-            return
-        queued = [r.sent_at for r in self.pending.values()] + [r.sent_at for r in self.queue]
-        cutoff = min(queued, default=self.host.local(self.world.now)) - self.world.cfg.tick_time / 2
-        keep = bisect.bisect_right(self.writes, (cutoff, INF)) - 1
-        if keep > 0:
-            del self.writes[:keep]
+    def _answered(self, written: float) -> None:
+        """The answer to a packet written at ``written`` was read now."""
+        answered = self.answered
+        answered.append((written, self.host.local(self.world.now)))
+        if len(answered) > ANSWERED_KEEP:
+            self._collapse(answered)
+
+    def _collapse(self, records: list[tuple[float, float]]) -> None:
+        """Keeps a record short without changing any anchor a sync can still ask for: no
+        sync is queued before the oldest pending request (or now), so the records whose
+        second time is at or before that cut-off all qualify together, or none of them
+        does, and one entry (their latest first time) stands for them all."""
+        queued = min((r.sent_at for r in itertools.chain(self.pending.values(), self.queue)),
+                     default=self.host.local(self.world.now))
+        k = bisect.bisect_right(records, queued - self.world.cfg.tick_time / 2, key=itemgetter(1))
+        if k > 1:
+            records[:k] = [(max(first for first, _ in records[:k]), records[k - 1][1])]
+
+    def _anchor(self, sync_queued_at: float) -> float | None:
+        """relayed_at for a sync queued at ``sync_queued_at`` and answered now."""
+        tick = self.world.cfg.tick_time
+        match self.anchor_bug:
+            case Bug.WRITTEN_ANCHOR:
+                return timing.relayed_anchor(self.writes, sync_queued_at, tick, self.confirmed_at)
+            case Bug.SYNC_SENT_ANCHOR:
+                session_timeout = min(self.world.cfg.session_timeout, self.timeout)
+                return sync_queued_at - (session_timeout / timing.HEARTBEATS_PER_SESSION + tick / 2)
+            case _:
+                return timing.relayed_anchor(self.answered, sync_queued_at, tick, self.confirmed_at)
 
     # ------------------------------------------------------------ ping loop
 
@@ -744,7 +866,7 @@ class Client:
     def _ping(self, background: bool = False) -> None:
         world = self.world
         self.last_send = world.now
-        self._write()
+        written = self._write()
         host = self.host
         conn = self.conn
         assert conn is not None
@@ -758,10 +880,13 @@ class Client:
             and conn.s2c_last <= world.now
         ):
             world.server.ping_fast(conn)  # the pong is back long before the next deadline
+            self._answered(written)
         elif background:
+            self.bg_written.append(written)
             world.send_c2s(conn, ("bg",))  # its answer goes to its own caller, not to the core
         else:
             self.ping_out = True
+            self.ping_written = written
             world.send_c2s(conn, ("ping",))
 
     # ------------------------------------------------------------ lifecycle
@@ -823,10 +948,23 @@ class Daemon:
         self.inbox: list[tuple[float, int, ev.Event]] = []
         self.chan_last = dict.fromkeys(self.CHANNELS, 0.0)
         self.alive = True
+        #: Why the loop does not run: "process" (SIGSTOP, kazoo frozen too), "loop" (the
+        #: loop alone is stuck), "logs" (the loop blocks in a log write, Bug.BLOCKING_LOGS)
+        #: or "suspend" (the whole host sleeps).
         self.paused: str | None = None
         self.tick_gen = 0
+        #: The core deadline the pending wake-up (generation tick_gen) is for, if any.
+        self.tick_deadline: float | None = None
         self.exit_code: int | None = None
         self.pause_serial = 0
+        #: World time of the loop's last pass and of its next timed wake-up (INF: none).
+        self.last_pass = 0.0
+        self.wake_at = INF
+        #: What is left of the loop's wait when the host wakes from a suspend.
+        self.wait_left = 0.0
+        #: The rest of a step whose log write blocked: (actions, the step's local time).
+        self.blocked_step: tuple[list[act.Action], float] | None = None
+        self.blocking_logs = Bug.BLOCKING_LOGS in world.cfg.bugs
 
     def start(self) -> None:
         self.world.record(self.host, "!!", f"daemon {self.label} starts (candidacy {self.core.candidacy_id[:8]}..)")
@@ -857,7 +995,7 @@ class Daemon:
             event = heapq.heappop(inbox)[2]
             self._handle(event)
             handled = True
-            if not self.alive:
+            if not self.alive or self.paused is not None:  # dead, or blocked in a log write
                 return
         if handled:
             self._schedule_tick()
@@ -866,17 +1004,36 @@ class Daemon:
         world = self.world
         host = self.host
         local = host.local(world.now)
-        world.timeline.record(world.now, self.label, "<-", event, local)
+        self.last_pass = world.now
+        world.trace((world.now, self.label, "<-", event, local))
         try:
             out = self.core.handle(event, local)
         except Exception as exc:  # a crash of the core is a bug like any other
             world.checker.violate("core_exception", f"{self.label}: core raised {exc!r} handling {event!r}")
             raise
-        for a in out:
-            world.timeline.record(world.now, self.label, "->", a, local)
+        self._run(out, local)
+        if host.thawing:
+            host.thawing = False
+            world.checker.on_first_pass(self)
+
+    def _run(self, actions: list[act.Action], local: float) -> None:
+        """Executes one step's actions in order, until the daemon dies or (only with
+        Bug.BLOCKING_LOGS) a log write blocks the loop, which then finishes the step
+        once the stream drains."""
+        world = self.world
+        trace = world.trace
+        blocked: list[act.Action] | None = None
+        if self.blocking_logs and self.host.log_stall_until > world.now:
+            first_log = next((i for i, a in enumerate(actions) if type(a) is act.Log), None)
+            if first_log is not None:
+                actions, blocked = actions[:first_log], actions[first_log:]
+        for a in actions:
+            trace((world.now, self.label, "->", a, local))
             self._execute(a, local)
             if not self.alive:
-                break
+                return
+        if blocked is not None:
+            world.block_on_logs(self, blocked, local)
 
     def _check_node_really_gone(self, name: str) -> None:
         """Giving up a node that still exists in the daemon's live session throws away a
@@ -913,8 +1070,12 @@ class Daemon:
 
     def _schedule_tick(self) -> None:
         deadline = self.core.next_deadline()
+        if deadline is not None and deadline == self.tick_deadline:
+            return  # the pending wake-up is for this very deadline
         self.tick_gen += 1
+        self.tick_deadline = deadline
         if deadline is None:
+            self.wake_at = INF
             return
         world = self.world
         host = self.host
@@ -927,13 +1088,17 @@ class Daemon:
             t = host.world_time(deadline) + 1e-6 + world.loop_jitter()
             if t < world.now:
                 t = world.now
+        self.wake_at = t
         world.at(t, self._tick, self.tick_gen)
 
     def _tick(self, gen: int) -> None:
-        if gen != self.tick_gen or not self.alive or self.paused is not None:
+        if gen != self.tick_gen:
+            return
+        self.tick_deadline = None
+        if not self.alive or self.paused is not None:
             return
         self._handle(ev.Tick())
-        if self.alive:
+        if self.alive and self.paused is None:
             self._schedule_tick()
 
     # ------------------------------------------------------------ lifecycle
@@ -944,27 +1109,57 @@ class Daemon:
             self.client.freeze()
 
     def resume(self) -> None:
+        """The loop runs again after a pause or a blocked log write: the rest of a
+        blocked step first, then the backlog, each event stamped with the current time."""
         kind = self.paused
         if kind is None:
             return
         self.paused = None
+        if self.blocked_step is not None:
+            (actions, local), self.blocked_step = self.blocked_step, None
+            self._run(actions, local)
         inbox = self.inbox
         now = self.world.now
-        # The backlog is handled first, each event stamped with the current time.
-        while inbox and inbox[0][0] <= now and self.alive:
+        while inbox and inbox[0][0] <= now and self.alive and self.paused is None:
             self._handle(heapq.heappop(inbox)[2])
-        if self.alive:
+        if self.alive and self.paused is None:
             self._handle(ev.Tick())
-        if self.alive:
+        if self.alive and self.paused is None:
             self._schedule_tick()
             for ready, _, _ in inbox:
                 self.world.at(ready, self._wake)
         if kind == "process":
             self.client.unfreeze()
 
+    def suspend(self) -> None:
+        """The host suspends: the loop and kazoo freeze mid-wait. The loop's wait runs on
+        CLOCK_MONOTONIC and lasts at most LOOP_MAX_SLEEP; what is left of it when the host
+        wakes is what is left of it now (the clock stops)."""
+        now = self.world.now
+        self.paused = "suspend"
+        self.pause_serial += 1
+        self.client.freeze()
+        self.wait_left = max(0.0, min(self.wake_at - now, LOOP_MAX_SLEEP - (now - self.last_pass) % LOOP_MAX_SLEEP))
+
+    def wake(self) -> None:
+        """The host resumed: kazoo reads what arrived meanwhile, and the loop's first pass
+        comes with the first event or when its wait runs out."""
+        world = self.world
+        now = world.now
+        self.paused = None
+        self.tick_gen += 1
+        self.tick_deadline = None
+        self.wake_at = now + self.wait_left
+        world.at(self.wake_at, self._tick, self.tick_gen)
+        for ready, _, _ in self.inbox:
+            world.at(max(ready, now), self._wake)
+        self.client.unfreeze()
+
     def die(self) -> None:
         self.alive = False
         self.paused = None
+        self.blocked_step = None
+        self.host.thawing = False
         self.tick_gen += 1
         self.client.kill()
 
@@ -989,14 +1184,28 @@ class Host:
         self.daemon: Daemon | None = None
         self.incarnations = 0
         self.lose_next: str | None = None
+        #: The server it talks to loses the ZooKeeper leader right after forwarding its
+        #: next sync, and the host is cut off for this long (None: not armed).
+        self.lose_relay_next: float | None = None
         self.fail_next_start = False
         self.restart_pending = False
+        #: The daemon's log stream takes nothing until then.
+        self.log_stall_until = 0.0
+        #: When the current suspend began (None: awake), and what the host does the moment
+        #: it wakes (deaths of job processes that were due while everything was frozen).
+        self.suspended_at: float | None = None
+        self.on_wake: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        #: Woken, and the daemon's loop has not made its first pass since.
+        self.thawing = False
+        #: Suspended time the daemon's clock did not count (Bug.STOPPING_CLOCK only).
+        self.stopped = 0.0
 
     def local(self, t: float) -> float:
-        return self.offset + t * self.rate
+        """The daemon's clock (CLOCK_BOOTTIME: it counts a suspend, unless Bug.STOPPING_CLOCK)."""
+        return self.offset + (t - self.stopped) * self.rate
 
     def world_time(self, local: float) -> float:
-        return (local - self.offset) / self.rate
+        return (local - self.offset) / self.rate + self.stopped
 
     def id_source(self, incarnation: int) -> Callable[[], str]:
         generation = 0 if self.world.cfg.reuse_ids else incarnation
@@ -1012,7 +1221,8 @@ class Host:
 
 class Job:
     __slots__ = ("id", "host", "daemon", "token", "znode", "session_id", "started_at", "dead_at", "death_at",
-                 "returncode", "signalled", "started_post_at", "excused_until", "excuses")
+                 "returncode", "signalled", "started_post_at", "excused_until", "excuses", "sigkilled",
+                 "guardian_dead", "exit_error", "reported")
     _ids = itertools.count(1)
 
     def __init__(self, daemon: Daemon, token: int, znode: str, now: float) -> None:
@@ -1029,8 +1239,16 @@ class Job:
         self.signalled = False
         self.started_post_at = now
         self.excused_until = -INF
-        #: reason ("paused", "operator") -> until when
+        #: reason ("paused", "operator", "suspended") -> until when
         self.excuses: dict[str, float] = {}
+        #: SIGKILL is on its way (KillJob, the guardian, the sweep of a dead guardian's orphans).
+        self.sigkilled = False
+        #: Its guardian died first: nobody relays signals to it any more, and the job
+        #: runner reports JobExited(None, exit_error) instead of the status.
+        self.guardian_dead = False
+        self.exit_error: str | None = None
+        #: JobExited was posted (Bug.EARLY_EXIT_REPORT posts it before the death).
+        self.reported = False
 
     def describe(self) -> str:
         return f"job#{self.id} of {self.daemon.label} (token {self.token}, {self.znode.rsplit('/', 1)[-1]})"
@@ -1062,6 +1280,8 @@ class World:
             tick_time=config.tick_time,  # the core's lease bounds the session-touch relay with it
         )
         self.timeline = Timeline(config.trace_limit)
+        #: Timeline.record without the call: (time, who, kind, what, host-local time).
+        self.trace = self.timeline.entries.append
         self.stats: dict[str, int] = {}
         self.faults: dict[str, int] = {}
         self.jobs_crashed = 0
@@ -1079,14 +1299,20 @@ class World:
 
     def run_until(self, t_end: float) -> None:
         heap = self._heap
-        check = self.checker.after_step
+        checker = self.checker
+        check = checker.after_step
         pop = heapq.heappop
-        while heap and heap[0][0] <= t_end:
-            t, _, fn, args = pop(heap)
-            self.now = t
-            fn(*args)
-            self.steps += 1
-            check()
+        steps = 0
+        try:
+            while heap and heap[0][0] <= t_end:
+                t, _, fn, args = pop(heap)
+                self.now = t
+                fn(*args)
+                steps += 1
+                if checker.dirty:  # after_step has nothing to check otherwise
+                    check()
+        finally:
+            self.steps += steps
         if t_end > self.now:
             self.now = t_end
 
@@ -1183,16 +1409,17 @@ class World:
         self.guardian_kill(daemon)
         self.schedule_restart(daemon.host)
 
-    def kill9(self, host: Host) -> None:
+    def kill9(self, host: Host) -> bool:
         daemon = host.live_daemon
-        if daemon is None:
-            return
+        if daemon is None or host.suspended_at is not None:
+            return False
         self.record(host, "!!", f"kill -9 daemon {daemon.label}")
         if daemon.paused is not None:
             self.checker.on_resume(daemon)
         daemon.die()
         self.guardian_kill(daemon)
         self.schedule_restart(host)
+        return True
 
     # ------------------------------------------------------------------- jobs
 
@@ -1218,8 +1445,9 @@ class World:
         daemon.post("job", event, delay=0.0)
 
     def _job_of(self, daemon: Daemon) -> Job | None:
+        """The daemon's job as far as its guardian can reach it: none once the guardian died."""
         for job in self.checker.alive:
-            if job.daemon is daemon:
+            if job.daemon is daemon and not job.guardian_dead:
                 return job
         return None
 
@@ -1230,15 +1458,17 @@ class World:
         job.signalled = True
         rng = self.rng
         stop = self.cfg.stop_timeout
+        ignores = self.cfg.ignore_stop
         r = rng.random()
-        if r < 0.7:
-            delay = rng.uniform(0.0, 0.5) * stop
-        elif r < 0.9:
-            delay = rng.uniform(0.5, 1.0) * stop
-        elif r < 0.97:
-            delay = rng.uniform(1.0, 1.6) * stop
-        else:
+        if r < ignores:
             return  # ignores the stop signal: only SIGKILL ends it
+        r = (r - ignores) / (1.0 - ignores)
+        if r < 0.72:
+            delay = rng.uniform(0.0, 0.5) * stop
+        elif r < 0.93:
+            delay = rng.uniform(0.5, 1.0) * stop
+        else:
+            delay = rng.uniform(1.0, 1.6) * stop
         self._schedule_death(job, self.now + 0.0005 + delay, -signal.SIGTERM if rng.random() < 0.5 else 0)
 
     def kill_job(self, daemon: Daemon) -> None:
@@ -1254,7 +1484,7 @@ class World:
 
     def crash_job(self, host: Host) -> bool:
         for job in self.checker.alive:
-            if job.host is host:
+            if job.host is host and not job.guardian_dead:
                 self.record(host, "!!", f"{job.describe()} crashes")
                 self.jobs_crashed += 1
                 self._schedule_death(job, self.now, 1 if self.rng.random() < 0.7 else -signal.SIGSEGV)
@@ -1262,6 +1492,8 @@ class World:
         return False
 
     def _schedule_death(self, job: Job, t: float, returncode: int) -> None:
+        if returncode == -signal.SIGKILL:
+            job.sigkilled = True  # dead by t at the latest, whatever else was scheduled
         if job.dead_at is not None or (job.death_at is not None and job.death_at <= t):
             return
         job.death_at = t
@@ -1270,12 +1502,49 @@ class World:
     def _die(self, job: Job, returncode: int, t: float) -> None:
         if job.dead_at is not None or job.death_at != t:
             return
+        if job.host.suspended_at is not None:
+            # Nothing runs on a sleeping host, a SIGKILL's delivery included.
+            job.host.on_wake.append((self._die, (job, returncode, t)))
+            return
         job.dead_at = self.now
         job.returncode = returncode
         self.checker.on_death(job)
         self.record(job.host, "job", f"{job.describe()} is dead (status {returncode})")
+        if not job.reported:
+            error = job.exit_error
+            self._report_exit(job, ev.JobExited(returncode) if error is None else ev.JobExited(None, error))
+
+    def _report_exit(self, job: Job, event: ev.JobExited) -> None:
+        """The job runner posts JobExited a moment later (never before JobStarted)."""
+        job.reported = True
         report = max(self.now + self.rng.uniform(0.0005, 0.01), job.started_post_at + 1e-6)
-        self.at(report, self._post_job_event, job.daemon, ev.JobExited(returncode))
+        self.at(report, self._post_job_event, job.daemon, event)
+
+    def guardian_dies(self, host: Host, orphans: bool) -> bool:
+        """The job's guardian is killed (kill -9, the OOM killer, the job killing its
+        parent). The job's main process dies with it (PR_SET_PDEATHSIG); ``orphans``:
+        workers it forked live on, and the daemon, a subreaper, inherits them: its job
+        runner sweeps them (SIGKILL, reap) and only then posts JobExited.
+        Bug.EARLY_EXIT_REPORT reports the job gone at once and leaves the orphans to
+        finish on their own."""
+        job = next((j for j in self.checker.alive if j.host is host and not j.guardian_dead), None)
+        if job is None or host.suspended_at is not None:
+            return False
+        job.guardian_dead = True
+        rng = self.rng
+        self.record(host, "!!", f"the guardian of {job.describe()} is killed"
+                                + (" while the job's workers live" if orphans else ""))
+        now = self.now
+        if not orphans:
+            job.exit_error = "guardian died by signal 9 (SIGKILL) before the job ended; 0 leftover process(es) killed"
+            self._schedule_death(job, now, -signal.SIGKILL)
+        elif Bug.EARLY_EXIT_REPORT in self.cfg.bugs:
+            self._report_exit(job, ev.JobExited(None, "guardian ended unexpectedly (status -9)"))
+            self._schedule_death(job, now + rng.uniform(0.5, 3.0) * self.cfg.session_timeout, 0)
+        else:
+            job.exit_error = "guardian died by signal 9 (SIGKILL) before the job ended; 2 leftover process(es) killed"
+            self._schedule_death(job, now + rng.uniform(0.0005, 0.005) + self.kill_delay(), -signal.SIGKILL)
+        return True
 
     # ----------------------------------------------------------------- faults
 
@@ -1307,18 +1576,25 @@ class World:
         if self.quiet or daemon is None or daemon.paused is not None:
             return False
         daemon.pause(kind)
-        watchdog = self.cfg.watchdog
-        if watchdog:
-            # The loop fed the watchdog at most interval/2 before it stopped (often just before).
-            last_ping = self.now - (0.0 if self.rng.random() < 0.5 else self.rng.uniform(0.0, watchdog / 2))
-            daemon.pause_serial += 1
-            self.at(max(self.now, last_ping + watchdog), self._watchdog_fires, daemon, daemon.pause_serial)
-        else:
+        if not self._arm_watchdog(daemon):
             self.checker.on_pause(daemon)
         return True
 
+    def _arm_watchdog(self, daemon: Daemon) -> bool:
+        """The loop just stopped: with a watchdog, systemd kills the unit one interval after
+        the loop's last WATCHDOG=1, sent at most interval/2 before it stopped (often just
+        before). False without a watchdog."""
+        watchdog = self.cfg.watchdog
+        if not watchdog:
+            return False
+        last_ping = self.now - (0.0 if self.rng.random() < 0.5 else self.rng.uniform(0.0, watchdog / 2))
+        daemon.pause_serial += 1
+        self.at(max(self.now, last_ping + watchdog), self._watchdog_fires, daemon, daemon.pause_serial)
+        return True
+
     def _watchdog_fires(self, daemon: Daemon, serial: int) -> None:
-        if not daemon.alive or daemon.paused is None or daemon.pause_serial != serial:
+        # systemd sleeps through a suspend like everything else: only a stuck loop counts.
+        if not daemon.alive or daemon.paused not in ("process", "loop", "logs") or daemon.pause_serial != serial:
             return
         self.stats_count("watchdog_kills")
         self.record(daemon.host, "!!", f"systemd watchdog: no WATCHDOG=1 for {self.cfg.watchdog:g}s, "
@@ -1335,12 +1611,69 @@ class World:
         self.start_daemon(daemon.host)
 
     def resume(self, host: Host) -> None:
+        """The end of a pause fault (SIGCONT, or the loop unstuck)."""
         daemon = host.live_daemon
-        if daemon is None or daemon.paused is None:
+        if daemon is None or daemon.paused not in ("process", "loop"):
             return
         self.record(host, "!!", f"daemon {daemon.label} resumes")
         self.checker.on_resume(daemon)
         daemon.resume()
+
+    def stall_logs(self, host: Host, until: float) -> None:
+        """The daemon's log stream takes nothing until ``until`` (a blocking container log
+        driver, a full pipe to a log shipper, a terminal paused with Ctrl-S). Production
+        queues log lines off the loop and drops them when the queue is full, so only
+        Bug.BLOCKING_LOGS lets this reach the loop (``block_on_logs``)."""
+        host.log_stall_until = max(host.log_stall_until, until)
+
+    def block_on_logs(self, daemon: Daemon, rest: list[act.Action], local: float) -> None:
+        """Bug.BLOCKING_LOGS: the loop's log write blocks until the stream drains; the rest
+        of the step (``rest``, the blocked line first) waits with it. kazoo runs on."""
+        self.record(daemon.host, "!!", f"{daemon.label}'s loop blocks writing a log line")
+        daemon.blocked_step = (rest, local)
+        daemon.pause("logs")
+        self._arm_watchdog(daemon)
+        self.at(daemon.host.log_stall_until, self._logs_drained, daemon)
+
+    def _logs_drained(self, daemon: Daemon) -> None:
+        if not daemon.alive or daemon.paused != "logs":
+            return
+        until = daemon.host.log_stall_until
+        if until > self.now:  # stalled again meanwhile
+            self.at(until, self._logs_drained, daemon)
+            return
+        self.record(daemon.host, "!!", f"{daemon.label}'s log write completes")
+        daemon.resume()
+
+    def suspend(self, host: Host) -> bool:
+        """The whole host suspends (a laptop lid, a VM suspended by its hypervisor): the
+        daemon, kazoo, the guardian and the job freeze; the ZooKeeper servers do not, and
+        expire the session T after they last heard of it. The overlap while it sleeps is
+        the documented limit (only fencing tokens cover a frozen host): the invariants
+        excuse it from the session's expiry to the loop's first pass after the wake-up,
+        which must kill the job at once (the lease clock, CLOCK_BOOTTIME, counted the sleep)."""
+        daemon = host.live_daemon
+        if self.quiet or daemon is None or daemon.paused is not None or host.suspended_at is not None:
+            return False
+        host.suspended_at = self.now
+        daemon.suspend()
+        return True
+
+    def wake(self, host: Host) -> None:
+        if host.suspended_at is None:
+            return
+        slept = self.now - host.suspended_at
+        host.suspended_at = None
+        if Bug.STOPPING_CLOCK in self.cfg.bugs:
+            host.stopped += slept
+        self.record(host, "!!", f"{host.name} wakes after {slept:.3f}s asleep")
+        thawed, host.on_wake = host.on_wake, []
+        for fn, args in thawed:
+            fn(*args)
+        daemon = host.live_daemon
+        if daemon is not None and daemon.paused == "suspend":
+            host.thawing = True
+            daemon.wake()
 
     def sigterm(self, host: Host) -> bool:
         daemon = host.live_daemon
@@ -1371,14 +1704,18 @@ class World:
             self.server._back()
         for host in self.hosts:
             host.lose_next = None
+            host.lose_relay_next = None
             host.fail_next_start = False
             host.slow_until = 0.0
+            host.log_stall_until = 0.0
             self.heal(host)
+            self.wake(host)
             daemon = host.live_daemon
             if daemon is not None:
                 daemon.client.chatty_until = 0.0
-                if daemon.paused is not None:
-                    self.resume(host)
+                if daemon.paused == "logs":
+                    daemon.resume()
+                self.resume(host)
         for host in self.hosts:
             if host.live_daemon is None:
                 self.start_daemon(host)
@@ -1414,4 +1751,4 @@ class World:
         self.stats[key] = self.stats.get(key, 0) + 1
 
 
-__all__ = ["ELECTION", "INF", "World", "WorldConfig", "Violation", "replace"]
+__all__ = ["ELECTION", "INF", "Bug", "Violation", "World", "WorldConfig", "replace"]
