@@ -36,7 +36,7 @@ from kazoo.exceptions import (
 from zkleader import config as zconfig
 from zkleader.config import JobConfig
 from zkleader.core import events as ev
-from zkleader.core.actions import StartJob
+from zkleader.core.actions import Log, StartJob
 from zkleader.daemon import Daemon
 from zkleader.job import JobRunner
 
@@ -150,9 +150,9 @@ class BenchDaemon(Daemon):
     def _execute(self, action: Any) -> None:
         if isinstance(action, StartJob):
             self.owner.emit("elected", self.owner.id)
-        elif getattr(action, "event", None) in ("following", "leader_acquired"):
+        elif isinstance(action, Log) and action.event in ("following", "leader_acquired"):
             self.owner.joined()
-        elif getattr(action, "event", None) == "handover":
+        elif isinstance(action, Log) and action.event == "handover":
             self.owner.emit("handed", self.owner.id)  # the leaver's node is deleted
         super()._execute(action)
 
@@ -161,14 +161,13 @@ class ZkleaderCandidate(Candidate):
     def start(self) -> None:
         s = self.settings
         raw = {
-            "zookeeper": {"hosts": s.hosts, "session_timeout": s.session_timeout},
+            "zookeeper": {"hosts": s.hosts, "session_timeout": s.session_timeout,
+                          "tick_time": s.tick_ms / 1000},  # the servers' tickTime (expiry granularity)
             "election": {"path": s.election, "candidate": self.name},
             "job": {"command": s.job_argv, "stop_timeout": s.stop_timeout, "restart_delay": 0.2,
                     "environment": s.job_env},
             "logging": {"level": "error", "format": "json"},
         }
-        if "tick_time" in zconfig.ZooKeeperConfig.__dataclass_fields__:
-            raw["zookeeper"]["tick_time"] = s.tick_ms / 1000  # the servers' tickTime (expiry granularity)
         loaded = zconfig.parse(yaml.safe_dump(raw), f"<bench {self.name}>")
         self.daemon = BenchDaemon(loaded, self)
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)

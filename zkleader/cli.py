@@ -109,7 +109,7 @@ def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
 
 def _run(loaded: config.Config) -> int:
     from .children import supervision_problem
-    from .daemon import Daemon
+    from .daemon import Daemon, log_context
 
     # Before connecting, and before any job: this also makes us the subreaper that
     # catches a dead guardian's orphans (children.py).
@@ -117,8 +117,7 @@ def _run(loaded: config.Config) -> int:
     if problem:
         print(f"zkleader: cannot supervise the job: {problem}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
-    logs.configure(loaded.logging.level, loaded.logging.format,
-                   {"election": loaded.election.path, "candidate": loaded.election.candidate})
+    logs.configure(loaded.logging.level, loaded.logging.format, log_context(loaded))
     try:
         return Daemon(loaded).run()
     except Exception:

@@ -34,6 +34,7 @@ from .core.leadership import Leadership, Phase
 from .core.settings import HealthPolicy, Identity, Settings
 from .health import HealthRunner
 from .job import JobRunner
+from .post import Post
 from .zookeeper import ZooKeeperShell
 
 #: The longest the loop sleeps without an event. Its timed wait runs on CLOCK_MONOTONIC
@@ -91,7 +92,7 @@ class Daemon:
         self._zookeeper: ZooKeeperShell
         self._job: JobRunner
         self._health: HealthRunner | None = None
-        self._post: Callable[[ev.Event], None] = self._queue.put
+        self._post: Post = self._queue.put
 
     # ------------------------------------------------------------------ loop
 
@@ -149,7 +150,7 @@ class Daemon:
                 case act.Reopen():
                     assert self._pending_config is not None
                     self.config, self._pending_config = self._pending_config, None
-                    logs.configure(self.config.logging.level, self.config.logging.format, _context(self.config))
+                    logs.configure(self.config.logging.level, self.config.logging.format, log_context(self.config))
                     self._open(self.config)
                     return None
                 case _:
@@ -221,7 +222,7 @@ class Daemon:
         else:
             self.config = new
             if new.logging != old.logging:
-                logs.configure(new.logging.level, new.logging.format, _context(new))
+                logs.configure(new.logging.level, new.logging.format, log_context(new))
             if new.metrics != old.metrics:
                 self._log.warning("reload_partial", reason="metrics settings apply at the next restart")
             self._job.config = new.job
@@ -265,5 +266,6 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda signum, frame: self._queue.put(_ReloadRequested()))
 
 
-def _context(loaded: Config) -> dict[str, Any]:
+def log_context(loaded: Config) -> dict[str, Any]:
+    """The fields every log line of the daemon carries."""
     return {"election": loaded.election.path, "candidate": loaded.election.candidate}

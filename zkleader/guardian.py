@@ -205,8 +205,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: guardian.py STATUS_FD -- ARGV...\n")
         return 2
     status_fd = int(argv[1])
-    # The daemon blocks its signals for its sigwait thread; the mask is inherited
-    # across exec, and the job must start with a clean one.
+    # A blocked signal mask survives fork and exec: whatever started the daemon may
+    # have blocked signals, and the job must start with a clean mask.
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for signum in _IGNORED:
         # A terminal's Ctrl-C reaches our process group; only the daemon decides stops.

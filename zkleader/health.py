@@ -8,13 +8,11 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
 
 from . import children
 from .config import HealthConfig
 from .core import events as ev
-
-Post = Callable[[ev.Event], None]
+from .post import Post
 
 
 class HealthRunner:

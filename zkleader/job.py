@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import children
 from .config import JobConfig
 from .core import events as ev
-
-Post = Callable[[ev.Event], None]
+from .post import Post
 
 GUARDIAN = str(Path(__file__).with_name("guardian.py"))
 
@@ -51,10 +50,6 @@ class JobRunner:
         self._candidate = candidate
         self._post = post
         self._guardian: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._guardian is not None
 
     def start(self, token: int, znode: str) -> None:
         if self._guardian is not None:

@@ -5,10 +5,10 @@ started only after READY=1, and kills the whole unit (job included) when no
 WATCHDOG=1 arrives within the interval. That is what protects leadership from
 a *paused* daemon (SIGSTOP, a swap storm, a loop stuck in a bug): a paused daemon
 cannot stop its own job, but systemd can, and does so before the ZooKeeper session
-can expire (see shared/notes/safety-timing.md). So WATCHDOG=1 must only ever be sent
-by the daemon's live main loop, never by a helper thread that would keep pinging
-while the loop is stuck. (A frozen VM or a paused whole host freezes systemd too:
-only the job's fencing token covers that.)
+can expire (README, "Why two leader jobs cannot overlap"). So WATCHDOG=1 must only
+ever be sent by the daemon's live main loop, never by a helper thread that would
+keep pinging while the loop is stuck. (A frozen VM or a paused whole host freezes
+systemd too: only the job's fencing token covers that.)
 
 The protocol is spoken directly, not through systemd-python: one AF_UNIX datagram
 of newline-separated VAR=value assignments to $NOTIFY_SOCKET (a leading '@' means
