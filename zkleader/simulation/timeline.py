@@ -15,8 +15,8 @@ import enum
 from collections import deque
 from typing import Any
 
-from .. import actions as act
-from .. import events as ev
+from ..core import actions as act
+from ..core import events as ev
 
 
 class Timeline:
