@@ -11,13 +11,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from zkserver import free_port  # noqa: E402  (ports below the ephemeral range)
+from zkleader.testing.zkserver import free_port  # ports below the ephemeral range
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 

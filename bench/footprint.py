@@ -16,10 +16,9 @@ from typing import Any
 
 import yaml
 
-from .run import MARKER, REPO, Records, log, percentile
+from zkleader.testing.zkserver import Ensemble
 
-sys.path.insert(0, str(REPO / "tests"))
-from zkserver import Ensemble  # noqa: E402
+from .run import MARKER, REPO, Records, log, percentile
 
 TICK = os.sysconf("SC_CLK_TCK")
 

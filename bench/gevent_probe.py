@@ -29,12 +29,11 @@ import kazoo.client  # noqa: E402
 from kazoo.handlers.gevent import SequentialGeventHandler  # noqa: E402
 
 import zkleader.zookeeper as shell  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from zkserver import ZooKeeperServer  # noqa: E402
+from zkleader.testing.zkserver import ZooKeeperServer  # noqa: E402
 
 from .candidates import Settings, ZkleaderCandidate  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
 
 shell.KazooClient = functools.partial(kazoo.client.KazooClient, handler=SequentialGeventHandler())
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from daemons import JsonLinesTail  # noqa: E402
-from zkserver import Ensemble, ZooKeeperServer  # noqa: E402
+from zkleader.testing.daemons import JsonLinesTail
+from zkleader.testing.zkserver import Ensemble, ZooKeeperServer
 
-from . import etcd  # noqa: E402
+from . import etcd
+
+REPO = Path(__file__).resolve().parent.parent
 
 MARKER = REPO / "bench" / "jobs" / "marker.py"
 ZK_DESIGNS = ("zkleader", "kazoo", "herd")
@@ -587,9 +587,7 @@ def snapshot(code: Path) -> Path:
     so that edits to the working tree during a long run do not mix versions."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "zkleader", code / "zkleader", ignore=ignore)
-    shutil.copytree(REPO / "bench", code / "bench", ignore=ignore)
-    (code / "tests").mkdir()
-    shutil.copy2(REPO / "tests" / "zkserver.py", code / "tests" / "zkserver.py")
+    shutil.copytree(REPO / "bench", code / "bench", ignore=ignore)  # zkleader/testing came with zkleader
     return code
 
 

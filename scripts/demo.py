@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
+from zkleader.testing.zkserver import Ensemble, ZooKeeperServer  # the test bed's server launcher
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from zkserver import Ensemble, ZooKeeperServer  # noqa: E402  (the test suite's server launcher)
 
 HOSTS = ("host-1", "host-2", "host-3")
 COLOURS = {"host-1": "\033[36m", "host-2": "\033[35m", "host-3": "\033[33m"}

@@ -1,6 +1,6 @@
-"""Real-ZooKeeper test bed fixtures (nothing daemon-specific lives here).
+"""The pytest fixtures of the test bed (the bed itself is the package zkleader.testing).
 
-Servers (tests/zkserver.py), all on 127.0.0.1, tickTime 200 ms, session
+Servers (zkleader.testing.zkserver), all on 127.0.0.1, tickTime 200 ms, session
 timeouts 0.4..10 s allowed:
 
   zk_server           session  ZooKeeperServer, standalone, started
@@ -12,12 +12,25 @@ timeouts 0.4..10 s allowed:
 Helpers:
 
   fault_proxy         function factory: fault_proxy(upstreams, **kw) -> FaultProxy
-                               (tests/faultproxy.py), all closed at teardown
+                               (zkleader.testing.faultproxy), all closed at teardown
   kazoo_client        function factory: kazoo_client(hosts, timeout=4.0, start=True,
                                **kw) -> KazooClient; stopped and closed at teardown
   election_path       function a znode path unique to this test, e.g.
                                "/zkleader-test/test_x.py__test_y-1234-0a1b2c" (not created)
   unique_path         function factory: unique_path(prefix="/zkleader-test") -> new path
+
+Daemons (zkleader.testing.daemons):
+
+  daemon_group        function factory: daemon_group(hosts, election, **options) -> DaemonGroup;
+                               every daemon SIGKILLed at teardown
+
+Security (zkleader.testing.zksecure; the TLS ones skip without openssl and keytool):
+
+  pki, tls_zk, digest_zk       module   a throw-away Pki, a TLS-only server, a digest server
+  healthy_tls_zk, healthy_digest_zk
+                      function the same servers, restarted/resumed first
+  secret_file         function factory: secret_file(password, mode=0o600, name="zk.secret") -> path
+  super_client        function a kazoo client that is "super" on the digest server
 
 When a test that used a server fails, the tail of each server's log is added
 to the report ("zookeeper log ..." sections).
@@ -25,15 +38,23 @@ to the report ("zookeeper log ..." sections).
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from faultproxy import FaultProxy  # noqa: E402
-from zkserver import Ensemble, ZooKeeperServer, unique_znode_path  # noqa: E402
+from zkleader.testing.daemons import DaemonGroup
+from zkleader.testing.faultproxy import FaultProxy
+from zkleader.testing.zksecure import (
+    SUPER_PASSWORD,
+    Pki,
+    TlsServer,
+    digest_server,
+    make_pki,
+    pki_tools_missing,
+)
+from zkleader.testing.zkserver import Ensemble, ZooKeeperServer, unique_znode_path
 
 _SERVERS_ATTR = "_zk_servers_used"
 
@@ -178,3 +199,89 @@ def unique_path(request: pytest.FixtureRequest):
         return unique_znode_path(request.node.nodeid, prefix)
 
     return make
+
+
+# --------------------------------------------------------------------------- daemons
+
+
+@pytest.fixture
+def daemon_group(tmp_path: Path):
+    """Factory: ``daemon_group(hosts, election, **options)`` -> DaemonGroup. Every daemon
+    is SIGKILLed at teardown; on failure the logs and detector records are printed."""
+    groups: list[DaemonGroup] = []
+
+    def make(hosts: str, election: str, **options: Any) -> DaemonGroup:
+        workdir = tmp_path / f"group{len(groups)}"
+        workdir.mkdir()
+        group = DaemonGroup(workdir, hosts, election, **options)
+        groups.append(group)
+        return group
+
+    yield make
+    for group in groups:
+        group.close()
+        print(group.describe())  # pytest shows captured output only when the test failed
+
+
+# --------------------------------------------------------------------------- security
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    missing = pki_tools_missing()
+    if missing:
+        pytest.skip(missing)
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_zk(tmp_path_factory: pytest.TempPathFactory, pki: Pki):
+    server = TlsServer(tmp_path_factory.mktemp("zk-tls"), pki)
+    try:
+        server.start(timeout=60)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def digest_zk(tmp_path_factory: pytest.TempPathFactory):
+    server = digest_server(tmp_path_factory.mktemp("zk-digest"))
+    try:
+        server.start(timeout=60)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def healthy_tls_zk(tls_zk: TlsServer) -> TlsServer:
+    tls_zk.resume()
+    tls_zk.start(wait=True, timeout=60)
+    return tls_zk
+
+
+@pytest.fixture
+def healthy_digest_zk(digest_zk: ZooKeeperServer) -> ZooKeeperServer:
+    digest_zk.resume()
+    digest_zk.start(wait=True, timeout=60)
+    return digest_zk
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path):
+    """Factory: ``secret_file(password, mode=0o600, name="zk.secret")`` -> its path."""
+
+    def make(password: str, mode: int = 0o600, name: str = "zk.secret") -> Path:
+        path = tmp_path / name
+        path.write_text(password + "\n")
+        os.chmod(path, mode)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def super_client(kazoo_client, healthy_digest_zk):
+    """A kazoo client authenticated as the digest server's super user."""
+    return kazoo_client(healthy_digest_zk.hosts, auth_data=[("digest", f"super:{SUPER_PASSWORD}")])

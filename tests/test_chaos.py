@@ -1,6 +1,6 @@
 """A short seeded chaos run in CI: random faults for about a minute against 4 daemons
 on the 3-node ensemble, then heal everything and check the invariants. The long run
-is the CLI: ``.venv/bin/python tests/chaos.py --seed S --duration SECONDS --daemons N``.
+is the CLI: ``.venv/bin/python -m zkleader.testing.chaos --seed S --duration SECONDS --daemons N``.
 CHAOS_SEED / CHAOS_DURATION override the seed and duration here."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from chaos import Cluster, format_summary, run_chaos
+
+from zkleader.testing.chaos import Cluster, format_summary, run_chaos
 
 pytestmark = pytest.mark.zookeeper
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import structlog
-from zkserver import ZooKeeperServer, wait_until
 
 from zkleader.config import ZooKeeperConfig
 from zkleader.connection import PacketLog
 from zkleader.core import actions as act
 from zkleader.core import events as ev
+from zkleader.testing.zkserver import ZooKeeperServer, wait_until
 from zkleader.zookeeper import ZooKeeperShell
 
 pytestmark = pytest.mark.zookeeper
@@ -180,7 +180,7 @@ def test_a_synced_check_carries_the_write_time_of_the_latest_packet_answered_tic
 
 
 def test_a_synced_listing_pipelines_a_sync_and_fails_with_it(healthy_zk_server, fault_proxy, shells) -> None:
-    from faultproxy import OP_SYNC
+    from zkleader.testing.faultproxy import OP_SYNC
 
     proxy = fault_proxy(healthy_zk_server, name="shell")
     shell = shells(proxy.hosts, session_timeout=4.0)
@@ -200,7 +200,7 @@ def test_a_synced_listing_pipelines_a_sync_and_fails_with_it(healthy_zk_server, 
 
 
 def test_the_granted_timeout_and_each_connection_attempt_are_reported(healthy_zk_server, shells) -> None:
-    from zkserver import free_port
+    from zkleader.testing.zkserver import free_port
 
     dead = f"127.0.0.1:{free_port()}"  # nothing listens: refused at once
     shell = shells(f"{dead},{healthy_zk_server.hosts}", session_timeout=30.0)  # the server allows 10 s at most
@@ -276,7 +276,7 @@ def test_an_observer_is_warned_about_and_a_follower_is_not(tmp_path_factory, she
     """Observers may follow a ZooKeeper follower (observerMasterPort) instead of the
     leader: a second relay hop the rule does not cover. srvr (allowed by default)
     tells an observer apart; nothing tells whether it has a master port."""
-    from zkserver import Ensemble
+    from zkleader.testing.zkserver import Ensemble
 
     ensemble = Ensemble(tmp_path_factory.mktemp("zk-observer"), size=4)
     observer = ensemble.servers[3]

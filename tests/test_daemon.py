@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-from daemons import DETECTOR, daemon_group, wait_for  # noqa: F401  (fixture)
-from faultproxy import CREATE_OPS
 
 from zkleader.core import exitcodes
+from zkleader.testing.daemons import wait_for
+from zkleader.testing.faultproxy import CREATE_OPS
 
 pytestmark = pytest.mark.zookeeper
 

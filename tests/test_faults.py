@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 import pytest
-from chaos import Cluster, record_result
-from daemons import DETECTOR, wait_for
-from faultproxy import CREATE_OPS, OP_EXISTS, OP_SYNC
+
+from zkleader.testing.chaos import Cluster, record_result
+from zkleader.testing.daemons import DETECTOR, wait_for
+from zkleader.testing.faultproxy import CREATE_OPS, OP_EXISTS, OP_SYNC
 
 pytestmark = pytest.mark.zookeeper
 
@@ -687,8 +688,8 @@ def isolatable_ensemble(request, tmp_path_factory):
     serving its clients for that long, as with production's defaults (tickTime 2 s,
     syncLimit 5: 10 s, and zkleader's default T of 10 s). Indirect parameters: more
     Ensemble options (e.g. max_session_timeout)."""
-    from chaos import RawFaultProxy
-    from zkserver import Ensemble
+    from zkleader.testing.chaos import RawFaultProxy
+    from zkleader.testing.zkserver import Ensemble
 
     options = {"sync_limit": 10, **getattr(request, "param", {})}
     ensemble = Ensemble(tmp_path_factory.mktemp("zk-isolatable"), size=3, **options)

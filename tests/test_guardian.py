@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from zkserver import wait_until
 
 from zkleader.children import supervision_problem
 from zkleader.core import exitcodes
 from zkleader.job import GUARDIAN
+from zkleader.testing.zkserver import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import DETECTOR, Daemon, DaemonGroup, daemon_group, wait_for  # noqa: F401  (fixture)
+
+from zkleader.testing.daemons import DETECTOR, Daemon, DaemonGroup, wait_for
 
 pytestmark = pytest.mark.zookeeper
 

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemons import daemon_group, wait_for  # noqa: F401  (fixture)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from zksecure import pki  # noqa: F401  (fixture)
 
 from zkleader import config
 from zkleader.core import exitcodes
+from zkleader.testing.daemons import wait_for
 
 T = 2.0
 

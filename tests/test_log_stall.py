@@ -17,8 +17,9 @@ import sys
 import time
 
 import pytest
-from daemons import DETECTOR, wait_for
 from test_faults import WAIT, T, cluster  # noqa: F401  (the fixture)
+
+from zkleader.testing.daemons import DETECTOR, wait_for
 
 pytestmark = pytest.mark.zookeeper
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemons import daemon_group, wait_for  # noqa: F401  (fixture)
 from prometheus_client.parser import text_string_to_metric_families
-from zkserver import free_port
 
 from zkleader.core import exitcodes
+from zkleader.testing.daemons import wait_for
+from zkleader.testing.zkserver import free_port
 
 pytestmark = pytest.mark.zookeeper
 

@@ -16,8 +16,8 @@ from kazoo.client import KazooState
 from kazoo.exceptions import ConnectionLoss
 from kazoo.protocol.states import EventType
 
-from faultproxy import CREATE_OPS, OP_CREATE, OP_CREATE2
-from zkserver import ZooKeeperServer, four_letter, wait_until, zookeeper_classpath
+from zkleader.testing.faultproxy import CREATE_OPS, OP_CREATE, OP_CREATE2
+from zkleader.testing.zkserver import ZooKeeperServer, four_letter, wait_until, zookeeper_classpath
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.timeout(120)]
 
@@ -362,7 +362,7 @@ def test_flap_and_partition_of_one_ensemble_server(healthy_ensemble, fault_proxy
 
 
 def test_four_letter_helper_reports_unreachable():
-    from zkserver import free_port
+    from zkleader.testing.zkserver import free_port
 
     with pytest.raises(OSError):
         four_letter("127.0.0.1", free_port(), "ruok", timeout=1.0)

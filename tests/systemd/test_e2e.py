@@ -131,7 +131,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(systemd_capable, zkleader_venv, tmp_path_factory):
-    from zkserver import ZooKeeperServer
+    from zkleader.testing.zkserver import ZooKeeperServer
 
     shared = tmp_path_factory.mktemp("shared")
     shared.chmod(0o777)

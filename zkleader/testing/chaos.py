@@ -3,8 +3,8 @@
 Used by tests/test_faults.py (one fault per test), tests/test_chaos.py (a short
 seeded run in CI) and as a CLI for long runs against a fresh 3-node ensemble:
 
-    .venv/bin/python tests/chaos.py --seed 7 --duration 600 --daemons 4
-    .venv/bin/python tests/chaos.py --table results.jsonl   # fault-suite table (FAULT_RESULTS)
+    .venv/bin/python -m zkleader.testing.chaos --seed 7 --duration 600 --daemons 4
+    .venv/bin/python -m zkleader.testing.chaos --table results.jsonl   # fault-suite table (FAULT_RESULTS)
 
 The pieces:
 
@@ -45,11 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from daemons import REPO, DaemonGroup, JsonLinesTail, wait_for  # noqa: E402
-from faultproxy import CREATE_OPS, FaultProxy  # noqa: E402
-from zkserver import Ensemble  # noqa: E402
+from .daemons import REPO, DaemonGroup, JsonLinesTail, wait_for
+from .faultproxy import CREATE_OPS, FaultProxy
+from .zkserver import Ensemble
 
 #: Events after which a daemon's own log says it leads / no longer leads.
 LEAD_ON = {"leader_acquired"}
@@ -176,7 +174,7 @@ class RawFaultProxy(FaultProxy):
     """A FaultProxy for traffic that is not ZooKeeper's client protocol (the links between
     servers): bytes are forwarded unparsed. FaultProxy's frame parser assumes client
     frames and its loop thread dies on quorum traffic (struct.error in _from_client),
-    so this overrides its two parsing hooks (private API of tests/faultproxy.py).
+    so this overrides its two parsing hooks (private API of faultproxy.py).
     partition()/heal() work as for FaultProxy; lose_reply_to() does not."""
 
     def _from_client(self, p: Any, data: bytes) -> None:
@@ -192,7 +190,7 @@ class RawFaultProxy(FaultProxy):
 
 
 CHATTER = '''\
-"""Test-only instrumentation (tests/chaos.py): this daemon's kazoo client sends an
+"""Test-only instrumentation (zkleader.testing.chaos): this daemon's kazoo client sends an
 exists() on its own every ZKL_CHATTER_INTERVAL seconds while kazoo thinks it is
 connected. Requests count as pings for kazoo, so during a silent partition kazoo
 never reports SUSPENDED: only the daemon's own lease clock can stop the job."""
@@ -1081,7 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_chaos(cluster, seed, args.duration, args.daemons, sigstop=args.sigstop,
                            chatter=not args.no_chatter)
         print(format_summary(result))
-        print(f"wall time {time.monotonic() - started:.1f}s; reproduce: .venv/bin/python tests/chaos.py "
+        print(f"wall time {time.monotonic() - started:.1f}s; reproduce: .venv/bin/python -m zkleader.testing.chaos "
               f"--seed {seed} --duration {args.duration:g} --daemons {args.daemons}"
               + (" --sigstop" if args.sigstop else ""))
         return 0 if not result.problems() else 1

@@ -1,8 +1,9 @@
 """Running real zkleader daemons in tests, and reading what they and their jobs did.
 
 Each daemon is a real `python -m zkleader run` process with its own config and log
-file (JSON lines). Every job is tests/jobs/detector.py, the flock overlap detector,
-so every test can assert that no two leader jobs were ever alive at once.
+file (JSON lines). Every job is jobs/detector.py (``DETECTOR``), the flock overlap
+detector, so every test can assert that no two leader jobs were ever alive at once.
+The ``daemon_group`` fixture built on ``DaemonGroup`` is in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from zkserver import wait_until
 
-REPO = Path(__file__).resolve().parent.parent
-DETECTOR = REPO / "tests" / "jobs" / "detector.py"
+from .zkserver import wait_until
+
+#: The directory the zkleader package is in (the checkout): the daemons' working
+#: directory, so ``python -m zkleader`` runs this code.
+REPO = Path(__file__).resolve().parents[2]
+DETECTOR = Path(__file__).resolve().parent / "jobs" / "detector.py"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
@@ -107,7 +110,7 @@ class DaemonGroup:
 
     def config(self, name: str, hosts: str | None = None) -> dict[str, Any]:
         return {
-            # The test servers run with tickTime 200 ms (tests/zkserver.py).
+            # The test servers run with tickTime 200 ms (zkserver.py).
             "zookeeper": {"hosts": hosts or self.hosts, "session_timeout": self.session_timeout, "tick_time": 0.2},
             "election": {"path": self.election, "candidate": name},
             "job": {
@@ -208,21 +211,3 @@ class DaemonGroup:
             parts.append(f"--- {daemon.name} log tail:\n" + "\n".join(daemon.log_text().splitlines()[-25:]))
         return "\n".join(parts)
 
-
-@pytest.fixture
-def daemon_group(tmp_path: Path):
-    """Factory: ``daemon_group(hosts, election, **options)`` -> DaemonGroup. Every daemon
-    is SIGKILLed at teardown; on failure the logs and detector records are printed."""
-    groups: list[DaemonGroup] = []
-
-    def make(hosts: str, election: str, **options: Any) -> DaemonGroup:
-        workdir = tmp_path / f"group{len(groups)}"
-        workdir.mkdir()
-        group = DaemonGroup(workdir, hosts, election, **options)
-        groups.append(group)
-        return group
-
-    yield make
-    for group in groups:
-        group.close()
-        print(group.describe())  # pytest shows captured output only when the test failed

@@ -1,4 +1,5 @@
-"""ZooKeeper servers with security turned on, for tests/test_security.py.
+"""ZooKeeper servers with security turned on, for tests/test_security.py and
+tests/test_hostile.py.
 
 * ``Pki``: a throw-away certificate authority made with openssl, a server and a
   client certificate signed by it (the server's valid for the name localhost only), a
@@ -13,25 +14,23 @@
 * ``digest_server(workdir)``: a standalone server with a superDigest, so tests
   can look at (and clean up) znodes whatever their ACL. Digest ACLs need no other
   server setting: ZooKeeper's digest provider is always on.
-* Fixtures: ``pki`` and ``tls_zk`` (module scope), ``secret_file`` (a factory for
-  password files with a given mode), ``super_client`` (a kazoo client that is
-  "super" on the digest server).
+* The fixtures built on these are in tests/conftest.py: ``pki``, ``tls_zk`` and
+  ``digest_zk`` (module scope), ``secret_file`` (a factory for password files with a
+  given mode), ``super_client`` (a kazoo client that is "super" on the digest server).
 
-Everything listens on 127.0.0.1; the JVMs are the test bed's (tests/zkserver.py).
+Everything listens on 127.0.0.1; the JVMs are the test bed's (zkserver.py).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from zkserver import ZooKeeperServer, free_port
+from .zkserver import ZooKeeperServer, free_port
 
 STORE_PASSWORD = "test-store-pass"  # the Java keystore's, not a zkleader secret
 SUPER_PASSWORD = "test-super-pass"
@@ -91,10 +90,20 @@ class Pki:
         return self.path("trust.p12")
 
 
+#: Why a Pki cannot be made here (the tests skip with it), or None.
+PKI_TOOLS_MISSING = "openssl and keytool are needed for the TLS tests"
+
+
+def pki_tools_missing() -> str | None:
+    """None when openssl and keytool are on PATH, else why a Pki cannot be made."""
+    return None if shutil.which("openssl") and shutil.which("keytool") else PKI_TOOLS_MISSING
+
+
 def make_pki(directory: Path) -> Pki:
     """Generates every file of a Pki into ``directory`` (a few seconds: RSA keys)."""
-    if not shutil.which("openssl") or not shutil.which("keytool"):
-        pytest.skip("openssl and keytool are needed for the TLS tests")
+    missing = pki_tools_missing()
+    if missing:
+        raise RuntimeError(missing)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     # The server's certificate names only "localhost": daemons connect to localhost:PORT,
@@ -165,60 +174,3 @@ def digest_server(workdir: Path) -> ZooKeeperServer:
     flag = f"-Dzookeeper.DigestAuthenticationProvider.superDigest={digest_id('super', SUPER_PASSWORD)}"
     return ZooKeeperServer(workdir, jvm_flags=[flag], name="zk-digest")
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def tls_zk(tmp_path_factory: pytest.TempPathFactory, pki: Pki):
-    server = TlsServer(tmp_path_factory.mktemp("zk-tls"), pki)
-    try:
-        server.start(timeout=60)
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def digest_zk(tmp_path_factory: pytest.TempPathFactory):
-    server = digest_server(tmp_path_factory.mktemp("zk-digest"))
-    try:
-        server.start(timeout=60)
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def healthy_tls_zk(tls_zk: TlsServer) -> TlsServer:
-    tls_zk.resume()
-    tls_zk.start(wait=True, timeout=60)
-    return tls_zk
-
-
-@pytest.fixture
-def healthy_digest_zk(digest_zk: ZooKeeperServer) -> ZooKeeperServer:
-    digest_zk.resume()
-    digest_zk.start(wait=True, timeout=60)
-    return digest_zk
-
-
-@pytest.fixture
-def secret_file(tmp_path: Path):
-    """Factory: ``secret_file(password, mode=0o600, name="zk.secret")`` -> its path."""
-
-    def make(password: str, mode: int = 0o600, name: str = "zk.secret") -> Path:
-        path = tmp_path / name
-        path.write_text(password + "\n")
-        os.chmod(path, mode)
-        return path
-
-    return make
-
-
-@pytest.fixture
-def super_client(kazoo_client, healthy_digest_zk):
-    """A kazoo client authenticated as the digest server's super user."""
-    return kazoo_client(healthy_digest_zk.hosts, auth_data=[("digest", f"super:{SUPER_PASSWORD}")])
