@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -33,12 +34,18 @@ def test_minimal_config_gets_documented_defaults() -> None:
     loaded = parse(MINIMAL, "cfg.yaml")
     assert loaded.zookeeper.hosts == ("127.0.0.1:2181",)
     assert loaded.zookeeper.session_timeout == 10.0
-    assert loaded.election.candidate  # this host's name
     assert loaded.job.argv == ("/bin/true",)
     assert loaded.job.stop_signal is signal.SIGTERM
     assert loaded.job.stop_timeout == 2.0
     assert loaded.job.on_exit is OnExit.RESTART
     assert loaded.logging.level == "info"
+
+
+def test_the_candidate_defaults_to_this_hosts_name(tmp_path: Path) -> None:
+    assert parse(MINIMAL, "cfg.yaml").election.candidate is None  # parse asks nothing of the host
+    path = tmp_path / "cfg.yaml"
+    path.write_text(MINIMAL)
+    assert config.load(str(path)).election.candidate == socket.gethostname()
 
 
 def test_full_example_config_parses() -> None:

@@ -14,13 +14,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+from daemons import DaemonGroup, daemon_group, wait_for  # noqa: F401  (fixture)
 from kazoo.exceptions import NoAuthError
 from kazoo.security import ACL, Id, Permissions
+from zksecure import (  # noqa: F401  (fixtures)
+    digest_id,
+    digest_zk,
+    healthy_digest_zk,
+    healthy_tls_zk,
+    pki,
+    secret_file,
+    super_client,
+    tls_zk,
+)
 
-from zkleader import config, security
+from zkleader import config, connection, security
 from zkleader.core import exitcodes
-from zkleader.testing.daemons import DaemonGroup
-from zkleader.testing.zksecure import digest_id
 
 PASSWORD = "s3cr3t-Pa55word-for-zkleader-tests"
 WRONG_PASSWORD = "an0ther-Pa55word-that-is-wrong"
@@ -62,14 +71,14 @@ def test_auth_reads_the_secret_file_and_defaults_to_the_creator_acl(tmp_path, se
     assert auth is not None and auth.username == "zkleader" and auth.password.reveal() == PASSWORD
     assert loaded.zookeeper.acl == "creator" and loaded.warnings == ()
     # The password never prints: not in repr/str of the config, the secret or the options' repr.
-    options = security.client_options(loaded.zookeeper)
+    options = connection.client_options(loaded.zookeeper)
     assert options["auth_data"] == [("digest", f"zkleader:{PASSWORD}")]
     assert [str(a.id.scheme) for a in options["default_acl"]] == ["auth", "world"]
     for text in (repr(loaded), str(loaded), repr(auth), str(auth.password), repr(loaded.zookeeper)):
         assert PASSWORD not in text
     # Without auth the ACL stays open (kazoo's default).
     plain = config.load(str(write_config(tmp_path / "p.yaml", {"hosts": "127.0.0.1:2181"})))
-    assert plain.zookeeper.acl == "open" and security.client_options(plain.zookeeper) == {}
+    assert plain.zookeeper.acl == "open" and connection.client_options(plain.zookeeper) == {}
 
 
 @pytest.mark.parametrize("case", ["missing", "directory", "empty", "two lines", "huge", "fifo", "relative"])
@@ -205,7 +214,7 @@ def test_tls_file_problems_are_config_errors(tmp_path, pki) -> None:
     base = {"ca": pki.ca, "cert": pki.client_cert, "key": pki.client_key}
     ok = config.load(str(write_config(tmp_path / "ok.yaml", {"hosts": "localhost:2281", "tls": base})))
     assert ok.zookeeper.tls == config.TlsConfig(pki.ca, pki.client_cert, pki.client_key, True)
-    assert security.client_options(ok.zookeeper) == {
+    assert connection.client_options(ok.zookeeper) == {
         "use_ssl": True, "ca": pki.ca, "certfile": pki.client_cert, "keyfile": pki.client_key,
         "verify_certs": True, "check_hostname": True}
     encrypted = tmp_path / "encrypted.key"
@@ -411,7 +420,7 @@ def test_daemons_elect_and_hand_over_over_tls(healthy_tls_zk, pki, election_path
     # Over TLS with a client certificate and digest auth, "creator" names both identities.
     from kazoo.client import KazooClient
 
-    probe = KazooClient(hosts=healthy_tls_zk.secure_hosts, **security.client_options(config.load(str(cfg)).zookeeper))
+    probe = KazooClient(hosts=healthy_tls_zk.secure_hosts, **connection.client_options(config.load(str(cfg)).zookeeper))
     probe.start(timeout=15)
     try:
         schemes = {acl.id.scheme: acl.perms for acl in probe.get_acls(election_path)[0]}

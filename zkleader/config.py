@@ -4,6 +4,13 @@ Every problem becomes one line naming the file, the line and the dotted key, so 
 operator can fix a config without reading a traceback, and ``zkleader validate`` and
 ``zkleader run`` share exactly these checks. The YAML is composed into nodes (not
 loaded straight into dicts) because only nodes remember the line they came from.
+
+``parse`` checks the text and nothing else: it reads no file and asks nothing of the
+host, so any text can be thrown at it. ``load`` reads the file and then what the text
+points at (the password file, the TLS files) and fills in this host's name as the
+default candidate. The allowed keys of each section are the fields of its dataclass,
+so a new setting is one field and its check. Turning the result into kazoo's
+arguments is the ZooKeeper shell's business (connection.py).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import reprlib
 import signal
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 import yaml
@@ -41,18 +48,24 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 AUTH_SCHEMES = ("digest", "sasl")
 
+#: The metadata of a dataclass field that is no key of its YAML section (it is derived
+#: from other keys, or filled in by ``load``).
+_NOT_A_KEY = {"key": False}
+
 
 @dataclass(frozen=True)
 class AuthConfig:
     """zookeeper.auth: the identity the daemon authenticates as. The password is read
-    from password_file at load time (so a reload picks up a new one) and kept masked."""
+    from password_file by ``load`` (so a reload picks up a new one) and kept masked.
+    ``password`` is a key only to be refused: passwords are never written inline."""
 
     scheme: str
     username: str
     password_file: str
-    password: Secret = field(repr=False)
+    #: None in what ``parse`` returns: it reads no file.
+    password: Secret | None = field(default=None, repr=False)
     #: Set when the file is readable by group or others (one line, file:line:key).
-    warning: str | None = field(default=None, compare=False, repr=False)
+    warning: str | None = field(default=None, compare=False, repr=False, metadata=_NOT_A_KEY)
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,8 @@ Acl = str | tuple[AclEntry, ...]
 @dataclass(frozen=True)
 class ZooKeeperConfig:
     hosts: tuple[str, ...] = ("127.0.0.1:2181",)
-    chroot: str | None = None
+    #: The "/chroot" suffix of zookeeper.hosts.
+    chroot: str | None = field(default=None, metadata=_NOT_A_KEY)
     session_timeout: float = 10.0
     #: The servers' tickTime: it bounds how late a session touch reaches the ZooKeeper
     #: leader, which the lease must allow for (timing.py).
@@ -90,7 +104,9 @@ class ZooKeeperConfig:
 @dataclass(frozen=True)
 class ElectionConfig:
     path: str
-    candidate: str
+    #: None in what ``parse`` returns when the file names none: ``load`` puts this
+    #: host's name here.
+    candidate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,13 +155,21 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    host: str
-    port: int
+    #: metrics.listen: the (host, port) the HTTP endpoint binds.
+    listen: tuple[str, int]
+
+    @property
+    def host(self) -> str:
+        return self.listen[0]
+
+    @property
+    def port(self) -> int:
+        return self.listen[1]
 
 
 @dataclass(frozen=True)
 class Config:
-    source: str
+    source: str = field(metadata=_NOT_A_KEY)
     zookeeper: ZooKeeperConfig
     election: ElectionConfig
     job: JobConfig
@@ -195,6 +219,8 @@ def resolve_path(cli_path: str | None, environ: Mapping[str, str] = os.environ) 
 
 
 def load(path: str) -> Config:
+    """The configuration in the file at ``path``, with what the text points at read
+    and checked: every problem of the text and of those files at once."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -204,29 +230,25 @@ def load(path: str) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError([Problem(path, None, "", f"not UTF-8 text (byte {err.start})")]) from None
-    return parse(text, path)
+    reader = _Reader(path)
+    parsed = reader.read(text)
+    secret = reader.read_files()
+    if reader.problems or parsed is None:
+        raise ConfigError(reader.problems)
+    zookeeper, election = parsed.zookeeper, parsed.election
+    if zookeeper.auth is not None and secret is not None:
+        zookeeper = replace(zookeeper, auth=replace(zookeeper.auth, password=secret[0], warning=secret[1]))
+    if election.candidate is None:
+        election = replace(election, candidate=socket.gethostname())
+    return replace(parsed, zookeeper=zookeeper, election=election)
 
 
 def parse(text: str, source: str = "<config>") -> Config:
-    try:
-        return _parse(text, source)
-    except RecursionError:
-        # PyYAML composes and constructs recursively: "[[[[...]]]]" thousands deep.
-        raise ConfigError([Problem(source, None, "", "invalid YAML: nested too deeply")]) from None
-
-
-def _parse(text: str, source: str) -> Config:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else None
-        reason = (err.problem or err.context or "invalid YAML").strip()
-        raise ConfigError([Problem(source, line, "", f"invalid YAML: {reason}")]) from None
-    except yaml.YAMLError as err:
-        raise ConfigError([Problem(source, None, "", f"invalid YAML: {err}")]) from None
+    """What the text says, checked. Pure: the password is not read (``password`` is
+    None), the TLS files are not looked at and a missing candidate stays None; ``load``
+    does all three."""
     reader = _Reader(source)
-    config = reader.config(root)
+    config = reader.read(text)
     if reader.problems or config is None:
         raise ConfigError(reader.problems)
     return config
@@ -240,13 +262,69 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING = object()
 
 
+def _keys(section: type) -> tuple[str, ...]:
+    """The keys a section of the file may hold: its dataclass's fields, in their order."""
+    return tuple(f.name for f in fields(section) if f.metadata.get("key", True))
+
+
 class _Reader:
-    """Walks composed YAML nodes, collecting every problem instead of stopping at the first."""
+    """Walks composed YAML nodes, collecting every problem instead of stopping at the
+    first. The walk reads no file: it notes what the text points at (the password file,
+    the TLS files, the ACL entry that must match the password) for ``read_files``."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[Problem] = []
         self._constructor = yaml.SafeLoader("")
+        self._password_file: tuple[str, yaml.Node] | None = None
+        self._tls_files: tuple[TlsConfig, dict[str, yaml.Node]] | None = None
+        #: An explicit ACL list, its node, and the user whose password it must match.
+        self._acl_list: tuple[tuple[AclEntry, ...], yaml.Node, str] | None = None
+
+    def read(self, text: str) -> Config | None:
+        """The configuration the text describes, or None with ``problems`` saying why."""
+        try:
+            return self.config(self._compose(text))
+        except RecursionError:
+            # PyYAML composes and constructs recursively: "[[[[...]]]]" thousands deep.
+            raise ConfigError([Problem(self.source, None, "", "invalid YAML: nested too deeply")]) from None
+
+    def _compose(self, text: str) -> yaml.Node | None:
+        try:
+            return yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            line = mark.line + 1 if mark else None
+            reason = (err.problem or err.context or "invalid YAML").strip()
+            raise ConfigError([Problem(self.source, line, "", f"invalid YAML: {reason}")]) from None
+        except yaml.YAMLError as err:
+            raise ConfigError([Problem(self.source, None, "", f"invalid YAML: {err}")]) from None
+
+    def read_files(self) -> tuple[Secret, str | None] | None:
+        """Reads the password file and checks the TLS files the text named, adding their
+        problems; returns the password and the warning about its file's mode, if any."""
+        secret: tuple[Secret, str | None] | None = None
+        if self._password_file is not None:
+            path, node = self._password_file
+            key = "zookeeper.auth.password_file"
+            try:
+                password, mode = security.read_secret(path)
+            except ValueError as err:
+                self.problem(node, key, str(err))
+            else:
+                exposed = security.exposure_warning(path, mode)
+                line = node.start_mark.line + 1
+                secret = (password, str(Problem(self.source, line, key, exposed)) if exposed else None)
+        if self._tls_files is not None:
+            tls, nodes = self._tls_files
+            for name, problem in security.check_tls_files(tls.ca, tls.cert, tls.key).items():
+                self.problem(nodes.get(name), f"zookeeper.tls.{name}", problem)
+        if self._acl_list is not None and secret is not None:
+            entries, node, username = self._acl_list
+            problem = security.digest_problem(entries, username, secret[0])
+            if problem:
+                self.problem(node, "zookeeper.acl", problem)
+        return secret
 
     def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else None
@@ -255,13 +333,15 @@ class _Reader:
     def value(self, node: yaml.Node) -> Any:
         return self._constructor.construct_object(node, deep=True)
 
-    def mapping(self, node: yaml.Node | None, key: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node] | None:
-        """The entries of a mapping node, reporting unknown and duplicate keys."""
-        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+    def mapping(self, node: yaml.Node | None, key: str, section: type) -> dict[str, yaml.Node] | None:
+        """The entries of a mapping node, reporting keys that are no field of ``section``
+        and duplicate keys."""
+        if node is None or _is_null(node):
             return {}
         if not isinstance(node, yaml.MappingNode):
             self.problem(node, key, "must be a mapping")
             return None
+        allowed = _keys(section)
         entries: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
@@ -303,7 +383,7 @@ class _Reader:
         if root is None:
             self.problem(None, "", "the file is empty; election.path and job.command are required")
             return None
-        top = self.mapping(root, "", ("zookeeper", "election", "job", "logging", "health", "metrics"))
+        top = self.mapping(root, "", Config)
         if top is None:
             return None
         zookeeper = self.zookeeper(top)
@@ -318,15 +398,13 @@ class _Reader:
         problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout, tick_time=zookeeper.tick_time,
                                         reap_allowance=job.reap_allowance)
         if problem:
-            job_entries = self.mapping(top.get("job"), "job", _JOB_KEYS) or {}
+            job_entries = self.mapping(top.get("job"), "job", JobConfig) or {}
             self.problem(job_entries.get("stop_timeout") or top.get("job"), "job.stop_timeout", problem)
             return None
         return Config(self.source, zookeeper, election, job, logging_, health, metrics)
 
     def zookeeper(self, top: dict[str, yaml.Node]) -> ZooKeeperConfig | None:
-        entries = self.mapping(
-            top.get("zookeeper"), "zookeeper", ("hosts", "session_timeout", "tick_time", "auth", "acl", "tls")
-        )
+        entries = self.mapping(top.get("zookeeper"), "zookeeper", ZooKeeperConfig)
         if entries is None:
             return None
         before = len(self.problems)
@@ -355,7 +433,7 @@ class _Reader:
         node = entries.get("auth")
         if node is None or _is_null(node):
             return None
-        auth = self.mapping(node, "zookeeper.auth", ("scheme", "username", "password_file", "password"))
+        auth = self.mapping(node, "zookeeper.auth", AuthConfig)
         if auth is None:
             return None
         before = len(self.problems)
@@ -366,20 +444,18 @@ class _Reader:
                          "and name that file in zookeeper.auth.password_file")
         scheme = self.field(auth, "zookeeper.auth", "scheme", _auth_scheme, default="digest")
         username = self.field(auth, "zookeeper.auth", "username", security.check_username)
-        secret = self.field(auth, "zookeeper.auth", "password_file", security.read_secret)
-        if len(self.problems) > before or scheme is None or username is None or secret is None:
+        password_file = self.field(auth, "zookeeper.auth", "password_file", security.secret_path)
+        if password_file is not None:
+            self._password_file = (password_file, auth["password_file"])
+        if len(self.problems) > before or scheme is None or username is None or password_file is None:
             return None
-        password_file = self.value(auth["password_file"])
-        line = auth["password_file"].start_mark.line + 1
-        exposed = security.exposure_warning(password_file, secret[1])
-        warning = str(Problem(self.source, line, "zookeeper.auth.password_file", exposed)) if exposed else None
-        return AuthConfig(scheme, username, password_file, secret[0], warning)
+        return AuthConfig(scheme, username, password_file)
 
     def tls(self, entries: dict[str, yaml.Node]) -> TlsConfig | None:
         node = entries.get("tls")
         if node is None or _is_null(node):
             return None
-        tls = self.mapping(node, "zookeeper.tls", ("ca", "cert", "key", "verify_hostname"))
+        tls = self.mapping(node, "zookeeper.tls", TlsConfig)
         if tls is None:
             return None
         before = len(self.problems)
@@ -396,11 +472,9 @@ class _Reader:
                          f"zookeeper.tls.{given} is set, so zookeeper.tls.{missing} is needed too (a client "
                          "certificate comes with its key)")
             return None
-        for name, problem in security.check_tls_files(ca, cert, key).items():
-            self.problem(tls.get(name), f"zookeeper.tls.{name}", problem)
-        if len(self.problems) > before:
-            return None
-        return TlsConfig(ca=ca, cert=cert, key=key, verify_hostname=verify_hostname)
+        tls_config = TlsConfig(ca=ca, cert=cert, key=key, verify_hostname=verify_hostname)
+        self._tls_files = (tls_config, tls)
+        return tls_config
 
     def acl(self, entries: dict[str, yaml.Node], auth: AuthConfig | None, tls: TlsConfig | None) -> Acl | None:
         """Default: creator with zookeeper.auth, open without."""
@@ -420,11 +494,12 @@ class _Reader:
                     self.problem(item, key, f"invalid value: {err}")
             if len(acl) != len(node.value):
                 return None
-            problem = security.acl_problem(acl, auth.username if auth else None, auth.password if auth else None,
-                                           has_identity)
+            problem = security.acl_problem(acl, has_identity)
             if problem:
                 self.problem(node, "zookeeper.acl", problem)
                 return None
+            if auth is not None:
+                self._acl_list = (tuple(acl), node, auth.username)
             return tuple(acl)
         try:
             value = self.value(node)
@@ -446,12 +521,13 @@ class _Reader:
         if node is None:
             self.problem(None, "election", "required section is missing (it needs at least election.path)")
             return None
-        entries = self.mapping(node, "election", ("path", "candidate"))
+        entries = self.mapping(node, "election", ElectionConfig)
         if entries is None:
             return None
+        before = len(self.problems)
         path = self.field(entries, "election", "path", _znode_path)
-        candidate = self.field(entries, "election", "candidate", _candidate, default=socket.gethostname())
-        if path is None or candidate is None:
+        candidate = self.field(entries, "election", "candidate", _candidate, default=ElectionConfig.candidate)
+        if path is None or len(self.problems) > before:
             return None
         return ElectionConfig(path=path, candidate=candidate)
 
@@ -460,7 +536,7 @@ class _Reader:
         if node is None:
             self.problem(None, "job", "required section is missing (it needs at least job.command)")
             return None
-        entries = self.mapping(node, "job", _JOB_KEYS)
+        entries = self.mapping(node, "job", JobConfig)
         if entries is None:
             return None
         before = len(self.problems)
@@ -482,7 +558,7 @@ class _Reader:
     def health(self, top: dict[str, yaml.Node]) -> HealthConfig | None:
         if top.get("health") is None:
             return None
-        entries = self.mapping(top["health"], "health", ("command", "interval", "timeout", "failures", "successes"))
+        entries = self.mapping(top["health"], "health", HealthConfig)
         if entries is None:
             return None
         before = len(self.problems)
@@ -500,14 +576,14 @@ class _Reader:
     def metrics(self, top: dict[str, yaml.Node]) -> MetricsConfig | None:
         if top.get("metrics") is None:
             return None
-        entries = self.mapping(top["metrics"], "metrics", ("listen",))
+        entries = self.mapping(top["metrics"], "metrics", MetricsConfig)
         if entries is None:
             return None
         listen = self.field(entries, "metrics", "listen", _listen)
-        return None if listen is None else MetricsConfig(*listen)
+        return None if listen is None else MetricsConfig(listen)
 
     def logging(self, top: dict[str, yaml.Node]) -> LoggingConfig | None:
-        entries = self.mapping(top.get("logging"), "logging", ("level", "format"))
+        entries = self.mapping(top.get("logging"), "logging", LoggingConfig)
         if entries is None:
             return None
         level = self.field(entries, "logging", "level", _choice(LOG_LEVELS), default=LoggingConfig.level)
@@ -515,10 +591,6 @@ class _Reader:
         if level is None or log_format is None:
             return None
         return LoggingConfig(level=level, format=log_format)
-
-
-_JOB_KEYS = ("command", "stop_signal", "stop_timeout", "reap_allowance", "on_exit", "restart_delay", "environment",
-             "working_directory")
 
 
 def _is_null(node: yaml.Node) -> bool:

@@ -19,21 +19,27 @@ against a real server):
   table (the old connection's packets will never be answered), and a TLS handshake
   refused by every server in a row ends the client (``TlsRefusals``).
 
-``Client`` is a KazooClient that builds this handler instead of kazoo's own.
+``Client`` is a KazooClient that builds this handler instead of kazoo's own, and
+``client_options`` turns zookeeper.auth, zookeeper.acl and zookeeper.tls into the
+rest of its arguments (auth_data, default_acl, the TLS options).
 """
 
 from __future__ import annotations
 
 import collections
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import AuthFailedError
 from kazoo.protocol.connection import ConnectionHandler
 from kazoo.protocol.serialization import Connect
+from kazoo.security import ACL, Id
 
 from . import security
+from .config import ZooKeeperConfig
 from .core import timing
 
 #: Answered packets kept per session. Only the newest one answered early enough
@@ -103,7 +109,7 @@ class Connection(ConnectionHandler):
         *,
         clock: Callable[[], float],
         on_attempt: Callable[[str, int], None] | None = None,
-        tls: security.TlsRefusals | None = None,
+        tls: TlsRefusals | None = None,
         logger: Any = None,
         sasl_options: Any = None,
     ) -> None:
@@ -177,7 +183,7 @@ class Client(KazooClient):
         *,
         clock: Callable[[], float],
         on_attempt: Callable[[str, int], None] | None = None,
-        tls: security.TlsRefusals | None = None,
+        tls: TlsRefusals | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -204,3 +210,75 @@ class Client(KazooClient):
     def server(self) -> tuple[str, int] | None:
         """(host, port) of the server that answered the latest connect request."""
         return self._connection.server
+
+
+def tls_rejection(err: BaseException) -> str | None:
+    """The reason when a connection attempt failed because TLS refused it (our check of
+    the server's certificate, or the server's check of ours); None for other failures."""
+    for cause in (err, err.__cause__, err.__context__):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"the server's certificate was refused: {cause.verify_message or cause.reason}"
+        if isinstance(cause, ssl.SSLError):
+            reason = str(cause.reason or "")
+            if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason or "HANDSHAKE_FAILURE" in reason:
+                return f"the TLS handshake failed: {reason.lower()} (does the server trust our client certificate?)"
+    return None
+
+
+class TlsRefusals:
+    """Ends a client whose TLS handshake every server refused, one after the other,
+    instead of a retry loop that would never succeed. ``on_rejected(reason, final)`` is
+    called for each refusal; final is True on the one that gives up. Used by
+    ``Connection._connect`` on each failed attempt."""
+
+    def __init__(self, hosts: int, on_rejected: Callable[[str, bool], None]) -> None:
+        self._hosts = hosts
+        self._on_rejected = on_rejected
+        self._in_a_row = 0
+
+    def succeeded(self) -> None:
+        self._in_a_row = 0
+
+    def failed(self, err: BaseException, where: str) -> None:
+        """Returns when ``err`` is no TLS refusal or not yet the last one (the caller
+        re-raises it); raises AuthFailedError from ``err`` on the last."""
+        reason = tls_rejection(err)
+        if reason is None:
+            return
+        self._in_a_row += 1
+        final = self._in_a_row >= self._hosts
+        self._on_rejected(f"{where}: {reason}", final)
+        if final:
+            raise AuthFailedError(reason) from err
+
+
+def client_options(config: ZooKeeperConfig) -> dict[str, Any]:
+    """KazooClient keyword arguments for zookeeper.auth, zookeeper.acl and zookeeper.tls,
+    for the daemon's shell and for `zkleader status` alike."""
+    options: dict[str, Any] = {}
+    if config.auth is not None:
+        if config.auth.password is None:
+            raise ValueError("zookeeper.auth without its password: the configuration comes from config.parse, "
+                             "which reads no file; use config.load")
+        options["auth_data"] = [(config.auth.scheme, f"{config.auth.username}:{config.auth.password.reveal()}")]
+    acl = kazoo_acl(config)
+    if acl is not None:
+        options["default_acl"] = acl
+    if config.tls is not None:
+        options.update(
+            use_ssl=True,
+            ca=config.tls.ca,
+            certfile=config.tls.cert,
+            keyfile=config.tls.key,
+            verify_certs=True,
+            check_hostname=config.tls.verify_hostname,
+        )
+    return options
+
+
+def kazoo_acl(config: ZooKeeperConfig) -> list[ACL] | None:
+    """The ACL for every node the daemon creates; None is kazoo's open ACL."""
+    if config.acl == "open":
+        return None
+    entries = config.acl if isinstance(config.acl, tuple) else security.creator_acl()
+    return [ACL(entry.perms, Id(entry.scheme, entry.id)) for entry in entries]

@@ -1,10 +1,11 @@
-"""ZooKeeper credentials, ACLs and TLS: from the configuration to kazoo's arguments.
+"""The rules of zookeeper.auth, zookeeper.acl and zookeeper.tls that YAML alone cannot
+express: the secret file, the ACL grammar and the lock-outs it must not allow, and the
+TLS files as OpenSSL will load them.
 
-One concern: turning ``zookeeper.auth``, ``zookeeper.acl`` and ``zookeeper.tls``
-into what KazooClient takes (auth_data, default_acl, the TLS options), reading the
-secret file, and recognising a TLS handshake that a server refused. The YAML checks
-themselves live in config.py, which calls the readers here so that a missing or
-unreadable file is a configuration error (exit 78) and never a run-time surprise.
+Standard library only, and it imports nothing of zkleader: config.py applies these
+rules (``parse`` the ones about the text, ``load`` the ones that read files, so that a
+missing or unreadable file is a configuration error, exit 78, and never a run-time
+surprise), and connection.py turns the checked result into kazoo's arguments.
 
 Secrets: the password is read once, kept in a ``Secret`` (whose repr and str are a
 mask, so it cannot leak through a log line, a traceback's locals or a dataclass
@@ -20,18 +21,24 @@ import os
 import re
 import ssl
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from kazoo.exceptions import AuthFailedError
-from kazoo.security import ACL, Id, Permissions
-
-if TYPE_CHECKING:
-    from .config import ZooKeeperConfig
+from typing import Any
 
 #: Bytes: a password file bigger than this is a mistake (a key, a log, a directory).
 MAX_SECRET_BYTES = 4096
+
+
+class Permissions:
+    """ZooKeeper's permission bits (ZooDefs.Perms), as every client sends them."""
+
+    READ = 1
+    WRITE = 2
+    CREATE = 4
+    DELETE = 8
+    ADMIN = 16
+    ALL = 31
+
 
 PERMISSIONS: Mapping[str, int] = {
     "read": Permissions.READ,
@@ -84,33 +91,21 @@ class AclEntry:
         letters = "".join(letter for letter, name in _LETTERS.items() if self.perms & PERMISSIONS[name])
         return f"{self.scheme}:{self.id}:{letters}"
 
-    def to_kazoo(self) -> ACL:
-        return ACL(self.perms, Id(self.scheme, self.id))
-
 
 # ------------------------------------------------------------------- secrets
+
+
+def secret_path(value: Any) -> str:
+    """zookeeper.auth.password_file as written; the file itself is read by ``read_secret``."""
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise ValueError("must be an absolute path to a file holding the password")
+    return value
 
 
 def read_secret(path: str) -> tuple[Secret, int]:
     """The password in ``path`` (one line; a final newline is dropped) and the file's
     mode. Raises ValueError with a message that never contains the file's content."""
-    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
-        raise ValueError("must be an absolute path to a file holding the password")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang the loader
-    except OSError as err:
-        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        if info.st_size > MAX_SECRET_BYTES:
-            raise ValueError(f"{path} is larger than {MAX_SECRET_BYTES} bytes: not a password file")
-        raw = os.read(fd, MAX_SECRET_BYTES + 1)
-    except OSError as err:
-        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
-    finally:
-        os.close(fd)
+    raw, mode = _small_file(path, MAX_SECRET_BYTES, "password file", read=True)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -123,7 +118,7 @@ def read_secret(path: str) -> tuple[Secret, int]:
         raise ValueError(f"{path} is empty: it must hold the password")
     if any(c in text for c in "\n\r\0"):
         raise ValueError(f"{path} must hold the password alone on one line")
-    return Secret(text), stat.S_IMODE(info.st_mode)
+    return Secret(text), mode
 
 
 def exposure_warning(path: str, mode: int) -> str | None:
@@ -228,9 +223,9 @@ def _check_id(scheme: str, ident: str) -> None:
         raise ValueError(f"a {scheme} entry needs an id (the certificate's subject DN or the SASL principal)")
 
 
-def acl_problem(entries: Iterable[AclEntry], username: str | None, password: Secret | None,
-                has_identity: bool) -> str | None:
-    """Why a configured ACL list would lock the daemons out, or None."""
+def acl_problem(entries: Iterable[AclEntry], has_identity: bool) -> str | None:
+    """Why a configured ACL list would lock the daemons out, or None. The entry for the
+    daemons' own digest is checked against the password by ``digest_problem``."""
     entries = tuple(entries)
     if not entries:
         return "an ACL list must not be empty"
@@ -241,11 +236,6 @@ def acl_problem(entries: Iterable[AclEntry], username: str | None, password: Sec
         seen.add((entry.scheme, entry.id))
         if entry.scheme == "auth" and not has_identity:
             return "an auth (creator) entry needs zookeeper.auth or a client certificate in zookeeper.tls"
-        if entry.scheme == "digest" and username is not None and password is not None:
-            user = entry.id.split(":", 1)[0]
-            if user == username and entry.id != digest_id(username, password):
-                return (f"the digest entry for user {username} does not match the password in "
-                        "zookeeper.auth.password_file: the daemons would lock themselves out")
     granted = 0
     for entry in entries:
         granted |= entry.perms
@@ -253,6 +243,17 @@ def acl_problem(entries: Iterable[AclEntry], username: str | None, password: Sec
     if missing:
         return (f"no entry grants {', '.join(missing)}: every daemon needs {', '.join(NEEDED)} on the "
                 "election path")
+    return None
+
+
+def digest_problem(entries: Iterable[AclEntry], username: str, password: Secret) -> str | None:
+    """Why the digest entry for ``username`` would lock the daemons out (it names another
+    password than the one they authenticate with), or None."""
+    for entry in entries:
+        if entry.scheme == "digest" and entry.id.split(":", 1)[0] == username \
+                and entry.id != digest_id(username, password):
+            return (f"the digest entry for user {username} does not match the password in "
+                    "zookeeper.auth.password_file: the daemons would lock themselves out")
     return None
 
 
@@ -300,18 +301,31 @@ def _pem_file_problem(path: str) -> str | None:
     """OpenSSL would block on a FIFO and read /dev/zero forever: only a readable
     regular file of sane size goes to it."""
     try:
+        _small_file(path, MAX_PEM_BYTES, "PEM file", read=False)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _small_file(path: str, limit: int, kind: str, *, read: bool) -> tuple[bytes, int]:
+    """What a readable regular file of at most ``limit`` bytes holds (nothing unless
+    ``read``) and its mode. Raises ValueError saying what is wrong, never what the file
+    holds. Opened without blocking, so that a FIFO cannot hang the loader."""
+    try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except (OSError, ValueError) as err:
-        return f"cannot read {path}: {getattr(err, 'strerror', None) or err}"
+        raise ValueError(_cannot_read(path, err)) from None
     try:
         info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{path} is larger than {limit} bytes: not a {kind}")
+        return (os.read(fd, limit + 1) if read else b""), stat.S_IMODE(info.st_mode)
+    except OSError as err:
+        raise ValueError(_cannot_read(path, err)) from None
     finally:
         os.close(fd)
-    if not stat.S_ISREG(info.st_mode):
-        return f"{path} is not a regular file"
-    if info.st_size > MAX_PEM_BYTES:
-        return f"{path} is larger than {MAX_PEM_BYTES} bytes: not a PEM file"
-    return None
 
 
 class _EncryptedKey(Exception):
@@ -324,86 +338,10 @@ def _no_password() -> str:
     raise _EncryptedKey()
 
 
+def _cannot_read(path: str, err: BaseException) -> str:
+    return f"cannot read {path}: {getattr(err, 'strerror', None) or err}"
+
+
 def _ssl_reason(err: BaseException) -> str:
     reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or str(err)
     return str(reason)
-
-
-def tls_rejection(err: BaseException) -> str | None:
-    """The reason when a connection attempt failed because TLS refused it (our check of
-    the server's certificate, or the server's check of ours); None for other failures."""
-    for cause in (err, err.__cause__, err.__context__):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"the server's certificate was refused: {cause.verify_message or cause.reason}"
-        if isinstance(cause, ssl.SSLError):
-            reason = str(cause.reason or "")
-            if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason or "HANDSHAKE_FAILURE" in reason:
-                return f"the TLS handshake failed: {reason.lower()} (does the server trust our client certificate?)"
-    return None
-
-
-class TlsRefusals:
-    """Ends a client whose TLS handshake every server refused, one after the other,
-    instead of a retry loop that would never succeed. ``on_rejected(reason, final)`` is
-    called for each refusal; final is True on the one that gives up. Used by
-    ``connection.Connection._connect`` on each failed attempt."""
-
-    def __init__(self, hosts: int, on_rejected: Callable[[str, bool], None]) -> None:
-        self._hosts = hosts
-        self._on_rejected = on_rejected
-        self._in_a_row = 0
-
-    def succeeded(self) -> None:
-        self._in_a_row = 0
-
-    def failed(self, err: BaseException, where: str) -> None:
-        """Returns when ``err`` is no TLS refusal or not yet the last one (the caller
-        re-raises it); raises AuthFailedError from ``err`` on the last."""
-        reason = tls_rejection(err)
-        if reason is None:
-            return
-        self._in_a_row += 1
-        final = self._in_a_row >= self._hosts
-        self._on_rejected(f"{where}: {reason}", final)
-        if final:
-            raise AuthFailedError(reason) from err
-
-
-# ------------------------------------------------------------- kazoo options
-
-
-def client_options(config: ZooKeeperConfig) -> dict[str, Any]:
-    """KazooClient keyword arguments for auth, ACL and TLS."""
-    options: dict[str, Any] = {}
-    if config.auth is not None:
-        options["auth_data"] = [(config.auth.scheme, f"{config.auth.username}:{config.auth.password.reveal()}")]
-    acl = kazoo_acl(config)
-    if acl is not None:
-        options["default_acl"] = acl
-    if config.tls is not None:
-        options.update(
-            use_ssl=True,
-            ca=config.tls.ca,
-            certfile=config.tls.cert,
-            keyfile=config.tls.key,
-            verify_certs=True,
-            check_hostname=config.tls.verify_hostname,
-        )
-    return options
-
-
-def kazoo_acl(config: ZooKeeperConfig) -> list[ACL] | None:
-    """The ACL for every node the daemon creates; None is kazoo's open ACL."""
-    if config.acl == "open":
-        return None
-    entries = creator_acl() if config.acl == "creator" else config.acl
-    return [entry.to_kazoo() for entry in entries]  # type: ignore[union-attr]
-
-
-def describe_acl(acls: Iterable[Any]) -> list[str]:
-    """kazoo ACLs as "scheme:id:letters" strings, for logs."""
-    out = []
-    for acl in acls:
-        entry = AclEntry(acl.id.scheme, acl.id.id, acl.perms)
-        out.append(str(entry))
-    return out

@@ -20,9 +20,8 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError, NoNodeError
 
-from . import security
 from .config import Config
-from .connection import Client
+from .connection import Client, TlsRefusals, client_options
 from .core import candidacy
 
 SCHEMA_VERSION = 1
@@ -83,7 +82,7 @@ def read(config: Config, timeout: float = 5.0) -> Election:
     """The election as ZooKeeper sees it, with the daemon's own credentials and TLS
     settings (an ACL without world:read needs them)."""
     zookeeper = config.zookeeper
-    options = security.client_options(zookeeper)
+    options = client_options(zookeeper)
     options.pop("default_acl", None)  # status creates nothing
     refused: list[str] = []
     gave_up = threading.Event()
@@ -93,7 +92,7 @@ def read(config: Config, timeout: float = 5.0) -> Election:
         if final:
             gave_up.set()
 
-    tls = security.TlsRefusals(len(zookeeper.hosts), on_rejected) if zookeeper.tls is not None else None
+    tls = TlsRefusals(len(zookeeper.hosts), on_rejected) if zookeeper.tls is not None else None
     client = Client(clock=time.monotonic, tls=tls, hosts=zookeeper.connection_string,
                     timeout=max(zookeeper.session_timeout, 4.0), logger=_quiet_logger(), **options)
     connected = client.start_async()

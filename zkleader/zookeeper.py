@@ -14,7 +14,7 @@ import datetime
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -31,18 +31,25 @@ from kazoo.exceptions import (
     ZookeeperError,
 )
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
+from kazoo.security import ACL
 
-from . import clock, security
+from . import clock
 from .config import ZooKeeperConfig
-from .connection import Client
+from .connection import Client, TlsRefusals, client_options, kazoo_acl
 from .core import actions as act
 from .core import events as ev
-
-Post = Callable[[ev.Event], None]
+from .post import Post
+from .security import AclEntry
 
 #: Reconnect backoff cap: a leader riding through an outage must get back well inside
 #: its lease, so the cap is a small fraction of the session timeout.
 RECONNECT_CAP_FRACTION = 0.2
+
+
+def reconnect_max_delay(session_timeout: float) -> float:
+    """The longest wait between two reconnect attempts: a fraction of the session
+    timeout, within 0.2..2 s."""
+    return max(0.2, min(2.0, session_timeout * RECONNECT_CAP_FRACTION))
 
 
 class ZooKeeperShell:
@@ -54,16 +61,16 @@ class ZooKeeperShell:
         self._acl_checked = config.acl == "open"
         self._auth_failed = False
         self._checked_servers: set[tuple[str, int]] = set()
-        max_delay = max(0.2, min(2.0, config.session_timeout * RECONNECT_CAP_FRACTION))
         self.client = Client(
             clock=clock,
             on_attempt=lambda where, attempt: self._post(ev.ConnectionAttempt(where, attempt)),
-            tls=security.TlsRefusals(len(config.hosts), self._on_tls_rejected) if config.tls is not None else None,
+            tls=TlsRefusals(len(config.hosts), self._on_tls_rejected) if config.tls is not None else None,
             hosts=config.connection_string,
             timeout=config.session_timeout,
-            connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": max_delay},
+            connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2,
+                              "max_delay": reconnect_max_delay(config.session_timeout)},
             logger=logging.getLogger("kazoo"),
-            **security.client_options(config),
+            **client_options(config),
         )
         self.client.add_listener(self._on_state)
         if config.auth is not None and config.auth.warning:
@@ -265,7 +272,7 @@ class ZooKeeperShell:
         if self._acl_checked:
             return
         self._acl_checked = True
-        configured = security.kazoo_acl(self._config) or []
+        configured = kazoo_acl(self._config) or []
         allowed = 0
         for acl in configured:
             if acl.id.scheme == "world":
@@ -280,8 +287,8 @@ class ZooKeeperShell:
                 if acl.id.scheme == "world":
                     world |= acl.perms
             if world & ~allowed:
-                self._log.warning("election_acl_open", path=path, acl=security.describe_acl(acls),
-                                  configured=security.describe_acl(configured),
+                self._log.warning("election_acl_open", path=path, acl=_describe_acl(acls),
+                                  configured=_describe_acl(configured),
                                   problem="the election path existed with a more open ACL than zookeeper.acl, "
                                           "and zkleader never changes an existing node's ACL: anyone can delete "
                                           "or insert election nodes; fix it with setAcl or recreate the path")
@@ -298,6 +305,11 @@ class ZooKeeperShell:
 
 def _wall_clock() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _describe_acl(acls: Iterable[ACL]) -> list[str]:
+    """kazoo ACLs as "scheme:id:letters" strings, for logs."""
+    return [str(AclEntry(acl.id.scheme, acl.id.id, acl.perms)) for acl in acls]
 
 
 def _conf_value(conf: str, key: str) -> int | None:
@@ -343,8 +355,6 @@ def _failure(exc: BaseException | None, path: str = "", identity: str = "") -> t
         return ev.Failure.NO_NODE, detail
     if isinstance(exc, NodeExistsError):
         return ev.Failure.NODE_EXISTS, detail
-    if isinstance(exc, NoAuthError):
-        return ev.Failure.NO_AUTH, detail
     if isinstance(exc, ZookeeperError):
         return ev.Failure.SERVER_ERROR, detail
     return ev.Failure.CONNECTION, detail
