@@ -14,22 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemons import DaemonGroup, daemon_group, wait_for  # noqa: F401  (fixture)
 from kazoo.exceptions import NoAuthError
 from kazoo.security import ACL, Id, Permissions
-from zksecure import (  # noqa: F401  (fixtures)
-    digest_id,
-    digest_zk,
-    healthy_digest_zk,
-    healthy_tls_zk,
-    pki,
-    secret_file,
-    super_client,
-    tls_zk,
-)
 
 from zkleader import config, connection, security
 from zkleader.core import exitcodes
+from zkleader.testing.daemons import DaemonGroup
+from zkleader.testing.zksecure import digest_id
 
 PASSWORD = "s3cr3t-Pa55word-for-zkleader-tests"
 WRONG_PASSWORD = "an0ther-Pa55word-that-is-wrong"
