@@ -9,9 +9,10 @@ import sys
 
 def test_importing_the_core_loads_neither_kazoo_nor_yaml_nor_structlog() -> None:
     probe = (
-        "import json, sys\n"
-        "import zkleader.core.leadership, zkleader.core.timing, zkleader.core.candidacy\n"
-        "import zkleader.core.settings, zkleader.core.exitcodes\n"
+        "import importlib, json, pkgutil, sys\n"
+        "import zkleader.core\n"
+        "for module in pkgutil.iter_modules(zkleader.core.__path__):\n"
+        "    importlib.import_module('zkleader.core.' + module.name)\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     loaded = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -11,7 +11,8 @@ import pytest
 from zkleader.core import actions as act
 from zkleader.core import events as ev
 from zkleader.core import exitcodes, timing
-from zkleader.core.leadership import Leadership, Phase
+from zkleader.core.leadership import Leadership
+from zkleader.core.snapshot import Phase, Snapshot
 from zkleader.core.settings import Identity, OnExit, Settings
 
 T = 4.0
@@ -35,6 +36,10 @@ class Driver:
         self.actions.extend(out)
         return out
 
+    @property
+    def view(self) -> Snapshot:
+        return self.core.snapshot()
+
     def last(self, kind: type) -> Any:
         found = [a for a in self.actions if isinstance(a, kind)]
         assert found, f"no {kind.__name__} in {self.actions}"
@@ -55,7 +60,7 @@ class Driver:
         return [type(a).__name__ for a in out if not isinstance(a, act.Log) and not _is_heartbeat(a)]
 
     def own_name(self, seq: int = 5) -> str:
-        return f"zkl-{self.core.candidacy_id}-{seq:010d}"
+        return f"zkl-{self.view.candidacy_id}-{seq:010d}"
 
     def lead(self, now: float = 0.0, others: tuple[str, ...] = ()) -> None:
         """Connect, create, list, confirm: the path every leader takes."""
@@ -83,7 +88,7 @@ def test_leader_starts_job_with_czxid_token_only_after_ownership_confirmed() -> 
     d.lead()
     start = d.last(act.StartJob)
     assert start.token == 77 and start.znode.startswith(f"{PATH}/zkl-")
-    assert d.core.phase is Phase.LEADING
+    assert d.view.phase is Phase.LEADING
 
 
 def test_node_owned_by_another_session_is_never_led() -> None:
@@ -101,7 +106,7 @@ def test_lease_stops_then_kills_the_job_before_the_session_could_expire() -> Non
     d = Driver()
     d.lead(now=10.0)  # t_ok = 10
     d.feed(ev.Suspended(), 10.5)
-    budget = d.core.budget
+    budget = d.view.budget
     stop_at = 10.0 + budget.stop_offset
     assert d.core.next_deadline() == pytest.approx(stop_at)
     assert d.kinds(d.feed(ev.Tick(), stop_at - 0.001)) == []
@@ -122,25 +127,25 @@ def test_ride_through_a_reconnect_keeps_the_job_untouched() -> None:
     heartbeat = [a for a in out if isinstance(a, act.CheckNode)]
     assert heartbeat, out
     d.feed(ev.NodeChecked(heartbeat[0].request_id, 1.0, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.9), 1.05)
-    for now in (1.5, 2.0, 0.9 + d.core.budget.stop_offset - 0.01):
+    for now in (1.5, 2.0, 0.9 + d.view.budget.stop_offset - 0.01):
         assert "SignalJob" not in d.kinds(d.feed(ev.Tick(), now))
 
 
 def test_the_lease_runs_from_the_relayed_packet_not_from_the_sync_or_its_answer() -> None:
     d = Driver()
     d.lead(now=0.0)
-    h = d.core.budget.heartbeat_interval + 1.0
+    h = d.view.budget.heartbeat_interval + 1.0
     d.feed(ev.Tick(), h)
     beat = d.last(act.CheckNode)
     # The answer arrives very late, and the latest packet known to have reached the
     # ZooKeeper leader went out well before the sync (timing.relayed_anchor).
     d.feed(ev.NodeChecked(beat.request_id, h, ev.NodeStat(77, SESSION), synced=True, relayed_at=h - 0.7), h + 1.0)
-    assert d.core.t_ok == pytest.approx(h - 0.7)
+    assert d.view.t_ok == pytest.approx(h - 0.7)
     # An older anchor from a reordered answer never moves the lease back.
-    d.feed(ev.Tick(), h + d.core.budget.heartbeat_interval)
+    d.feed(ev.Tick(), h + d.view.budget.heartbeat_interval)
     again = d.last(act.CheckNode)
     d.feed(ev.NodeChecked(again.request_id, h + 0.7, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.1), h + 0.8)
-    assert d.core.t_ok == pytest.approx(h - 0.7)
+    assert d.view.t_ok == pytest.approx(h - 0.7)
 
 
 def test_heartbeats_go_one_at_a_time_and_never_sooner_than_ticktime_half_after_an_answer() -> None:
@@ -149,13 +154,13 @@ def test_heartbeats_go_one_at_a_time_and_never_sooner_than_ticktime_half_after_a
     earliest (timing.relayed_anchor), so the next heartbeat waits that long."""
     d = Driver()
     d.lead(now=0.0)
-    h = d.core.budget.heartbeat_interval
-    (second,) = [a for a in d.feed(ev.Tick(), d.core.budget.first_renewal) if _is_heartbeat(a)]
+    h = d.view.budget.heartbeat_interval
+    (second,) = [a for a in d.feed(ev.Tick(), d.view.budget.first_renewal) if _is_heartbeat(a)]
     assert [a for a in d.feed(ev.Tick(), 2 * h) if _is_heartbeat(a)] == []  # still unanswered
     late = 2 * h + 0.01
     d.feed(ev.NodeChecked(second.request_id, 0.1, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.0), late)
-    assert d.core.next_deadline() == pytest.approx(late + d.core.budget.first_renewal)
-    assert len([a for a in d.feed(ev.Tick(), late + d.core.budget.first_renewal) if _is_heartbeat(a)]) == 1
+    assert d.core.next_deadline() == pytest.approx(late + d.view.budget.first_renewal)
+    assert len([a for a in d.feed(ev.Tick(), late + d.view.budget.first_renewal) if _is_heartbeat(a)]) == 1
 
 
 def test_a_new_leader_without_an_anchor_waits_for_the_early_second_heartbeat() -> None:
@@ -167,8 +172,8 @@ def test_a_new_leader_without_an_anchor_waits_for_the_early_second_heartbeat() -
     first = d.last(act.CheckNode)
     # Nothing was on the wire tickTime/2 before this sync: leadership, but no lease yet.
     out = d.feed(ev.NodeChecked(first.request_id, 0, ev.NodeStat(77, SESSION), synced=True, relayed_at=None), 0.01)
-    assert d.core.leader and "StartJob" not in d.kinds(out)
-    renewal = 0.01 + d.core.budget.first_renewal
+    assert d.view.leader and "StartJob" not in d.kinds(out)
+    renewal = 0.01 + d.view.budget.first_renewal
     assert d.core.next_deadline() == pytest.approx(renewal)
     second = [a for a in d.feed(ev.Tick(), renewal) if _is_heartbeat(a)]
     assert len(second) == 1
@@ -184,7 +189,7 @@ def test_connection_watch_event_is_not_a_deletion() -> None:
     d.feed(ev.Created(d.last(act.CreateNode).request_id, 0, f"{PATH}/{name}"), 0)
     pred = "zkl-" + "f" * 32 + "-0000000005"
     d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0, (pred, name, "junk")), 0)
-    assert d.core.phase is Phase.FOLLOWING and d.core.predecessor == pred
+    assert d.view.phase is Phase.FOLLOWING and d.view.predecessor == pred
     assert d.last(act.CheckNode).path == f"{PATH}/{pred}"
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.CONNECTION), 0.1)
     assert d.kinds(out) == []
@@ -203,7 +208,7 @@ def test_lost_create_reply_finds_own_node_instead_of_creating_a_ghost() -> None:
     assert d.last(act.ListChildren).sync  # a lagging server must not hide the create
     name = d.own_name(3)
     out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.5, (name,)), 0.5)
-    assert "CreateNode" not in d.kinds(out) and d.core.node == name
+    assert "CreateNode" not in d.kinds(out) and d.view.node == name
 
 
 def test_a_create_that_landed_twice_keeps_the_node_the_daemon_stands_on() -> None:
@@ -222,7 +227,7 @@ def test_a_create_that_landed_twice_keeps_the_node_the_daemon_stands_on() -> Non
     d.feed(ev.Created(second_create.request_id, 0.2, f"{PATH}/{current}"), 0.2)
     out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.2, (earlier, current)), 0.2)
     assert [a.path for a in out if isinstance(a, act.DeleteNode)] == [f"{PATH}/{earlier}"]
-    assert d.core.node == current
+    assert d.view.node == current
 
 
 def test_a_follower_learns_at_once_that_its_own_node_was_deleted() -> None:
@@ -236,7 +241,7 @@ def test_a_follower_learns_at_once_that_its_own_node_was_deleted() -> None:
     assert set(checks) == {f"{PATH}/{pred}", f"{PATH}/{name}"} and all(c.watch for c in checks.values())
     d.feed(ev.NodeChecked(checks[f"{PATH}/{name}"].request_id, 0, ev.NodeStat(9, SESSION)), 0)
     out = d.feed(ev.WatchFired(f"{PATH}/{name}", ev.WatchKind.DELETED), 1.0)
-    assert d.kinds(out) == ["CreateNode"] and d.core.node is None
+    assert d.kinds(out) == ["CreateNode"] and d.view.node is None
     # After a reconnect the watch is armed again (kazoo forgot it).
     d2 = Driver()
     d2.feed(ev.Connected(SESSION, T), 0)
@@ -254,7 +259,7 @@ def test_shutdown_deletes_the_node_only_after_the_job_is_reaped() -> None:
     d = Driver()
     d.lead()
     out = d.feed(ev.ShutdownRequested("SIGTERM"), 0.5)
-    assert d.kinds(out) == ["SignalJob"]
+    assert d.kinds(out) == ["SignalJob", "AnnounceStopping"]  # systemd hears STOPPING=1 at once
     assert "DeleteNode" not in d.kinds(d.feed(ev.Tick(), 1.0))
     d.beat(1.0)
     out = d.feed(ev.JobExited(-15), 1.1)
@@ -298,7 +303,7 @@ def test_stopping_the_job_comes_before_any_log_line() -> None:
     assert isinstance(out[0], act.KillJob)
     d = Driver()
     d.lead()
-    out = d.feed(ev.Tick(), d.core.budget.stop_offset + 0.01)
+    out = d.feed(ev.Tick(), d.view.budget.stop_offset + 0.01)
     assert isinstance(out[0], act.SignalJob) and any(isinstance(a, act.Log) for a in out)
 
 
@@ -346,7 +351,7 @@ def test_resign_policy_deletes_node_and_rejoins_at_the_back() -> None:
     out = d.feed(ev.JobExited(1), 0.2)
     assert d.kinds(out) == ["DeleteNode"]
     out = d.feed(ev.Deleted(d.last(act.DeleteNode).request_id, 0.2), 0.21)
-    assert d.kinds(out) == ["CreateNode"] and not d.core.leader
+    assert d.kinds(out) == ["CreateNode"] and not d.view.leader
 
 
 def test_exit_policy_hands_over_then_exits_3() -> None:
@@ -360,7 +365,7 @@ def test_exit_policy_hands_over_then_exits_3() -> None:
 def test_negotiated_timeout_shorter_than_configured_shortens_the_lease() -> None:
     d = Driver(session_timeout=10.0)
     d.feed(ev.Connected(SESSION, negotiated_timeout=4.0), 0)
-    assert d.core.budget.session_timeout == 4.0
+    assert d.view.budget.session_timeout == 4.0
     assert any(isinstance(a, act.Log) and a.event == "session_timeout_reduced" for a in d.actions)
 
 
@@ -370,7 +375,7 @@ def test_operator_deleting_the_leader_node_stops_job_and_rejoins() -> None:
     out = d.feed(ev.WatchFired(d.last(act.StartJob).znode, ev.WatchKind.DELETED), 1.0)
     # No graceful stop: the successor saw the same deletion and may start at once.
     assert d.kinds(out) == ["KillJob", "CreateNode"]
-    assert not d.core.leader
+    assert not d.view.leader
 
 
 def test_auth_failure_exits_77() -> None:
@@ -401,13 +406,13 @@ def test_a_refused_publish_is_only_a_warning() -> None:
     out = d.feed(ev.RequestFailed(publish.request_id, 0.1, ev.Failure.NO_AUTH, "NoAuth"), 0.1)
     assert d.kinds(out) == []
     assert [a.event for a in out if isinstance(a, act.Log)] == ["publish_failed"]
-    assert d.core.leader and d.core.job.value == "running"
+    assert d.view.leader and d.view.job.value == "running"
 
 
 def test_a_refused_request_while_leading_stops_and_reaps_the_job_before_leaving() -> None:
     d = Driver()
     d.lead()
-    beat = d.feed(ev.Tick(), d.core.budget.first_renewal)
+    beat = d.feed(ev.Tick(), d.view.budget.first_renewal)
     (check,) = [a for a in beat if _is_heartbeat(a)]
     out = d.feed(ev.RequestFailed(check.request_id, 0.2, ev.Failure.NO_AUTH, "NoAuth"), 0.2)
     assert d.kinds(out) == ["SignalJob"]  # not CloseSession, not Exit: the job still runs
@@ -445,16 +450,16 @@ def test_create_landing_after_health_withdrawal_is_taken_back() -> None:
     (create,) = [a for a in out if isinstance(a, act.CreateNode)]
     core.handle(ev.Tick(), 1.1)
     core.handle(ev.HealthChecked(False, "disk full"), 1.2)
-    assert core.withdrawn
-    out = core.handle(ev.Created(create.request_id, 0.2, f"{PATH}/zkl-{core.candidacy_id}-0000000001"), 1.3)
+    assert core.snapshot().withdrawn
+    out = core.handle(ev.Created(create.request_id, 0.2, f"{PATH}/zkl-{core.snapshot().candidacy_id}-0000000001"), 1.3)
     assert [type(a).__name__ for a in out if not isinstance(a, act.Log)] == ["DeleteNode"]
-    assert not core.leader
+    assert not core.snapshot().leader
 
 
 def test_restart_backoff_is_capped_however_long_the_crash_loop() -> None:
     d = Driver(OnExit.RESTART)
     d.lead()
-    d.core._quick_exits = 5000  # a crash loop that has run for days
+    d.core.job.quick_exits = 5000  # a crash loop that has run for days
     out = d.feed(ev.JobExited(1), 1.0)
     (scheduled,) = [a for a in out if isinstance(a, act.Log) and a.event == "job_restart_scheduled"]
     assert scheduled.fields["delay"] == 60.0
@@ -463,10 +468,10 @@ def test_restart_backoff_is_capped_however_long_the_crash_loop() -> None:
 def test_only_answers_that_went_through_the_zookeeper_leader_feed_the_lease() -> None:
     d = Driver()
     d.lead(now=0.0)
-    d.feed(ev.Tick(), d.core.budget.heartbeat_interval)
+    d.feed(ev.Tick(), d.view.budget.heartbeat_interval)
     beat = d.last(act.CheckNode)
     assert beat.sync
     # An exists() answered by a follower server without the sync: proves nothing.
     d.feed(ev.NodeChecked(beat.request_id, 1.0, ev.NodeStat(77, SESSION), synced=False), 1.0)
-    assert d.core.t_ok == 0.0
-    assert d.kinds(d.feed(ev.Tick(), d.core.budget.stop_offset)) == ["SignalJob"]
+    assert d.view.t_ok == 0.0
+    assert d.kinds(d.feed(ev.Tick(), d.view.budget.stop_offset)) == ["SignalJob"]

@@ -30,7 +30,8 @@ from .config import Config
 from .core import actions as act
 from .core import events as ev
 from .core import exitcodes
-from .core.leadership import Leadership, Phase
+from .core.leadership import Leadership
+from .core.snapshot import Phase
 from .core.settings import HealthPolicy, Identity, Settings
 from .health import HealthRunner
 from .job import JobRunner
@@ -103,7 +104,7 @@ class Daemon:
 
             self._metrics = Metrics(self.config.metrics, self._clock)
         self._open(self.config)
-        if self.core.budget.ride_through <= 0:
+        if self.core.snapshot().budget.ride_through <= 0:
             # systemd's watchdog interval is only known now: with it, the job would be
             # stopped before the next heartbeat could ever renew the lease.
             self._log.error("lease_budget_impossible", watchdog=self._watchdog, problem=self.core.budget_problem())
@@ -139,7 +140,7 @@ class Daemon:
         now = self._clock()
         actions = self.core.handle(event, now)
         if self._metrics is not None:
-            self._metrics.observe(event, actions, self.core, now)
+            self._metrics.observe(event, actions, self.core.snapshot(), now)
         for action in actions:
             match action:
                 case act.Exit(code=code):
@@ -162,8 +163,8 @@ class Daemon:
         match action:
             case act.Log(event=name, level=level, fields=fields):
                 getattr(self._log, level)(name, **fields)
-                if name == "shutting_down":
-                    notify.stopping("stopping: " + self.core.status_line())
+            case act.AnnounceStopping():
+                notify.stopping("stopping: " + self.core.snapshot().status_line())
             case act.StartJob(token=token, znode=znode):
                 self._job.start(token, znode)
             case act.SignalJob(signal=signum):
@@ -213,7 +214,7 @@ class Daemon:
             new = config.load(self.config.source)
         except config.ConfigError as err:
             self._log.error("reload_failed", problems=[str(p) for p in err.problems], kept=self.config.source)
-            notify.ready("reload failed, running configuration kept; " + self.core.status_line())
+            notify.ready("reload failed, running configuration kept; " + self.core.snapshot().status_line())
             return
         old = self.config
         if new.zookeeper != old.zookeeper or new.election != old.election:
@@ -229,20 +230,21 @@ class Daemon:
             self._health = HealthRunner(new.health, self._post) if new.health else None
             self._step(ev.Reconfigured(settings_from(new, self._watchdog or 0.0), restart_job=new.job != old.job))
         self._log.info("reloaded", source=new.source)
-        notify.ready(self.core.status_line())
+        notify.ready(self.core.snapshot().status_line())
 
     # ---------------------------------------------------------------- systemd
 
     def _report_status(self) -> None:
-        line = self.core.status_line()
-        if not self._ready_sent and self.core.node is not None:
+        snapshot = self.core.snapshot()
+        line = snapshot.status_line()
+        if not self._ready_sent and snapshot.node is not None:
             self._ready_sent = notify.ready(line) or True  # joined: `systemctl start` may return
         elif line != self._status:
             notify.status(line)
         self._status = line
 
     def _feed_watchdog(self) -> None:
-        if self._watchdog is None or self.core.phase is Phase.STOPPED:
+        if self._watchdog is None or self.core.snapshot().phase is Phase.STOPPED:
             return
         now = self._clock()
         if now >= self._next_ping:

@@ -15,7 +15,7 @@ from prometheus_client import Enum as StateEnum
 from .config import MetricsConfig
 from .core import actions as act
 from .core import events as ev
-from .core.leadership import Leadership
+from .core.snapshot import Snapshot
 
 
 class Metrics:
@@ -55,7 +55,7 @@ class Metrics:
     def close(self) -> None:
         self.server.shutdown()
 
-    def observe(self, event: ev.Event, actions: list[act.Action], core: Leadership, now: float) -> None:
+    def observe(self, event: ev.Event, actions: list[act.Action], core: Snapshot, now: float) -> None:
         if isinstance(event, ev.WatchFired) and event.kind is ev.WatchKind.DELETED:
             self._deletion_seen = now
         for action in actions:

@@ -94,6 +94,12 @@ class CloseSession:
 
 
 @dataclass(frozen=True)
+class AnnounceStopping:
+    """The daemon was asked to shut down: tell the service manager (systemd's
+    STOPPING=1) before the job's graceful stop, which may take its stop_timeout."""
+
+
+@dataclass(frozen=True)
 class RunHealthCheck:
     """Run the health command once; its outcome comes back as HealthChecked."""
 
@@ -110,5 +116,5 @@ class Reopen:
 
 Action = (
     CreateNode | ListChildren | CheckNode | PublishLeadership | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession
-    | RunHealthCheck | Exit | Reopen
+    | AnnounceStopping | RunHealthCheck | Exit | Reopen
 )

@@ -9,6 +9,7 @@ and Curator). Only the sequence number orders the queue.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PREFIX = "zkl-"
@@ -69,3 +70,43 @@ class Queue:
     def position(self, entry: Entry) -> int:
         """0 for the leader, 1 for the next in line, and so on."""
         return sum(1 for e in self.entries if e.sequence < entry.sequence)
+
+
+class Candidacy:
+    """This daemon's place in the queue: the id its node's name carries, the node, who
+    it watches, and whether it leads. Forgotten as a whole when the node goes: the next
+    candidacy gets a fresh id, and so a fresh node."""
+
+    def __init__(self, new_id: Callable[[], str]) -> None:
+        self._new_id = new_id
+        self.id = new_id()
+        self.node: str | None = None
+        #: A create's reply was lost: the node may exist; look before creating again.
+        self.create_unknown = False
+        self.predecessor: str | None = None
+        self.position: int | None = None
+        self.leader = False
+        #: The fencing token: our node's czxid, once it leads.
+        self.token: int | None = None
+        #: A watch on our own node is armed on the server (kazoo forgets watches on every
+        #: disconnect): a follower must hear at once when its node is deleted.
+        self.own_watched = False
+        #: The node that led in our latest listing (status only).
+        self.leader_node: str | None = None
+        #: Persistent look-alike nodes: no candidates, skipped by every daemon alike.
+        self.not_candidates: set[str] = set()
+        #: Candidacy ids this process gave up: a node of theirs that shows up in a
+        #: listing is a ghost (a create that landed late) and is deleted.
+        self.abandoned: tuple[str, ...] = ()
+        self.leading_since = 0.0
+
+    def forget(self) -> None:
+        self.leader = False
+        self.token = None
+        self.node = None
+        self.predecessor = None
+        self.position = None
+        self.create_unknown = False
+        self.own_watched = False
+        self.abandoned = (*self.abandoned[-15:], self.id)
+        self.id = self._new_id()

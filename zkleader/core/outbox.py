@@ -1,0 +1,61 @@
+"""One step's output, raft's ``Ready``: the actions in order, and the requests whose
+replies are still awaited (and why each was sent, which decides what its reply means)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from . import actions as act
+
+
+class Purpose(enum.Enum):
+    """Why a request was sent: decides what its reply means."""
+
+    CREATE = "create"
+    LIST = "list"
+    RECOVER = "recover"  # a synced listing after a create whose reply was lost
+    CHECK_PREDECESSOR = "check_predecessor"
+    CHECK_OWN = "check_own"  # the heartbeat: sync + exists with a watch
+    WATCH_OWN = "watch_own"  # a follower's exists watch on its own node
+    PUBLISH = "publish"
+    DELETE_OWN = "delete_own"
+    DELETE_EXTRA = "delete_extra"
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self._actions: list[act.Action] = []
+        self._last_request = 0
+        self._awaited: dict[int, Purpose] = {}
+
+    def emit(self, *actions: act.Action) -> None:
+        self._actions.extend(actions)
+
+    def log(self, event: str, level: str = "info", **fields: object) -> None:
+        self._actions.append(act.Log(event, level, fields))
+
+    def request(self, purpose: Purpose, build: Callable[[int], act.Action]) -> None:
+        """Emits the request ``build(request_id)`` and remembers why it was sent."""
+        self._last_request += 1
+        self._awaited[self._last_request] = purpose
+        self._actions.append(build(self._last_request))
+
+    def awaiting(self, purpose: Purpose) -> bool:
+        return purpose in self._awaited.values()
+
+    def answered(self, request_id: int) -> Purpose | None:
+        """Why the request was sent, or None for a reply nobody waits for any more."""
+        return self._awaited.pop(request_id, None)
+
+    def stop_awaiting(self, *keep: Purpose) -> None:
+        """Replies to everything but ``keep`` will be ignored from now on."""
+        self._awaited = {rid: p for rid, p in self._awaited.items() if p in keep}
+
+    def take(self) -> list[act.Action]:
+        """The step's actions, stopping the job first (a stable sort): the shells may
+        take their time over the rest, logging included, but never while a job that
+        must stop still runs."""
+        out, self._actions = self._actions, []
+        out.sort(key=lambda action: not isinstance(action, (act.SignalJob, act.KillJob)))
+        return out
