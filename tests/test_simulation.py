@@ -37,8 +37,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 
 from zkleader.core import actions as act
 from zkleader.core import events as ev
-from zkleader.core.settings import OnExit
-from zkleader.core.leadership import JobPhase, Leadership, Purpose
+from zkleader.core.jobcontrol import JobPhase
+from zkleader.core.leadership import Leadership
+from zkleader.core.lease import Lease
+from zkleader.core.outbox import Purpose
+from zkleader.core.settings import Identity, OnExit, Settings
 from zkleader.simulation import PROFILES, Bug, World, WorldConfig, explore, run_schedule, settle
 from zkleader.simulation.cli import main as cli_main
 from zkleader.simulation.faults import max_stop
@@ -79,7 +82,7 @@ def test_a_leader_emerges_and_the_queue_is_clean() -> None:
     world = boot(hosts=3, run=0.0)
     settle(world)
     leader = world.leader_host()
-    assert leader is not None and leader.daemon.core.leader
+    assert leader is not None and leader.daemon.core.snapshot().leader
     assert [j.host for j in world.checker.alive] == [leader]
 
 
@@ -135,7 +138,7 @@ def test_requests_can_postpone_detection_past_the_session_expiry() -> None:
 
 def test_a_connection_drop_fires_watches_with_connection_kind_and_fails_pending_requests() -> None:
     world = boot(session_timeout=2.0)
-    follower = next(h for h in world.hosts if not h.daemon.core.leader)
+    follower = next(h for h in world.hosts if not h.daemon.core.snapshot().leader)
     world.server.restart(0.05)
     world.run_for(0.5)
     handled = [obj for t, who, kind, obj, _ in world.timeline.entries if who == follower.name and kind == "<-"]
@@ -309,50 +312,63 @@ def test_long_sweep(profile: str) -> None:
 class IgnoresLease(Leadership):
     """(1) The job keeps running while disconnected: the lease deadline is ignored."""
 
-    def _may_run(self) -> bool:
-        return self.leader and self._leave is None and self.writable and self.t_ok is not None
+    def __init__(self, settings: Settings, identity: Identity, new_id: Callable[[], str]) -> None:
+        super().__init__(settings, identity, new_id)
+        self.lease = _EndlessLease(settings)
+
+
+class _EndlessLease(Lease):
+    def valid_at(self, now: float) -> bool:
+        return self.t_ok is not None
 
 
 class ConnectionWatchIsDeletion(Leadership):
     """(2) A NONE/CONNECTION watch event is taken for a deletion."""
 
-    def _on_watch(self, event: ev.WatchFired) -> None:
-        if event.kind is ev.WatchKind.CONNECTION:
+    def handle(self, event: ev.Event, now: float) -> list[act.Action]:
+        if isinstance(event, ev.WatchFired) and event.kind is ev.WatchKind.CONNECTION:
             event = ev.WatchFired(event.path, ev.WatchKind.DELETED)
-        super()._on_watch(event)
+        return super().handle(event, now)
 
 
 class DeletesBeforeReaped(Leadership):
     """(3) On shutdown or resign the node is deleted before the job is reaped."""
 
-    def _progress_leave(self) -> None:
-        node = self.node
-        if self.job is not JobPhase.NONE and node is not None and self.connected and not self._is_pending(Purpose.DELETE_OWN):
-            self._request(Purpose.DELETE_OWN, lambda rid: act.DeleteNode(rid, self._path(node)))
-        super()._progress_leave()
+    def handle(self, event: ev.Event, now: float) -> list[act.Action]:
+        out = super().handle(event, now)
+        node = self.snapshot().node
+        if (self.leave is not None and self.job.phase is not JobPhase.NONE and node is not None
+                and self.lease.connected and not self.out.awaiting(Purpose.DELETE_OWN)):
+            self.out.request(Purpose.DELETE_OWN, lambda rid: act.DeleteNode(rid, self.path(node)))
+            out += self.out.take()
+        return out
 
 
 class SuspendedIsTheClock(Leadership):
-    """(4) No lease of its own: the job stops only on Suspended / SessionLost."""
+    """(4) No lease of its own: the job stops only on Suspended / SessionLost, and the
+    stop is not bounded by the lease."""
 
-    def _may_run(self) -> bool:
-        return self.leader and self._leave is None and self.writable and self.connected
+    def __init__(self, settings: Settings, identity: Identity, new_id: Callable[[], str]) -> None:
+        super().__init__(settings, identity, new_id)
+        self.lease = _ConnectionLease(settings)
 
-    def _stop_job(self, reason: str) -> None:
-        saved, self.t_ok = self.t_ok, None  # stop_timeout from now, not bounded by the lease
-        try:
-            super()._stop_job(reason)
-        finally:
-            self.t_ok = saved
+
+class _ConnectionLease(Lease):
+    def valid_at(self, now: float) -> bool:
+        return self.connected
+
+    def kill_by(self) -> float | None:
+        return None
 
 
 class SkipsOwnerCheck(Leadership):
-    """(5) The ephemeralOwner of the node is not compared with the session."""
+    """(5) The ephemeralOwner of our node is not compared with the session."""
 
-    def _on_own_reply(self, reply: ev.Reply) -> None:
-        if isinstance(reply, ev.NodeChecked) and reply.stat is not None and self.session_id is not None:
-            reply = dataclasses.replace(reply, stat=ev.NodeStat(reply.stat.czxid, self.session_id))
-        super()._on_own_reply(reply)
+    def handle(self, event: ev.Event, now: float) -> list[act.Action]:
+        session = self.snapshot().session_id
+        if isinstance(event, ev.NodeChecked) and event.stat is not None and event.stat.ephemeral_owner and session:
+            event = dataclasses.replace(event, stat=ev.NodeStat(event.stat.czxid, session))
+        return super().handle(event, now)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -688,7 +704,7 @@ def test_a_follower_whose_node_is_deleted_rejoins() -> None:
     without a node until its predecessor changed. It watches its own node now."""
     world = boot(hosts=2)
     follower = leader_and_followers(world)[1]
-    world.operator_delete(f"{ELECTION}/{follower.daemon.core.node}")
+    world.operator_delete(f"{ELECTION}/{follower.daemon.core.snapshot().node}")
     world.run_for(1.0)
     settle(world)
 

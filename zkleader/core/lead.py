@@ -109,9 +109,7 @@ def lose(core: Leadership, reason: str) -> None:
 
 def stop_job(core: Leadership, reason: str) -> None:
     """The graceful stop, with SIGKILL no later than the lease allows."""
-    lease = core.lease
-    kill_by = lease.budget.kill_by(lease.t_ok) if lease.t_ok is not None and lease.session_id is not None else None
-    core.job.stop(core.now, reason, core.settings, kill_by)
+    core.job.stop(core.now, reason, core.settings, core.lease.kill_by())
 
 
 def enforce(core: Leadership) -> None:

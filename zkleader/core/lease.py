@@ -42,6 +42,12 @@ class Lease:
     def valid_at(self, now: float) -> bool:
         return self.t_ok is not None and now < self.budget.stop_at(self.t_ok)
 
+    def kill_by(self) -> float | None:
+        """The last moment SIGKILL may go out, while a session holds the lease."""
+        if self.t_ok is None or self.session_id is None:
+            return None
+        return self.budget.kill_by(self.t_ok)
+
     def stop_at(self) -> float | None:
         return None if self.t_ok is None else self.budget.stop_at(self.t_ok)
 

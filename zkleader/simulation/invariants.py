@@ -218,11 +218,11 @@ class Checker:
             self._excuse(job, INF, "suspended")
 
     def spin(self, daemon: Daemon, deadline: float, local_now: float) -> None:
-        core = daemon.core
+        core = daemon.core.snapshot()
         message = (
             f"{daemon.label}: next_deadline() is {local_now - deadline:.3f}s in the past after handling an event "
             f"(phase {core.phase.value}, job {core.job.value}, leader {core.leader}, connected {core.connected}, "
-            f"restart_at {getattr(core, '_restart_at', None)}, retry_at {getattr(core, '_retry_at', None)}): "
+            f"restart_at {core.restart_at}, retry_at {core.retry_at}): "
             f"the production loop would busy-wait"
         )
         self.spins.append(message)
@@ -278,28 +278,28 @@ class Checker:
             return False
         job = self.alive[0]
         daemon = job.daemon
-        if not daemon.alive or not daemon.core.leader or daemon.paused is not None or job.signalled:
+        if not daemon.alive or not daemon.core.snapshot().leader or daemon.paused is not None or job.signalled:
             return False
-        if daemon.core.job.value != "running":
+        if daemon.core.snapshot().job.value != "running":
             return False
         # Stale state from the faulty phase must be flushed: the lease rests on an answer
         # to a request sent after the heal.
-        t_ok = daemon.core.t_ok
+        t_ok = daemon.core.snapshot().t_ok
         if t_ok is None or world.healed_at is None or t_ok < daemon.host.local(world.healed_at):
             return False
         server = world.server
         owners = set()
         for host in world.hosts:
             daemon = host.live_daemon
-            if daemon is None or daemon.client.state != "connected" or daemon.core.node is None:
+            if daemon is None or daemon.client.state != "connected" or daemon.core.snapshot().node is None:
                 return False
-            path = f"{server.election_parent}/{daemon.core.node}"
+            path = f"{server.election_parent}/{daemon.core.snapshot().node}"
             node = server.nodes.get(path)
             if node is None or node.owner != daemon.client.session_id:
                 return False
             owners.add(node.owner)
-            if daemon.core.predecessor is not None:
-                pred = f"{server.election_parent}/{daemon.core.predecessor}"
+            if daemon.core.snapshot().predecessor is not None:
+                pred = f"{server.election_parent}/{daemon.core.snapshot().predecessor}"
                 conn = daemon.client.conn
                 if pred not in server.nodes or conn is None or pred not in conn.watched:
                     return False
@@ -316,7 +316,7 @@ class Checker:
                 + self._census(),
             )
         job = jobs[0]
-        core = job.daemon.core
+        core = job.daemon.core.snapshot()
         if not job.daemon.alive or not core.leader:
             self.violate("liveness", f"{job.describe()} is alive but its daemon does not lead: " + self._census())
         self.quiet_job = job
@@ -338,7 +338,7 @@ class Checker:
             sid = daemon.client.session_id
             sessions[sid] = daemon
             owned = [n for n in server.election_children() if n.owner == sid]
-            core = daemon.core
+            core = daemon.core.snapshot()
             if len(owned) != 1:
                 self.violate(
                     "nodes",
@@ -366,7 +366,7 @@ class Checker:
             if d is None:
                 parts.append(f"{host.name}: never started")
                 continue
-            c = d.core
+            c = d.core.snapshot()
             state = "dead" if not d.alive else ("paused" if d.paused else d.client.state)
             parts.append(
                 f"{d.label}: {state}, phase={c.phase.value} job={c.job.value} node={c.node} pred={c.predecessor}"
