@@ -22,6 +22,13 @@ leader:
 - An answered connect request: a new session is created by the ZooKeeper leader,
   and a follower revalidates an existing one with the leader before it answers.
 
+Two ZooKeeper behaviours close the remaining gaps. A follower that loses its leader
+(a ping reply that carried our touch may be lost with the link) shuts down its client
+connections before it serves again, so no later sync on the same connection can count
+a packet whose relay was lost; a new connection is confirmed by the leader afresh.
+And the half-tick is measured on our clock, so it is stretched by the clock slack
+(``relay_window``).
+
 ``t_ok`` is therefore the write time of the latest packet whose answer was read at
 least tickTime/2 before an answered sync was queued (``relayed_anchor``), whatever it
 was: a heartbeat, a request, or one of kazoo's own pings (its pong is the answer).
@@ -78,6 +85,13 @@ MIN_SESSION_TIMEOUT = 1.0
 DEFAULT_TICK_TIME = 2.0
 
 
+def relay_window(tick_time: float) -> float:
+    """tickTime/2 as measured on our clock: the ZooKeeper leader's ping period runs on
+    its clock, and ours may run up to CLOCK_SLACK faster, so our half-tick is stretched
+    by that much to be sure a real half-tick has passed."""
+    return tick_time / 2 * (1 + CLOCK_SLACK)
+
+
 def relayed_anchor(
     answered: Iterable[tuple[float, float]], sync_queued_at: float, tick_time: float, confirmed_at: float | None = None
 ) -> float | None:
@@ -86,7 +100,7 @@ def relayed_anchor(
     sync was queued (queued, not written: the write comes later, so the cut-off errs
     early), or ``confirmed_at`` (when the session's answered connect request was
     written) when that is later. None when nothing qualifies."""
-    cutoff = sync_queued_at - tick_time / 2
+    cutoff = sync_queued_at - relay_window(tick_time)
     qualified = [written for written, answer_read in answered if answer_read <= cutoff]
     if confirmed_at is not None:
         qualified.append(confirmed_at)
@@ -153,7 +167,7 @@ class LeaseBudget:
     def first_renewal(self) -> float:
         """When a new leader sends its second heartbeat, after the first was answered:
         as soon as the first has been on the wire tickTime/2, so it anchors the lease."""
-        return self.tick_time / 2
+        return relay_window(self.tick_time)
 
     def stop_at(self, t_ok: float) -> float:
         return t_ok + self.stop_offset
