@@ -38,18 +38,9 @@ from .config import ZooKeeperConfig
 from .connection import Client, TlsRefusals, client_options, kazoo_acl
 from .core import actions as act
 from .core import events as ev
+from .core import timing
 from .post import Post
 from .security import AclEntry
-
-#: Reconnect backoff cap: a leader riding through an outage must get back well inside
-#: its lease, so the cap is a small fraction of the session timeout.
-RECONNECT_CAP_FRACTION = 0.2
-
-
-def reconnect_max_delay(session_timeout: float) -> float:
-    """The longest wait between two reconnect attempts: a fraction of the session
-    timeout, within 0.2..2 s."""
-    return max(0.2, min(2.0, session_timeout * RECONNECT_CAP_FRACTION))
 
 
 class ZooKeeperShell:
@@ -68,7 +59,7 @@ class ZooKeeperShell:
             hosts=config.connection_string,
             timeout=config.session_timeout,
             connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2,
-                              "max_delay": reconnect_max_delay(config.session_timeout)},
+                              "max_delay": timing.reconnect_max_delay(config.session_timeout)},
             logger=logging.getLogger("kazoo"),
             **client_options(config),
         )

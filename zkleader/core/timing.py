@@ -85,6 +85,17 @@ MIN_SESSION_TIMEOUT = 1.0
 DEFAULT_TICK_TIME = 2.0
 
 
+#: Reconnect backoff cap: a leader riding through an outage must get back well inside
+#: its lease, so the cap is a small fraction of the session timeout.
+RECONNECT_CAP_FRACTION = 0.2
+
+
+def reconnect_max_delay(session_timeout: float) -> float:
+    """The longest wait between two reconnect attempts: a fraction of the session
+    timeout, within 0.2..2 s (the shell's kazoo retry and the simulation's model)."""
+    return max(0.2, min(2.0, session_timeout * RECONNECT_CAP_FRACTION))
+
+
 def relay_window(tick_time: float) -> float:
     """tickTime/2 as measured on our clock: the ZooKeeper leader's ping period runs on
     its clock, and ours may run up to CLOCK_SLACK faster, so our half-tick is stretched
