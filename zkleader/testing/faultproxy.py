@@ -167,7 +167,27 @@ class _Frames:
         return None
 
 
-class LostReply:
+class _Rule:
+    """What every proxy rule's handle has: the requests it matches (opcodes, on which
+    upstreams; None: all), whether it is still armed, and when it fired."""
+
+    def __init__(self, opcodes: frozenset[int], servers: frozenset[int] | None) -> None:
+        self.opcodes = opcodes
+        self.servers = servers
+        self.armed = True
+        self.xid: int | None = None
+        self.server: int | None = None
+        self._done = threading.Event()
+
+    @property
+    def fired(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+
+class LostReply(_Rule):
     """Handle of a ``lose_reply_to`` rule.
 
     ``wait(timeout)`` -> bool: True once the rule has fired and the client's
@@ -178,25 +198,13 @@ class LostReply:
     """
 
     def __init__(self, opcodes: frozenset[int], servers: frozenset[int] | None) -> None:
-        self.opcodes = opcodes
-        self.servers = servers
-        self.armed = True
+        super().__init__(opcodes, servers)
         self.opcode: int | None = None
-        self.xid: int | None = None
         self.path: str | None = None
-        self.server: int | None = None
         self.reply_err: int | None = None
         self.reply_zxid: int | None = None
         self.forwarded_at: float | None = None
         self.cut_at: float | None = None
-        self._done = threading.Event()
-
-    @property
-    def fired(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
 
     def __repr__(self) -> str:
         return (
@@ -205,7 +213,7 @@ class LostReply:
         )
 
 
-class AnsweredReply:
+class AnsweredReply(_Rule):
     """Handle of an ``on_reply`` rule.  ``wait(timeout)`` -> bool: True once the
     callback ran.  After that: ``at`` (time.monotonic() right before the
     callback), ``xid``, ``server`` (upstream index), ``error`` (what the
@@ -213,23 +221,11 @@ class AnsweredReply:
 
     def __init__(self, opcodes: frozenset[int], after: int | None, callback: Callable[[], object],
                  servers: frozenset[int] | None) -> None:
-        self.opcodes = opcodes
+        super().__init__(opcodes, servers)
         self.after = after
         self.callback = callback
-        self.servers = servers
-        self.armed = True
         self.at: float | None = None
-        self.xid: int | None = None
-        self.server: int | None = None
         self.error: BaseException | None = None
-        self._done = threading.Event()
-
-    @property
-    def fired(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
 
     def matches(self, sent: tuple[int, int | None], server: int) -> bool:
         op, previous = sent
@@ -732,17 +728,26 @@ class FaultProxy:
                 self._log(f"lose_reply_to: no reply to xid {p.doomed.xid} within {self.lost_reply_wait}s")
                 self._close_pair(p, rst_client=True, rst_upstream=False, why="lost reply (timeout)")
 
+    def _receive(self, p: _Pair, side: str) -> bytes | None:
+        """One recv from ``side`` ("client" or "upstream"): b"" at EOF, None when nothing
+        was there or the read failed (then the pair is closed, the other side reset)."""
+        sock = p.client if side == "client" else p.upstream
+        try:
+            return sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            reset_client = side == "upstream"
+            self._close_pair(p, rst_client=reset_client, rst_upstream=not reset_client, why=f"{side} error {e!r}")
+            return None
+
     # client -> proxy -> upstream
     def _on_client(self, p: _Pair, mask: int) -> None:
         if p.closed:
             return
         if mask & selectors.EVENT_READ:
-            try:
-                data = p.client.recv(_RECV)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError as e:
-                self._close_pair(p, rst_client=False, rst_upstream=True, why=f"client error {e!r}")
+            data = self._receive(p, "client")
+            if p.closed:
                 return
             if data is not None:
                 if not data:
@@ -798,21 +803,29 @@ class FaultProxy:
             rule.path = _request_path(p.req.captured)
             rule.forwarded_at = time.monotonic()
             self._log(f"lose_reply_to: forwarding {OP_NAMES.get(rule.opcode, rule.opcode)} xid={rule.xid} path={rule.path!r} to upstream {p.idx}; its reply will be lost")
-            self._flush_upstream(p)
+            self._flush(p, "upstream")
 
-    def _flush_upstream(self, p: _Pair) -> None:
-        if p.connecting or p.closed or p.idx in self._partitioned:
+    def _flush(self, p: _Pair, side: str) -> None:
+        """Hand what is held for ``side`` ("client" or "upstream") to its socket now (an
+        on_reply rule's callback must come after the reply left); a failed send closes
+        the pair and resets the other side."""
+        to_client = side == "client"
+        if p.closed or p.idx in self._partitioned or (p.connecting and not to_client):
             return
+        sock, held = (p.client, p.s2c) if to_client else (p.upstream, p.c2s)
+        stats = self._stats[p.idx]
         try:
-            while p.c2s:
-                n = p.upstream.send(p.c2s)
-                del p.c2s[:n]
-                if n:
-                    self._stats[p.idx].last_sent_upstream = time.monotonic()
+            while held:
+                n = sock.send(held)
+                del held[:n]
+                if n and to_client:
+                    stats.last_sent_client = time.monotonic()
+                elif n:
+                    stats.last_sent_upstream = time.monotonic()
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
-            self._close_pair(p, rst_client=True, rst_upstream=False, why=f"upstream error {e!r}")
+            self._close_pair(p, rst_client=not to_client, rst_upstream=to_client, why=f"{side} error {e!r}")
 
     # upstream -> proxy -> client
     def _on_upstream(self, p: _Pair, mask: int) -> None:
@@ -828,12 +841,8 @@ class FaultProxy:
             p.connecting = False
             return
         if mask & selectors.EVENT_READ:
-            try:
-                data = p.upstream.recv(_RECV)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError as e:
-                self._close_pair(p, rst_client=True, rst_upstream=False, why=f"upstream error {e!r}")
+            data = self._receive(p, "upstream")
+            if p.closed:
                 return
             if data is not None:
                 if not data:
@@ -846,7 +855,7 @@ class FaultProxy:
                     if p.closed:
                         return
         if mask & selectors.EVENT_WRITE and p.c2s:
-            self._flush_upstream(p)
+            self._flush(p, "upstream")
             if p.closed:
                 return
         self._maybe_finish(p)
@@ -879,7 +888,7 @@ class FaultProxy:
             p.s2c += data
             st.bytes_s2c += len(data)
             if answered:
-                self._flush_client(p)
+                self._flush(p, "client")
                 for armed in answered:
                     self._run_reply_rule(armed)
             return
@@ -890,22 +899,6 @@ class FaultProxy:
             st.lost_replies += 1
             self._log(f"lose_reply_to: dropped reply xid={rule.xid} err={err}; resetting client connection")
             self._close_pair(p, rst_client=True, rst_upstream=False, why="lost reply")
-
-    def _flush_client(self, p: _Pair) -> None:
-        """Hand what is held for the client to its socket now (an on_reply rule's
-        callback must come after the reply left)."""
-        if p.closed or p.idx in self._partitioned:
-            return
-        try:
-            while p.s2c:
-                n = p.client.send(p.s2c)
-                del p.s2c[:n]
-                if n:
-                    self._stats[p.idx].last_sent_client = time.monotonic()
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as e:
-            self._close_pair(p, rst_client=False, rst_upstream=True, why=f"client error {e!r}")
 
     def _run_reply_rule(self, rule: AnsweredReply) -> None:
         rule.at = time.monotonic()
