@@ -3,12 +3,14 @@
 Every event, whichever thread produced it (kazoo's connection and callback threads,
 the job watcher, the health checker, signal handlers), goes through one queue and is
 handled here in order, stamped with CLOCK_BOOTTIME (clock.py: it keeps counting
-through a system suspend, as the ZooKeeper servers do). The loop sleeps until the
-next event, the core's next deadline or the next watchdog ping, whichever comes
-first (and never longer than MAX_SLEEP), so a lease deadline is never missed because
-nothing else happened; and the watchdog is fed only by this loop, so systemd kills a
-daemon whose loop is stuck. Nothing the loop does may block: logging only queues
-(logs.py), notifications are sent without waiting (notify.py).
+through a system suspend, as the ZooKeeper servers do). What a step does and when the
+loop wakes is loop.Loop, which the simulation runs too; this module adds what only a
+real process has: the blocking wait on the queue, signals, SIGHUP's reload and the real
+shells. The loop sleeps until the next event, the core's next deadline or the next
+watchdog ping, whichever comes first (and never longer than loop.MAX_SLEEP), so a lease
+deadline is never missed because nothing else happened; and the watchdog is fed only by
+this loop, so systemd kills a daemon whose loop is stuck. Nothing the loop does may
+block: logging only queues (logs.py), notifications are sent without waiting (notify.py).
 """
 
 from __future__ import annotations
@@ -31,18 +33,12 @@ from .core import actions as act
 from .core import events as ev
 from .core import exitcodes
 from .core.leadership import Leadership
-from .core.snapshot import Phase
 from .core.settings import HealthPolicy, Identity, Settings
 from .health import HealthRunner
 from .job import JobRunner
+from .loop import Loop, NoHealthCheck
 from .post import Post
 from .zookeeper import ZooKeeperShell
-
-#: The longest the loop sleeps without an event. Its timed wait runs on CLOCK_MONOTONIC
-#: (Python's locks), which stops during a system suspend: after a resume the loop would
-#: otherwise sleep out the rest of a wait computed before the suspend, with the lease
-#: already over on CLOCK_BOOTTIME and the job running. This bounds that delay.
-MAX_SLEEP = 0.5
 
 
 def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
@@ -84,15 +80,12 @@ class Daemon:
         self._log = structlog.get_logger()
         self._generation = 0
         self._watchdog = notify.watchdog_interval()
-        self._next_ping = 0.0
-        self._ready_sent = False
-        self._status = ""
         self._pending_config: Config | None = None
         self._metrics: Any = None
+        self._loop: Loop | None = None
         self.core: Leadership
         self._zookeeper: ZooKeeperShell
         self._job: JobRunner
-        self._health: HealthRunner | None = None
         self._post: Post = self._queue.put
 
     # ------------------------------------------------------------------ loop
@@ -126,58 +119,34 @@ class Daemon:
                 return outcome
 
     def _next_item(self) -> Any:
-        now = self._clock()
-        wake = [d for d in (self.core.next_deadline(), self._next_ping if self._watchdog else None) if d is not None]
-        timeout = min(max(0.0, min(wake) - now), MAX_SLEEP) if wake else MAX_SLEEP
+        """The next event, or a Tick when the loop's wait runs out (loop.Loop.timeout);
+        the blocking wait is the one part of the loop only a real process has."""
+        loop = self._running()
         try:
-            item = self._queue.get(timeout=timeout)
+            item = self._queue.get(timeout=loop.timeout())
         except queue.Empty:
             item = ev.Tick()
-        self._feed_watchdog()
+        loop.feed_watchdog()
         return item
 
     def _step(self, event: ev.Event) -> int | None:
-        now = self._clock()
-        actions = self.core.handle(event, now)
-        if self._metrics is not None:
-            self._metrics.observe(event, actions, self.core.snapshot(), now)
-        for action in actions:
-            match action:
-                case act.Exit(code=code):
-                    notify.stopping("stopped")
-                    if self._metrics is not None:
-                        self._metrics.close()
-                    return code
-                case act.Reopen():
-                    assert self._pending_config is not None
-                    self.config, self._pending_config = self._pending_config, None
-                    logs.configure(self.config.logging.level, self.config.logging.format, log_context(self.config))
-                    self._open(self.config)
-                    return None
-                case _:
-                    self._execute(action)
-        self._report_status()
+        match self._running().step(event):
+            case act.Exit(code=code):
+                return code
+            case act.Reopen():
+                assert self._pending_config is not None
+                self.config, self._pending_config = self._pending_config, None
+                logs.configure(self.config.logging.level, self.config.logging.format, log_context(self.config))
+                self._open(self.config)
         return None
 
-    def _execute(self, action: act.Action) -> None:
-        match action:
-            case act.Log(event=name, level=level, fields=fields):
-                getattr(self._log, level)(name, **fields)
-            case act.AnnounceStopping():
-                notify.stopping("stopping: " + self.core.snapshot().status_line())
-            case act.StartJob(token=token, znode=znode):
-                self._job.start(token, znode)
-            case act.SignalJob(signal=signum):
-                self._job.signal(signum)
-            case act.KillJob():
-                self._job.kill()
-            case act.RunHealthCheck():
-                if self._health is not None:
-                    self._health.run_once()
-                else:
-                    self._post(ev.HealthChecked(True, "no health check configured"))
-            case _:
-                self._zookeeper.execute(action)
+    def _running(self) -> Loop:
+        assert self._loop is not None, "the loop runs only after _open"
+        return self._loop
+
+    def _write_log(self, line: act.Log) -> None:
+        """A Log action: queued by structlog's handler (logs.py), never written here."""
+        getattr(self._log, line.level)(line.event, **line.fields)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -199,8 +168,14 @@ class Daemon:
 
         self._post = post
         self._job = JobRunner(loaded.job, loaded.election.path, loaded.election.candidate, post)
-        self._health = HealthRunner(loaded.health, post) if loaded.health else None
         self._zookeeper = ZooKeeperShell(loaded.zookeeper, post, self._clock)
+        health = self._health_shell(loaded)
+        if self._loop is None:
+            self._loop = Loop(self.core, self._zookeeper, self._job, health, notify, self._write_log, self._clock,
+                              watchdog=self._watchdog, observer=self._metrics)
+        else:  # a reopen: what systemd was told (READY, status, pings) carries over
+            self._loop.core, self._loop.zookeeper, self._loop.job, self._loop.health = (
+                self.core, self._zookeeper, self._job, health)
         self._log.info("starting", version=__version__, zookeeper=loaded.zookeeper.connection_string,
                        session_timeout=loaded.zookeeper.session_timeout, watchdog=self._watchdog)
         self._zookeeper.start()
@@ -227,29 +202,15 @@ class Daemon:
             if new.metrics != old.metrics:
                 self._log.warning("reload_partial", reason="metrics settings apply at the next restart")
             self._job.config = new.job
-            self._health = HealthRunner(new.health, self._post) if new.health else None
+            self._running().health = self._health_shell(new)
             self._step(ev.Reconfigured(settings_from(new, self._watchdog or 0.0), restart_job=new.job != old.job))
         self._log.info("reloaded", source=new.source)
         notify.ready(self.core.snapshot().status_line())
 
+    def _health_shell(self, loaded: Config) -> HealthRunner | NoHealthCheck:
+        return HealthRunner(loaded.health, self._post) if loaded.health else NoHealthCheck(self._post)
+
     # ---------------------------------------------------------------- systemd
-
-    def _report_status(self) -> None:
-        snapshot = self.core.snapshot()
-        line = snapshot.status_line()
-        if not self._ready_sent and snapshot.node is not None:
-            self._ready_sent = notify.ready(line) or True  # joined: `systemctl start` may return
-        elif line != self._status:
-            notify.status(line)
-        self._status = line
-
-    def _feed_watchdog(self) -> None:
-        if self._watchdog is None or self.core.snapshot().phase is Phase.STOPPED:
-            return
-        now = self._clock()
-        if now >= self._next_ping:
-            notify.watchdog()
-            self._next_ping = now + self._watchdog / 2
 
     def _warn_about_watchdog(self) -> None:
         problem = self.core.budget_problem()
