@@ -343,6 +343,35 @@ def test_a_wrong_password_exits_77_with_a_clear_error_and_no_retry_loop(
 
 
 @pytest.mark.zookeeper
+def test_an_election_path_that_refuses_the_leader_record_only_warns(
+    healthy_digest_zk, election_path, daemon_group, secret_file, super_client
+) -> None:
+    """The election path lets zkleader create, delete and read, but not write: only the
+    informative leader record is refused. Each leader used to exit 77 on it right after
+    starting its job (without waiting for the reap), and so did every successor: no
+    leader anywhere. Now it is a warning, and leadership works as usual."""
+    super_client.create(election_path, makepath=True, acl=[
+        ACL(Permissions.CREATE | Permissions.DELETE | Permissions.READ, Id("digest", digest_id("zkleader", PASSWORD))),
+        ACL(Permissions.READ, Id("world", "anyone")),
+    ])
+    secret = secret_file(PASSWORD)
+    group = daemon_group(healthy_digest_zk.hosts, election_path)
+    for name in ("a", "b"):
+        group.add(name, sections=auth_section(healthy_digest_zk.hosts, secret)).wait_event("joined", 30)
+    (first,) = group.wait_starts(1, 30)
+    assert first["candidate"] == "a"
+    group.daemons["a"].wait_event("publish_failed", 10)
+    time.sleep(T)
+    assert group.daemons["a"].alive() and group.leaders() == ["a"] and len(group.records("start")) == 1
+    group.signal("a", signal.SIGTERM)
+    assert group.wait_exit("a") == exitcodes.OK
+    assert group.wait_starts(2, 10)[1]["candidate"] == "b"
+    group.daemons["b"].wait_event("publish_failed", 10)
+    assert group.daemons["b"].alive() and group.leaders() == ["b"]
+    assert group.overlaps() == []
+
+
+@pytest.mark.zookeeper
 def test_a_list_acl_without_world_read_needs_credentials_for_status(
     healthy_digest_zk, election_path, daemon_group, secret_file, tmp_path
 ) -> None:
