@@ -44,10 +44,10 @@ from zkleader.core.outbox import Purpose
 from zkleader.core.settings import Identity, OnExit, Settings
 from zkleader.simulation import PROFILES, Bug, World, WorldConfig, explore, run_schedule, settle
 from zkleader.simulation.cli import main as cli_main
+from zkleader.simulation.config import ELECTION
 from zkleader.simulation.faults import max_stop
 from zkleader.simulation.invariants import Violation
 from zkleader.simulation.runner import Finding
-from zkleader.simulation.world import ELECTION
 
 INF = float("inf")
 WORKERS = max(1, min(2, os.cpu_count() or 1))
@@ -193,7 +193,7 @@ def test_a_job_whose_guardian_dies_is_reported_gone_only_once_every_process_is(o
     world = boot(hosts=2)
     leader = world.leader_host()
     (job,) = world.checker.alive
-    assert world.guardian_dies(leader, orphans)
+    assert world.jobs.guardian_dies(leader, orphans)
     world.run_for(1.0)
     exited = [(t, obj) for t, who, kind, obj, _ in world.timeline.entries
               if who == leader.name and kind == "<-" and isinstance(obj, ev.JobExited)]
@@ -204,7 +204,7 @@ def test_a_job_whose_guardian_dies_is_reported_gone_only_once_every_process_is(o
 
 def test_a_job_reported_gone_with_its_guardian_while_its_workers_live_is_caught() -> None:
     world = boot(hosts=2, bugs=frozenset({Bug.EARLY_EXIT_REPORT}))  # on_exit: restart
-    assert world.guardian_dies(world.leader_host(), orphans=True)
+    assert world.jobs.guardian_dies(world.leader_host(), orphans=True)
     with pytest.raises(Violation) as info:
         world.run_for(1.0)
     assert info.value.kind == "double_start"
@@ -245,7 +245,7 @@ def test_a_host_that_slept_through_its_session_kills_its_job_in_its_first_loop_p
     world.run_for(2.0)
     assert "suspended" in old.excuses and len(world.checker.alive) == 2  # the successor runs
     world.wake(leader)
-    world.run_for(0.6)  # the first pass comes within LOOP_MAX_SLEEP at the latest
+    world.run_for(0.6)  # the first pass comes within loop.MAX_SLEEP at the latest
     assert old.sigkilled and old.dead_at is not None
     settle(world)
 
@@ -577,7 +577,7 @@ class Cluster(RuleBasedStateMachine):
     def crash_leader_job(self) -> None:
         leader = self.world.leader_host()
         if leader is not None:
-            self._do(f"{leader.name}'s job crashes", self.world.crash_job, leader)
+            self._do(f"{leader.name}'s job crashes", self.world.jobs.crash_job, leader)
 
     @rule(host=HOST, fraction=st.floats(0.05, 3.0))
     def suspend(self, host: int, fraction: float) -> None:
@@ -600,7 +600,7 @@ class Cluster(RuleBasedStateMachine):
         leader = self.world.leader_host()
         if leader is not None:
             self._do(f"{leader.name}'s guardian dies" + (" (workers live on)" if orphans else ""),
-                     self.world.guardian_dies, leader, orphans)
+                     self.world.jobs.guardian_dies, leader, orphans)
 
     @rule(host=HOST, fraction=st.floats(0.05, 3.0))
     def stall_logs(self, host: int, fraction: float) -> None:
@@ -694,7 +694,7 @@ def test_no_busy_loop_on_a_restart_deadline_without_lease() -> None:
     """Found by the simulator: a restart deadline in the past, with no lease to start on, spun the loop."""
     world = boot(hosts=2, session_timeout=1.0, stop_timeout=0.1, restart_delay=1.0, spin_is_violation=True)
     leader = world.leader_host()
-    world.crash_job(leader)
+    world.jobs.crash_job(leader)
     world.partition(leader)
     world.run_for(3.0)
 

@@ -145,8 +145,10 @@ class Daemon:
         return self._loop
 
     def _write_log(self, line: act.Log) -> None:
-        """A Log action: queued by structlog's handler (logs.py), never written here."""
-        getattr(self._log, line.level)(line.event, **line.fields)
+        """A Log action: queued by structlog's handler (logs.py), never written here. The
+        event is forwarded by name: the core's call sites are where it is registered."""
+        name, level, fields = line.event, line.level, line.fields
+        getattr(self._log, level)(name, **fields)
 
     # ------------------------------------------------------------ lifecycle
 

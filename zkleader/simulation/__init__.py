@@ -16,10 +16,11 @@ Entry points: :func:`run_schedule` (one seeded schedule), :func:`explore` (many)
 ``python -m zkleader.simulation`` (open-ended search).
 """
 
+from .config import Bug, WorldConfig
 from .faults import PROFILES, Profile, ScheduleSpec, random_spec
 from .invariants import Violation
 from .runner import Finding, Result, Summary, explore, run_schedule, settle
-from .world import Bug, World, WorldConfig
+from .world import World
 
 __all__ = [
     "PROFILES",

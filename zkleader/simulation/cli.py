@@ -18,9 +18,9 @@ import itertools
 import os
 import sys
 
+from .config import Bug
 from .faults import PROFILES
 from .runner import explore, run_schedule
-from .world import Bug
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,8 @@ from typing import Any
 from ..core import events as ev
 from ..core import timing
 from ..core.settings import OnExit
-from .world import ELECTION, INF, Host, World, WorldConfig
+from .config import ELECTION, INF, WorldConfig
+from .world import Host, World
 
 
 def max_stop(T: float, watchdog: float = 0.0, tick: float = 0.2) -> float:
@@ -404,7 +405,7 @@ def inject(world: World, kind: str, params: dict[str, Any]) -> None:
                 world.fault(kind, host, f"operator asks {daemon.label} to resign")
                 daemon.post("signal", ev.ResignRequested())
         case "job_crash":
-            if world.crash_job(host):
+            if world.jobs.crash_job(host):
                 world.faults[kind] = world.faults.get(kind, 0) + 1
         case "start_failure":
             world.fault(kind, host, f"{host.name}'s next job start will fail")
@@ -416,7 +417,7 @@ def inject(world: World, kind: str, params: dict[str, Any]) -> None:
                                     f"{params['duration']:.3f}s with it)")
             host.lose_relay_next = params["duration"]
         case "guardian_death":
-            if world.guardian_dies(host, params["orphans"]):
+            if world.jobs.guardian_dies(host, params["orphans"]):
                 world.faults[kind] = world.faults.get(kind, 0) + 1
                 world.jobs_crashed += 1
         case "log_stall":

@@ -52,7 +52,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .world import Client, Daemon, Job, Session, World
+    from .client import Client
+    from .daemon import Daemon
+    from .jobs import Job
+    from .server import Session
+    from .world import World
 
 INF = float("inf")
 RESUME_GRACE = 0.3

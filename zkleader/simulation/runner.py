@@ -8,9 +8,10 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+from .config import Bug, CoreFactory
 from .faults import DEFAULT, Profile, ScheduleSpec, random_spec, schedule
 from .invariants import Violation
-from .world import Bug, CoreFactory, World
+from .world import World
 
 
 @dataclass
