@@ -451,7 +451,9 @@ def test_10_partition_of_a_leader_whose_kazoo_keeps_sending_is_still_reaped_in_t
     during a partition. To get the case where kazoo's own detection comes late (never,
     here), every daemon's kazoo gets an extra exists() every 50 ms (test-only
     sitecustomize, see chaos.CHATTER): requests count as pings, so kazoo stays CONNECTED
-    throughout the partition and only the daemon's lease clock can stop the job."""
+    throughout the partition. The daemon itself drops the connection once a heartbeat
+    goes unanswered for a whole interval (heartbeat_unanswered), but every server is cut
+    off, so only its lease clock can stop the job."""
     c = cluster()
     for name in ("d0", "d1", "d2"):
         c.group.chatter(name, 0.05, election_path)
@@ -468,7 +470,10 @@ def test_10_partition_of_a_leader_whose_kazoo_keeps_sending_is_still_reaped_in_t
         assert end < heard + T and end < t_p + T
         assert successor.start > end
         time.sleep(1.0)
-        assert events_after(c, leader, t_wall, "suspended") == [], "kazoo noticed the partition: the test lost its point"
+        drops = events_after(c, leader, t_wall, "heartbeat_unanswered")
+        suspended = events_after(c, leader, t_wall, "suspended")
+        assert drops and all(s["timestamp"] >= drops[0]["timestamp"] for s in suspended), (
+            "kazoo noticed the partition before the daemon dropped the connection: the test lost its point")
         c.proxies[leader].heal()
         new_leader = c.wait_converged(20)
         assert c.group.overlaps() == []
@@ -825,6 +830,34 @@ def test_17_a_new_leader_whose_only_relayed_packet_is_a_ping_T_over_3_old_is_rea
 
 
 # --------------------------------------------------------------------------- 18
+
+
+def test_18b_an_operator_deletes_the_node_of_a_leader_whose_server_alone_went_silent(cluster) -> None:
+    """Issue 11 item 7, the case that can be shortened. Only the server d0 talks to goes
+    silent; the other servers answer. d0's heartbeat goes unanswered, and after one
+    heartbeat interval d0 drops the connection (DropConnection) and reconnects, same
+    session, to another server, where its next heartbeat finds its node deleted: it
+    SIGKILLs its job within two heartbeat intervals and a reconnect of the cut, instead of
+    at kazoo's ping deadline (2/3 T) or the end of its lease. T = 10 s, so that the lease
+    (stop 8.25 s after t_ok) and the drop (<= 2 x T/6 = 3.33 s, plus the reconnect) are
+    far apart on a noisy machine."""
+    t10 = 10.0
+    c = cluster(session_timeout=t10)
+    start(c, 3)
+    old = only_job(c)
+    server = steer(c, "d0", lambda s: True)
+    c.proxies["d0"].partition([server])
+    t_cut = time.monotonic()
+    c.admin.delete(f"{c.election}/{c.own_node('d0')}")
+    end = c.watcher.wait_end(old, WAIT + t10)
+    moved = time.monotonic() - t_cut
+    c.proxies["d0"].heal([server])
+    heartbeat = t10 / 6
+    record_result("an operator deletes the node of a leader whose server alone went silent (T = 10 s)",
+                  session_timeout=t10, reaped=end - t_cut, moved=moved, overlaps=len(c.group.overlaps()),
+                  claim="old job gone within 2 heartbeat intervals + reconnect, not at the lease")
+    assert end < t_cut + 2 * heartbeat + 2.0, f"d0's job lived {end - t_cut:.2f}s after the cut"
+    assert c.wait_converged(WAIT) == "d1"
 
 
 @pytest.mark.parametrize("heal_after", [None, 0.4], ids=["stays_cut_off", "heals_soon"])

@@ -56,8 +56,10 @@ class Driver:
         return out
 
     def kinds(self, out: list[act.Action]) -> list[str]:
-        """The actions but logs and heartbeats (which go out on their own cadence)."""
-        return [type(a).__name__ for a in out if not isinstance(a, act.Log) and not _is_heartbeat(a)]
+        """The actions but logs, heartbeats (which go out on their own cadence) and the
+        drop of a connection whose heartbeat the test left unanswered."""
+        return [type(a).__name__ for a in out
+                if not isinstance(a, (act.Log, act.DropConnection)) and not _is_heartbeat(a)]
 
     def own_name(self, seq: int = 5) -> str:
         return f"zkl-{self.view.candidacy_id}-{seq:010d}"
@@ -161,6 +163,27 @@ def test_heartbeats_go_one_at_a_time_and_never_sooner_than_ticktime_half_after_a
     d.feed(ev.NodeChecked(second.request_id, 0.1, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.0), late)
     assert d.core.next_deadline() == pytest.approx(late + d.view.budget.first_renewal)
     assert len([a for a in d.feed(ev.Tick(), late + d.view.budget.first_renewal) if _is_heartbeat(a)]) == 1
+
+
+def test_a_heartbeat_unanswered_for_a_whole_interval_drops_the_connection_once() -> None:
+    """A leader whose server alone went silent moves to another server (same session)
+    at once, instead of at kazoo's ping deadline, after the lease would have run out."""
+    d = Driver()
+    d.lead(now=0.0)
+    h = d.view.budget.heartbeat_interval
+    (beat,) = [a for a in d.feed(ev.Tick(), d.view.budget.first_renewal) if _is_heartbeat(a)]
+    stall = d.view.budget.first_renewal + h
+    assert d.core.next_deadline() == pytest.approx(stall)
+    assert not any(isinstance(a, act.DropConnection) for a in d.feed(ev.Tick(), stall - 0.001))
+    out = d.feed(ev.Tick(), stall)
+    assert [a for a in out if isinstance(a, act.DropConnection)] == [act.DropConnection()]
+    assert not any(isinstance(a, act.DropConnection) for a in d.feed(ev.Tick(), stall + h))  # once
+    # Answered in time: no drop.
+    d = Driver()
+    d.lead(now=0.0)
+    (beat,) = [a for a in d.feed(ev.Tick(), d.view.budget.first_renewal) if _is_heartbeat(a)]
+    d.feed(ev.NodeChecked(beat.request_id, 0.1, ev.NodeStat(77, SESSION), synced=True, relayed_at=0.0), 0.2)
+    assert not any(isinstance(a, act.DropConnection) for a in d.feed(ev.Tick(), 0.1 + h + 0.01))
 
 
 def test_a_new_leader_without_an_anchor_waits_for_the_early_second_heartbeat() -> None:

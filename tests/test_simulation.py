@@ -122,8 +122,10 @@ def test_kazoo_notices_a_silent_partition_after_about_two_thirds_of_the_timeout(
 
 
 def test_requests_can_postpone_detection_past_the_session_expiry() -> None:
+    """kazoo's own weakness, on a follower (a leader drops a connection whose heartbeat
+    goes unanswered for a whole interval: DropConnection)."""
     world = boot(session_timeout=2.0)
-    host = world.hosts[0]
+    host = next(h for h in world.hosts if h is not world.leader_host())
     world.chatty(host, INF)
     world.partition(host)
     world.run_for(6.0)
@@ -250,15 +252,26 @@ def test_a_host_that_slept_through_its_session_kills_its_job_in_its_first_loop_p
     settle(world)
 
 
-def test_a_lease_clock_that_stops_while_the_host_sleeps_is_caught() -> None:
-    world = boot(hosts=2, session_timeout=2.0, bugs=frozenset({Bug.STOPPING_CLOCK}))
+def _suspend_the_leader_past_its_session(seed: int, bugs: frozenset[Bug]) -> Violation | None:
+    world = boot(seed=seed, hosts=2, session_timeout=2.0, bugs=bugs)
     leader = world.leader_host()
     assert world.suspend(leader)
     world.run_for(3.0)
     world.wake(leader)
-    with pytest.raises(Violation) as info:
+    try:
         world.run_for(0.6)
-    assert info.value.kind == "suspend"
+    except Violation as violation:
+        return violation
+    return None
+
+
+def test_a_lease_clock_that_stops_while_the_host_sleeps_is_caught() -> None:
+    """Whether the held deletion notification or the connection's reset reaches the
+    woken daemon first depends on the schedule; only in the second case does the lease
+    clock decide. Over a few seeds the stopping clock is caught, BOOTTIME never."""
+    caught = [_suspend_the_leader_past_its_session(seed, frozenset({Bug.STOPPING_CLOCK})) for seed in range(1, 9)]
+    assert {v.kind for v in caught if v is not None} == {"suspend"}
+    assert [_suspend_the_leader_past_its_session(seed, frozenset()) for seed in range(1, 9)] == [None] * 8
 
 
 def test_a_short_sleep_excuses_nothing() -> None:
@@ -354,10 +367,17 @@ class SuspendedIsTheClock(Leadership):
 
 
 class _ConnectionLease(Lease):
+    """Trusts the connection state alone: no lease, and no heartbeat stall of its own
+    (only kazoo's detection, which requests can postpone, brings SUSPENDED)."""
+
     def valid_at(self, now: float) -> bool:
         return self.connected
 
     def kill_by(self) -> float | None:
+        return None
+
+    @property
+    def stall_deadline(self) -> float | None:
         return None
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import AuthFailedError
-from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.connection import _CONNECTION_DROP, ConnectionHandler
 from kazoo.protocol.serialization import Connect
 from kazoo.security import ACL, Id
 
@@ -210,6 +210,15 @@ class Client(KazooClient):
     def server(self) -> tuple[str, int] | None:
         """(host, port) of the server that answered the latest connect request."""
         return self._connection.server
+
+    def drop_connection(self) -> None:
+        """Drops the current connection; kazoo reconnects, same session, to the next
+        server of its list at once (the core asks when a heartbeat went unanswered for a
+        whole interval). The drop goes through kazoo's own request queue as the
+        sentinel its test harness uses for the same purpose (kazoo.testing), so the
+        connection thread raises ConnectionDropped itself, in order, and fails what was
+        pending as on any connection loss."""
+        self._call(_CONNECTION_DROP, self.handler.async_result())
 
 
 def tls_rejection(err: BaseException) -> str | None:

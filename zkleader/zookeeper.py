@@ -107,6 +107,8 @@ class ZooKeeperShell:
                 self._reply(result, rid, sent_at, lambda _: ev.Deleted(rid, sent_at), path)
             case act.CloseSession():
                 self.close()
+            case act.DropConnection():
+                self.client.drop_connection()
             case _:
                 raise TypeError(f"not a ZooKeeper action: {action!r}")
 

@@ -94,6 +94,15 @@ class CloseSession:
 
 
 @dataclass(frozen=True)
+class DropConnection:
+    """The server stopped answering (a heartbeat unanswered for a whole heartbeat
+    interval): drop the connection so the client reconnects, same session, to another
+    server at once. kazoo's own ping deadline (2/3 T after the last send) comes after
+    the lease would have stopped the job, and only a reconnect lets a leader whose
+    server alone went silent learn that its node is still its own, or that it is gone."""
+
+
+@dataclass(frozen=True)
 class AnnounceStopping:
     """The daemon was asked to shut down: tell the service manager (systemd's
     STOPPING=1) before the job's graceful stop, which may take its stop_timeout."""
@@ -116,5 +125,5 @@ class Reopen:
 
 Action = (
     CreateNode | ListChildren | CheckNode | PublishLeadership | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession
-    | AnnounceStopping | RunHealthCheck | Exit | Reopen
+    | DropConnection | AnnounceStopping | RunHealthCheck | Exit | Reopen
 )

@@ -125,6 +125,11 @@ def enforce(core: Leadership) -> None:
         follow.retry(core)
     if wants_heartbeat(core) and core.lease.heartbeat_due is not None and now >= core.lease.heartbeat_due:
         heartbeat(core)
+    stall = core.lease.stall_deadline
+    if stall is not None and now >= stall:
+        core.lease.drop_asked()
+        core.out.log("heartbeat_unanswered", "warning", lease_left=core.lease.left(now))
+        core.out.emit(act.DropConnection())
     if core.leave is not None:
         leave.progress(core)
     elif core.me.leader and job.phase is JobPhase.NONE and _may_run(core):

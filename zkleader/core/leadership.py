@@ -67,7 +67,7 @@ class Leadership:
 
     def next_deadline(self) -> float | None:
         """The next instant at which a Tick may produce actions."""
-        candidates = [self.retry_at, self.job.restart_at, self.health.due, self.job.kill_due]
+        candidates = [self.retry_at, self.job.restart_at, self.health.due, self.job.kill_due, self.lease.stall_deadline]
         if self.job.alive:
             candidates.append(self.lease.stop_at())
         if lead.wants_heartbeat(self):

@@ -27,6 +27,8 @@ class Lease:
         self.t_ok: float | None = None
         self.heartbeat_due: float | None = None
         self.heartbeat_inflight = False
+        self._heartbeat_sent_at = 0.0
+        self._drop_asked = False
         #: The latest connection attempt, for status only.
         self.attempt = 0
         self.attempt_host = ""
@@ -68,6 +70,19 @@ class Lease:
     def heartbeat_sent(self, now: float) -> None:
         self.heartbeat_inflight = True
         self.heartbeat_due = now + self.budget.heartbeat_interval
+        self._heartbeat_sent_at = now
+        self._drop_asked = False
+
+    @property
+    def stall_deadline(self) -> float | None:
+        """When an unanswered heartbeat means the server went silent: one heartbeat
+        interval after it was sent (None: none in flight, or the drop already asked)."""
+        if not self.heartbeat_inflight or self._drop_asked or not self.connected:
+            return None
+        return self._heartbeat_sent_at + self.budget.heartbeat_interval
+
+    def drop_asked(self) -> None:
+        self._drop_asked = True
 
     def heartbeat_answered(self, now: float) -> float:
         """This answer anchors the lease of a sync queued tickTime/2 from now at the

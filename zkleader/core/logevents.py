@@ -117,6 +117,8 @@ EVENTS: Mapping[str, LogEvent] = _index(
              "connected to ZooKeeper[, session {session}][, session timeout {timeout}s]"),
     LogEvent("suspended", "warning", "5704846b7c19439a89aaf7ea3c10b91c", ("lease_left",),
              "connection to ZooKeeper suspended[; lease left {lease_left}s]"),
+    LogEvent("heartbeat_unanswered", "warning", "0564e75bc6d24eeeaeeeee2df82bb524", ("lease_left",),
+             "ZooKeeper did not answer a heartbeat for a whole interval; moving to another server[; lease left {lease_left}s]"),
     LogEvent("reconnected", "info", "59f2ac57e242444b933a0be2ecb63e9e", ("session", "lease_left"),
              "reconnected to ZooKeeper[, same session {session}][; lease left {lease_left}s]"),
     LogEvent("session_lost", "warning", "4e664ce4b4d142059da42fddfbb0e7a1", ("reason",),

@@ -283,6 +283,8 @@ class Client:
         match action:
             case act.CloseSession():
                 self.close()
+            case act.DropConnection():
+                self._drop("a heartbeat went unanswered")
             case act.CheckNode() | act.ListChildren() | act.CreateNode() | act.PublishLeadership() | act.DeleteNode():
                 if isinstance(action, act.DeleteNode):
                     self.deleted.add(action.path)
