@@ -90,7 +90,7 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     me = core.me
     if isinstance(reply, ev.RequestFailed):
         if reply.failure is ev.Failure.NO_NODE:
-            lead.rejoin(core, "the election path was deleted")
+            lead.rejoin_without_node(core, "the election path was deleted")
         elif reply.failure is ev.Failure.CONNECTION:
             session.resync_if_connected(core)
         else:
@@ -121,7 +121,7 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
         return
     entry = queue.named(me.node)
     if entry is None:
-        lead.rejoin(core, "own node deleted")
+        lead.rejoin_without_node(core, "own node deleted")
         return
     position = queue.position(entry)
     predecessor = queue.predecessor(entry)
@@ -137,7 +137,7 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     if me.leader:
         # Someone sits before our node (impossible unless sequence numbers wrapped):
         # never lead from behind another candidate.
-        lead.lose(core, "a lower node appeared")
+        lead.lose_leadership(core, "a lower node appeared")
     core.phase = Phase.FOLLOWING
     watch_own(core)
     me.leader_node = queue.entries[0].name
@@ -185,7 +185,7 @@ def on_watch(core: Leadership, event: ev.WatchFired) -> None:
     if me.node is not None and event.path == core.path(me.node):
         me.own_watched = False
         if event.kind is ev.WatchKind.DELETED and not core.out.awaiting(Purpose.DELETE_OWN):
-            lead.rejoin(core, "own node deleted")
+            lead.rejoin_without_node(core, "own node deleted")
         elif not me.leader:
             watch_own(core)  # data changed: a follower re-arms; a leader's heartbeat does
         return

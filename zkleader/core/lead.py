@@ -69,11 +69,11 @@ def own_node_holds(core: Leadership, reply: ev.NodeChecked) -> bool:
     """Our node exists and belongs to this session; otherwise leave it behind and
     join again (an operator deleted it, or a session that reused its name owns it)."""
     if reply.stat is None:
-        rejoin(core, "own node deleted")
+        rejoin_without_node(core, "own node deleted")
         return False
     if reply.stat.ephemeral_owner != core.lease.session_id:
         core.out.log("node_not_ours", "error", node=core.me.node, owner=session.hex_id(reply.stat.ephemeral_owner))
-        rejoin(core, "own node is owned by another session")
+        rejoin_without_node(core, "own node is owned by another session")
         return False
     return True
 
@@ -84,19 +84,19 @@ def on_publish_reply(core: Leadership, reply: ev.Reply) -> None:
         core.out.log("publish_failed", "warning", detail=reply.detail)
 
 
-def rejoin(core: Leadership, reason: str) -> None:
+def rejoin_without_node(core: Leadership, reason: str) -> None:
     """Our node is gone while the session lives: stop leading, join again at the back.
     A new node while the old job is still stopping is safe: no job starts until it is reaped."""
     core.out.log("node_vanished", "warning", node=core.me.node, reason=reason)
     # Whoever is next saw the same deletion and may start its job within
     # milliseconds: no graceful stop while leadership is already gone.
     core.job.kill_now(core.now, reason)
-    lose(core, reason)
+    lose_leadership(core, reason)
     core.forget_candidacy()
     follow.join(core)
 
 
-def lose(core: Leadership, reason: str) -> None:
+def lose_leadership(core: Leadership, reason: str) -> None:
     """Leadership is gone (or never to be trusted again in this candidacy)."""
     if core.me.leader:
         core.out.log("leadership_lost", "warning", reason=reason, token=core.me.token)

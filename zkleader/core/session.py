@@ -43,7 +43,7 @@ def on_connected(core: Leadership, event: ev.Connected) -> None:
     if event.read_only:
         core.out.log("read_only", "warning", reason="connected to a read-only server; cannot lead")
         if core.me.leader:
-            lead.lose(core, "read-only connection")
+            lead.lose_leadership(core, "read-only connection")
         return
     if same_session:
         core.out.log("reconnected", session=hex_id(event.session_id), lease_left=lease.left(core.now))
