@@ -24,6 +24,7 @@ import pytest
 from zkleader.children import supervision_problem
 from zkleader.core import exitcodes
 from zkleader.job import GUARDIAN
+from zkleader.testing.daemons import process_running
 from zkleader.testing.zkserver import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,15 +114,6 @@ def lock_is_free(path: Path) -> bool:
     return True
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie holds no lock, no memory, no port)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def kill_if_ours(pid: int, marker: str) -> None:
     """Cleanup for a test that failed: only a process still running our job script."""
     try:
@@ -157,7 +149,7 @@ def double_fork_scenario(workdir: Path, how: str, hide_children_files: bool) -> 
         exited = guardian.report()
         # The report comes only once the tree is empty: the lock is free at that very moment.
         assert lock_is_free(lock), f"{how}: lock still held when the guardian reported {exited!r}"
-        assert not running(grandchild)
+        assert not process_running(grandchild)
         assert exited == ("exited 0" if how == "main exits" else f"exited {-signal.SIGKILL}")
         assert guardian.process.wait(30) == 0
     finally:

@@ -20,7 +20,13 @@ from typing import Any
 
 import pytest
 
-from zkleader.testing.daemons import DETECTOR, Daemon, DaemonGroup, wait_for
+from zkleader.testing.daemons import (
+    DETECTOR,
+    Daemon,
+    DaemonGroup,
+    process_running,
+    wait_for,
+)
 
 pytestmark = pytest.mark.zookeeper
 
@@ -69,15 +75,6 @@ def job_tree(daemon: Daemon) -> tuple[int, list[int]] | None:
     return (guardians[0], tree) if len(tree) >= 3 else None
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def kill_leftovers(pids: list[int]) -> None:
     """If the test failed, the old job's processes may still run (orphaned to init):
     kill those that still run our job, and nothing else."""
@@ -120,7 +117,7 @@ def test_kill_9_of_the_guardian_restarts_the_job_only_after_its_whole_tree_is_go
         os.kill(guardian, signal.SIGKILL)
         starts = next_start_or_overlap(group, 2, 20)
         assert starts[1]["candidate"] == "a"
-        assert [pid for pid in old if running(pid)] == []
+        assert [pid for pid in old if process_running(pid)] == []
         (error,) = guardian_deaths(daemon)
         assert error.startswith("guardian died by signal 9 (SIGKILL) before the job ended;"), error
         assert len(daemon.events("leader_acquired")) == 1  # the same leadership throughout
@@ -142,7 +139,7 @@ def test_kill_9_of_the_guardian_lets_a_successor_start_only_after_the_old_tree_i
         os.kill(guardian, signal.SIGKILL)
         second = next_start_or_overlap(group, 2, 20)[1]
         assert second["candidate"] == "b" and second["t"] > killed_at
-        assert [pid for pid in old if running(pid)] == []
+        assert [pid for pid in old if process_running(pid)] == []
         assert guardian_deaths(a)
     finally:
         kill_leftovers(old)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from zkleader import config
 from zkleader.core import exitcodes
-from zkleader.testing.daemons import wait_for
+from zkleader.testing.daemons import process_running, wait_for
 
 T = 2.0
 
@@ -412,14 +412,6 @@ def pids_of(path: Path, candidate: str | None = None) -> list[int]:
     return [int(pid) for pid, _, who in rows if candidate is None or who == candidate]
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 EXPECTED_PROCESSES = {"output": 1, "ignore-term": 2, "daemonize": 2, "daemonize-and-exit": 2, "setsid": 3}
 
 
@@ -451,7 +443,7 @@ def test_a_hostile_job_tree_is_gone_before_the_successor_starts(
     assert group.wait_exit("a", timeout=30) == exitcodes.OK
     successor = wait_for(lambda: [r for r in group.records("start") if r["candidate"] == "b"], 15, "b's job")[0]
     assert successor["t"] > sent
-    survivors = [pid for pid in a_pids if alive(pid)]
+    survivors = [pid for pid in a_pids if process_running(pid)]
     assert survivors == [], f"{mode}: processes of a's job survived: {survivors}"
     assert group.overlaps() == []
     assert b'"stopped"' in group.daemons["a"].log_path.read_bytes()
@@ -460,5 +452,5 @@ def test_a_hostile_job_tree_is_gone_before_the_successor_starts(
         assert successor["t"] - sent >= group.stop_timeout
     group.signal("b", signal.SIGTERM)
     assert group.wait_exit("b", timeout=30) == exitcodes.OK
-    wait_for(lambda: not any(alive(pid) for pid in pids_of(pid_file)), 10, "every job process gone")
+    wait_for(lambda: not any(process_running(pid) for pid in pids_of(pid_file)), 10, "every job process gone")
     assert group.lock_is_free()

@@ -34,6 +34,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     return wait_until(predicate, timeout, interval, message=what)
 
 
+def process_running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie holds no lock, no memory, no port): the tests'
+    check that a job's process is really gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @dataclass
 class JsonLinesTail:
     """Reads the JSON objects appended to a file since the last call; lines that are not
