@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .settings import Settings
+
 
 @dataclass(frozen=True)
 class Connected:
@@ -163,10 +165,10 @@ class HealthChecked:
 
 @dataclass(frozen=True)
 class Reconfigured:
-    """A reloaded configuration that keeps the same session and election.
-    settings is a leadership.Settings; restart_job when the job's definition changed."""
+    """A reloaded configuration that keeps the same session and election; restart_job
+    when the job's definition changed."""
 
-    settings: object
+    settings: Settings
     restart_job: bool
 
 

@@ -171,7 +171,6 @@ class Leadership:
 
     def _on_reconfigured(self, event: ev.Reconfigured) -> None:
         settings = event.settings
-        assert isinstance(settings, Settings)
         old_health = self.settings.health
         self.settings = settings
         self.lease.update_budget(settings)
