@@ -64,6 +64,13 @@ def watch_own(core: Leadership) -> None:
     core.out.request(Purpose.WATCH_OWN, lambda rid: act.CheckNode(rid, core.path(me.node or ""), watch=True))
 
 
+def delete_extra(core: Leadership, name: str) -> None:
+    """A node of ours that must not stand in the queue: a ghost of an abandoned
+    candidacy, or a second node of this one."""
+    path = core.path(name)
+    core.out.request(Purpose.DELETE_EXTRA, lambda rid: act.DeleteNode(rid, path))
+
+
 def retry_later(core: Leadership) -> None:
     """A request failed for a reason other than the connection."""
     core.retry_at = core.now + RETRY_DELAY
@@ -101,7 +108,7 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     if queue.ignored:
         core.out.log("foreign_children", "warning", ignored=list(queue.ignored[:5]), count=len(queue.ignored))
     for stale in (e for e in queue.entries if e.candidacy_id in me.abandoned):
-        core.out.request(Purpose.DELETE_EXTRA, lambda rid, n=stale.name: act.DeleteNode(rid, core.path(n)))
+        delete_extra(core, stale.name)
     mine = queue.mine(me.id)
     if me.create_unknown:
         me.create_unknown = False
@@ -114,7 +121,7 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     # first create was visible there): keep the node this daemon stands on, which
     # its watches and heartbeats name, and delete the other.
     for extra in (e for e in mine if e.name != me.node):
-        core.out.request(Purpose.DELETE_EXTRA, lambda rid, n=extra.name: act.DeleteNode(rid, core.path(n)))
+        delete_extra(core, extra.name)
     if me.node is not None and leave.withdraw_if_unhealthy(core):
         return
     if me.node is None:
@@ -153,7 +160,8 @@ def on_predecessor_reply(core: Leadership, reply: ev.Reply) -> None:
     if isinstance(reply, ev.NodeChecked) and reply.stat is None:
         # Gone before the watch was set: the watch would never fire, so look again now.
         relist(core)
-    elif isinstance(reply, ev.NodeChecked) and reply.stat.ephemeral_owner == 0 and core.me.predecessor:
+    elif isinstance(reply, ev.NodeChecked) and reply.stat is not None and reply.stat.ephemeral_owner == 0 \
+            and core.me.predecessor:
         # A persistent node shaped like ours is no candidate (no session can lose it):
         # every daemon that meets it skips it, so they all agree on the order.
         core.out.log("not_a_candidate", "warning", node=core.me.predecessor, reason="persistent node")
@@ -174,7 +182,7 @@ def on_own_watch_reply(core: Leadership, reply: ev.Reply) -> None:
             retry_later(core)
         return
     assert isinstance(reply, ev.NodeChecked)
-    if lead.own_node_holds(core, reply):
+    if lead.own_node_holds(core, reply) is not None:
         core.me.own_watched = True
 
 

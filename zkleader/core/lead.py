@@ -43,7 +43,8 @@ def on_heartbeat_reply(core: Leadership, reply: ev.Reply) -> None:
             session.resync_if_connected(core)
         return  # any other failure: the next heartbeat on the cadence tries again
     assert isinstance(reply, ev.NodeChecked)
-    if not own_node_holds(core, reply):
+    stat = own_node_holds(core, reply)
+    if stat is None:
         return
     me = core.me
     me.own_watched = True
@@ -55,7 +56,7 @@ def on_heartbeat_reply(core: Leadership, reply: ev.Reply) -> None:
         # does (timing.LeaseBudget.first_renewal).
         core.lease.heartbeat_due = renewal
         me.leader = True
-        me.token = reply.stat.czxid
+        me.token = stat.czxid
         core.phase = Phase.LEADING
         me.leading_since = core.now
         core.job.restart_at = None
@@ -65,17 +66,19 @@ def on_heartbeat_reply(core: Leadership, reply: ev.Reply) -> None:
         core.out.request(Purpose.PUBLISH, lambda rid: act.PublishLeadership(rid, core.settings.election_path, data))
 
 
-def own_node_holds(core: Leadership, reply: ev.NodeChecked) -> bool:
-    """Our node exists and belongs to this session; otherwise leave it behind and
-    join again (an operator deleted it, or a session that reused its name owns it)."""
-    if reply.stat is None:
+def own_node_holds(core: Leadership, reply: ev.NodeChecked) -> ev.NodeStat | None:
+    """Our node's stat when it exists and belongs to this session; otherwise None, and
+    the node is left behind to join again (an operator deleted it, or a session that
+    reused its name owns it)."""
+    stat = reply.stat
+    if stat is None:
         rejoin_without_node(core, "own node deleted")
-        return False
-    if reply.stat.ephemeral_owner != core.lease.session_id:
-        core.out.log("node_not_ours", "error", node=core.me.node, owner=session.hex_id(reply.stat.ephemeral_owner))
+        return None
+    if stat.ephemeral_owner != core.lease.session_id:
+        core.out.log("node_not_ours", "error", node=core.me.node, owner=session.hex_id(stat.ephemeral_owner))
         rejoin_without_node(core, "own node is owned by another session")
-        return False
-    return True
+        return None
+    return stat
 
 
 def on_publish_reply(core: Leadership, reply: ev.Reply) -> None:
