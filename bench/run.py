@@ -606,7 +606,7 @@ def machine() -> dict[str, Any]:
     return {"code": head + (f" + uncommitted changes in {', '.join(changed)}" if changed else ""),
             "load_at_start": [round(x, 1) for x in load],
             "cpu": cpu, "cores": os.cpu_count(), "memory_mb": mem, "kernel": platform.release(),
-            "python": platform.python_version(), "kazoo": kazoo.__version__ if hasattr(kazoo, "__version__") else "2.11",
+            "python": platform.python_version(), "kazoo": kazoo.__version__,
             "java": java}
 
 

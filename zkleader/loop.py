@@ -176,7 +176,8 @@ class Loop:
         snapshot = self.core.snapshot()
         line = snapshot.status_line()
         if not self._ready_sent and snapshot.node is not None:
-            self._ready_sent = self._notifier.ready(line) or True
+            self._notifier.ready(line)  # once, told or not: without a service manager nobody listens
+            self._ready_sent = True
         elif line != self._status:
             self._notifier.status(line)
         self._status = line

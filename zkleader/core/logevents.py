@@ -108,7 +108,7 @@ EVENTS: Mapping[str, LogEvent] = _index(
              "job exited[, pid {pid}][, exit code {code}][, killed by signal {signal}][: {error}][ after {ran}s]"),
     LogEvent("job_restart_scheduled", "warning", "970dad80cd7f4640b5d883c1c3e40fbd", ("delay", "restarts"),
              "job restart scheduled[ in {delay}s][ (quick restart {restarts})]"),
-    LogEvent("job_not_reaped", "error", "ca568d670eca4be3b71b2937e0cf5a79", ("reason",),
+    LogEvent("job_not_reaped", "error", "ca568d670eca4be3b71b2937e0cf5a79", ("pid", "reason", "problem"),
              "job not reaped[: {reason}]"),
     # ZooKeeper session
     LogEvent("connecting", "info", "fa7ac3e0825642eea3e119d618417381", ("host", "attempt"),
