@@ -128,9 +128,9 @@ class BenchDaemon(Daemon):
     def _is_heartbeat(self, request: Any) -> bool:
         """The leader's timer-driven exists() on its own node, and the sync() before it
         when the core asks for one (not the successor's confirming pair)."""
-        core = self.core
-        return (type(request).__name__ in ("Exists", "Sync") and core.leader and core.node is not None
-                and request.path == f"{core.settings.election_path}/{core.node}")
+        view = self.core.snapshot()
+        return (type(request).__name__ in ("Exists", "Sync") and view.leader and view.node is not None
+                and request.path == f"{view.election_path}/{view.node}")
 
     def _next_item(self) -> Any:
         item = super()._next_item()
