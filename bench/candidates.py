@@ -111,12 +111,33 @@ class _Died(Exception):
 _DIE = object()
 
 
+class _Tap:
+    """Sees every step of the daemon's loop (its observer, where production's metrics
+    sit) and reports the benchmark's milestones as the core decides them."""
+
+    def __init__(self, owner: "ZkleaderCandidate") -> None:
+        self.owner = owner
+
+    def observe(self, event: ev.Event, actions: list[Any], core: Any, now: float) -> None:
+        for action in actions:
+            if isinstance(action, StartJob):
+                self.owner.emit("elected", self.owner.id)
+            elif isinstance(action, Log) and action.event in ("following", "leader_acquired"):
+                self.owner.joined()
+            elif isinstance(action, Log) and action.event == "handover":
+                self.owner.emit("handed", self.owner.id)  # the leaver's node is deleted
+
+    def close(self) -> None:
+        pass
+
+
 class BenchDaemon(Daemon):
     """The real daemon loop, with taps for the benchmark."""
 
     def __init__(self, loaded: zconfig.Config, owner: "ZkleaderCandidate") -> None:
         super().__init__(loaded)
         self.owner = owner
+        self._metrics = _Tap(owner)  # the loop's observer (the bench configures no metrics)
 
     def _install_signal_handlers(self) -> None:
         pass  # many daemons share this process; the harness posts ShutdownRequested itself
@@ -146,15 +167,6 @@ class BenchDaemon(Daemon):
         elif isinstance(event, ev.JobExited):
             self.owner.emit("reaped", self.owner.id)
         return super()._step(event)
-
-    def _execute(self, action: Any) -> None:
-        if isinstance(action, StartJob):
-            self.owner.emit("elected", self.owner.id)
-        elif isinstance(action, Log) and action.event in ("following", "leader_acquired"):
-            self.owner.joined()
-        elif isinstance(action, Log) and action.event == "handover":
-            self.owner.emit("handed", self.owner.id)  # the leaver's node is deleted
-        super()._execute(action)
 
 
 class ZkleaderCandidate(Candidate):
