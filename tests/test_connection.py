@@ -23,7 +23,7 @@ from zkleader.zookeeper import ZooKeeperShell
 
 pytestmark = pytest.mark.zookeeper
 
-TICK = 0.2  # the test servers' tickTime (tests/zkserver.py)
+TICK = 0.2  # the test servers' tickTime (zkleader/testing/zkserver.py)
 
 
 class Shell:

@@ -17,7 +17,7 @@ expire its session earlier), and also ``partition_time + T``.
 
 FAULT_TRIALS=N repeats the cycles of the repeatable faults (default 1..3);
 FAULT_RESULTS=FILE appends one JSON line per trial, and
-``python tests/chaos.py --table FILE`` turns them into the README's table.
+``python -m zkleader.testing.chaos --table FILE`` turns them into the README's table.
 """
 
 from __future__ import annotations

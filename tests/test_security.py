@@ -1,6 +1,6 @@
 """Issue 6, security: digest authentication, ACLs on the election path, TLS to the
 secureClientPort, secrets kept out of logs and `status`, and the exit statuses of
-every failure. Real daemons against real ZooKeeper servers (tests/zksecure.py)."""
+every failure. Real daemons against real ZooKeeper servers (zkleader/testing/zksecure.py)."""
 
 from __future__ import annotations
 

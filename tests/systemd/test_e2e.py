@@ -46,7 +46,7 @@ def config_yaml(zk_hosts: str, election: str, candidate: str) -> str:
 zookeeper:
   hosts: [{zk_hosts}]
   session_timeout: {SESSION_TIMEOUT:g}s
-  tick_time: 200ms   # the test server's tickTime (tests/zkserver.py)
+  tick_time: 200ms   # the test server's tickTime (zkleader/testing/zkserver.py)
 election:
   path: {election}
   candidate: {candidate}
