@@ -186,6 +186,29 @@ def test_a_heartbeat_unanswered_for_a_whole_interval_drops_the_connection_once()
     assert not any(isinstance(a, act.DropConnection) for a in d.feed(ev.Tick(), 0.1 + h + 0.01))
 
 
+def test_a_job_is_not_started_on_a_lease_that_ends_before_its_renewal_can_come() -> None:
+    """A new leader's first anchor can be old (only kazoo's pings were answered, on a
+    slow network). Starting the job on a lease that ends before the second heartbeat can
+    renew it would stop and restart the job at once (seed 3001808 of a long simulation
+    run); it waits for that renewal instead."""
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    name = d.own_name()
+    d.feed(ev.Created(d.last(act.CreateNode).request_id, 10.0, f"{PATH}/{name}"), 10.0)
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 10.0, (name,)), 10.0)
+    first = d.last(act.CheckNode)
+    budget = d.view.budget
+    old_anchor = 10.0 - budget.stop_offset + budget.first_renewal / 2  # valid, but not until the renewal
+    out = d.feed(ev.NodeChecked(first.request_id, 10.0, ev.NodeStat(77, SESSION), synced=True, relayed_at=old_anchor),
+                 10.0)
+    assert d.view.leader and "StartJob" not in d.kinds(out)
+    renewal = 10.0 + budget.first_renewal
+    (second,) = [a for a in d.feed(ev.Tick(), renewal) if _is_heartbeat(a)]
+    out = d.feed(ev.NodeChecked(second.request_id, renewal, ev.NodeStat(77, SESSION), synced=True, relayed_at=10.0),
+                 renewal + 0.01)
+    assert d.kinds(out) == ["StartJob"]
+
+
 def test_a_new_leader_without_an_anchor_waits_for_the_early_second_heartbeat() -> None:
     d = Driver()
     d.feed(ev.Connected(SESSION, T), 0)

@@ -135,7 +135,7 @@ def enforce(core: Leadership) -> None:
         core.out.emit(act.DropConnection())
     if core.leave is not None:
         leave.progress(core)
-    elif core.me.leader and job.phase is JobPhase.NONE and _may_run(core):
+    elif core.me.leader and job.phase is JobPhase.NONE and _may_run(core) and core.lease.outlasts_renewal(now):
         if job.restart_at is None or now >= job.restart_at:
             node, token = core.me.node, core.me.token
             assert node is not None and token is not None

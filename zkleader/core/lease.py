@@ -44,6 +44,12 @@ class Lease:
     def valid_at(self, now: float) -> bool:
         return self.t_ok is not None and now < self.budget.stop_at(self.t_ok)
 
+    def outlasts_renewal(self, now: float) -> bool:
+        """Valid beyond the next heartbeat's earliest answer: a job started on a lease
+        that runs out before a renewal can arrive (a new leader's first, old anchor)
+        would be stopped and restarted at once; it waits for that renewal instead."""
+        return self.valid_at(now + self.budget.first_renewal)
+
     def kill_by(self) -> float | None:
         """The last moment SIGKILL may go out, while a session holds the lease."""
         if self.t_ok is None or self.session_id is None:

@@ -144,14 +144,14 @@ class LeaseBudget:
     def steady_lag(self) -> float:
         """How much older than the latest answered heartbeat t_ok can be for a leader
         that heartbeats on its cadence (the previous heartbeat anchors it)."""
-        return self.heartbeat_interval + self.tick_time / 2
+        return self.heartbeat_interval + relay_window(self.tick_time)
 
     @property
     def takeover_lag(self) -> float:
         """The same for a follower's first heartbeat, when only kazoo's pings (one per
         T/3 of silence) went before it. It equals steady_lag + one heartbeat interval,
         so the ride-through below also bounds the first lease."""
-        return self.session_timeout * PING_GAP_FRACTION + self.tick_time / 2
+        return self.session_timeout * PING_GAP_FRACTION + relay_window(self.tick_time)
 
     @property
     def slack(self) -> float:
