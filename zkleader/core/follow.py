@@ -76,6 +76,15 @@ def retry_later(core: Leadership) -> None:
     core.retry_at = core.now + RETRY_DELAY
 
 
+def after_failure(core: Leadership, reply: ev.RequestFailed) -> None:
+    """A queue request failed: the connection's loss is repaired by a resync (now, or
+    on the reconnect), any other failure by a retry after RETRY_DELAY."""
+    if reply.failure is ev.Failure.CONNECTION:
+        session.resync_if_connected(core)
+    else:
+        retry_later(core)
+
+
 def on_create_reply(core: Leadership, reply: ev.Reply) -> None:
     if isinstance(reply, ev.Created):
         core.me.node = reply.name.rsplit("/", 1)[-1]
@@ -98,10 +107,8 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     if isinstance(reply, ev.RequestFailed):
         if reply.failure is ev.Failure.NO_NODE:
             lead.rejoin_without_node(core, "the election path was deleted")
-        elif reply.failure is ev.Failure.CONNECTION:
-            session.resync_if_connected(core)
         else:
-            retry_later(core)
+            after_failure(core, reply)
         return
     assert isinstance(reply, ev.ChildrenListed)
     queue = candidacy.Queue.from_children(tuple(c for c in reply.children if c not in me.not_candidates))
@@ -168,18 +175,12 @@ def on_predecessor_reply(core: Leadership, reply: ev.Reply) -> None:
         core.me.not_candidates.add(core.me.predecessor)
         relist(core)
     elif isinstance(reply, ev.RequestFailed):
-        if reply.failure is ev.Failure.CONNECTION:
-            session.resync_if_connected(core)
-        else:
-            retry_later(core)
+        after_failure(core, reply)
 
 
 def on_own_watch_reply(core: Leadership, reply: ev.Reply) -> None:
     if isinstance(reply, ev.RequestFailed):
-        if reply.failure is ev.Failure.CONNECTION:
-            session.resync_if_connected(core)
-        else:
-            retry_later(core)
+        after_failure(core, reply)
         return
     assert isinstance(reply, ev.NodeChecked)
     if lead.own_node_holds(core, reply) is not None:

@@ -71,7 +71,6 @@ def on_session_lost(core: Leadership, reason: str) -> None:
         # The lease should have stopped the job already (e.g. the daemon was paused): no grace now.
         core.job.kill_now(core.now, "session lost while the job was alive")
     core.lease.lost()
-    core.me.own_watched = False
     core.out.stop_awaiting()
     core.forget_candidacy()
     if core.leave is not None and core.leave.kind is LeaveKind.REJOIN:

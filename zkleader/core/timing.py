@@ -191,10 +191,16 @@ class LeaseBudget:
         return t_ok + self.session_timeout
 
     @property
+    def least_ride_through(self) -> float:
+        """What feasibility asks of the ride-through: MIN_RIDE_THROUGH x T, and at least
+        the first renewal (a new leader's first lease must outlast it)."""
+        return max(MIN_RIDE_THROUGH * self.session_timeout, self.first_renewal)
+
+    @property
     def feasible(self) -> bool:
         """A ride-through of at least MIN_RIDE_THROUGH x T, and a first lease that
         outlasts the early second heartbeat (else a new leader's job would stop at once)."""
-        return self.ride_through >= max(MIN_RIDE_THROUGH * self.session_timeout, self.first_renewal)
+        return self.ride_through >= self.least_ride_through
 
     def problem(self) -> str | None:
         """Why these numbers cannot keep the safety rule with a usable ride-through."""
@@ -223,7 +229,7 @@ def max_stop_timeout(
 ) -> float:
     """The largest stop_timeout that still leaves the minimum ride-through."""
     budget = LeaseBudget(session_timeout, 0.0, watchdog, tick_time, reap_allowance)
-    return budget.ride_through - max(MIN_RIDE_THROUGH * session_timeout, budget.first_renewal)
+    return budget.ride_through - budget.least_ride_through
 
 
 def min_session_timeout(
