@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ import pytest
 
 from zkleader.children import supervision_problem
 from zkleader.core import exitcodes
-from zkleader.job import GUARDIAN
+from zkleader.job import guardian_argv
 from zkleader.testing.daemons import process_running
 from zkleader.testing.zkserver import wait_until
 
@@ -77,14 +78,23 @@ while True:
 
 class Guardian:
     """One guardian started as JobRunner starts it: stdin is the lifeline and the
-    command channel, STATUS_FD the report pipe."""
+    command channel, STATUS_FD the report pipe. With argv, a job is started at once
+    on a lease that lasts (``lease`` moves its deadlines)."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str] | None = None, release: list[str] | None = None, stop_at: float = 1e9,
+                 kill_at: float = 1e9) -> None:
         status_r, status_w = os.pipe()
-        self.process = subprocess.Popen([sys.executable, "-I", "-S", GUARDIAN, str(status_w), "--", *argv],
-                                        stdin=subprocess.PIPE, pass_fds=(status_w,))
+        self.process = subprocess.Popen(guardian_argv(status_w, release or []), stdin=subprocess.PIPE,
+                                        pass_fds=(status_w,))
         os.close(status_w)
         self.status = os.fdopen(status_r, "rb")
+        if argv is not None:
+            self.start(argv, stop_at, kill_at)
+
+    def start(self, argv: list[str], stop_at: float = 1e9, kill_at: float = 1e9) -> None:
+        spec = {"argv": argv, "env": dict(os.environ), "cwd": None, "stop_signal": int(signal.SIGTERM),
+                "stop_at": stop_at, "kill_at": kill_at}
+        self.command("start " + json.dumps(spec))
 
     def report(self) -> str:
         """The next report line; blocks until the guardian writes one or exits."""
@@ -151,7 +161,7 @@ def double_fork_scenario(workdir: Path, how: str, hide_children_files: bool) -> 
         assert lock_is_free(lock), f"{how}: lock still held when the guardian reported {exited!r}"
         assert not process_running(grandchild)
         assert exited == ("exited 0" if how == "main exits" else f"exited {-signal.SIGKILL}")
-        assert guardian.process.wait(30) == 0
+        assert guardian.process.poll() is None, "a warm guardian outlives its job"
     finally:
         if grandchild:
             kill_if_ours(grandchild, str(script))
@@ -191,7 +201,7 @@ def test_a_job_that_cannot_start_is_reported_failed(tmp_path: Path) -> None:
     guardian = Guardian([str(tmp_path / "no-such-program")])
     try:
         assert guardian.report().startswith("failed ")
-        assert guardian.process.wait(30) == 127
+        assert guardian.process.poll() is None, "the guardian stays for the next attempt"
     finally:
         guardian.close()
 
@@ -280,3 +290,145 @@ def test_a_killed_2gib_job_has_released_its_lock_when_the_guardian_reports_it_ex
         print(f"2 GiB job: from the kill command to 'exited' {teardown * 1000:.0f} ms (RSS {rss / GIB:.2f} GiB)")
     finally:
         guardian.close()
+
+
+# ------------------------------------------------------------- warm, lease, release
+
+# Holds the lock, counts the SIGTERMs it gets in a file, and exits 0.3 s after the
+# first unless told to ignore them ("--stubborn").
+COUNTING_JOB = r"""
+import fcntl, os, signal, sys, time
+
+lock_path, count_path = sys.argv[1], sys.argv[2]
+lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+terms = []
+def on_term(signum, frame):
+    terms.append(time.monotonic())
+    with open(count_path, "w") as handle:
+        handle.write(str(len(terms)))
+signal.signal(signal.SIGTERM, on_term)
+open(count_path, "w").write("0")
+while not terms or "--stubborn" in sys.argv or time.monotonic() - terms[0] < 0.3:
+    time.sleep(0.01)
+"""
+
+
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def counting_job(workdir: Path, *flags: str) -> tuple[list[str], Path, Path]:
+    script = workdir / "counting_job.py"
+    script.write_text(COUNTING_JOB)
+    lock, count = workdir / "job.lock", workdir / "terms"
+    return [sys.executable, "-I", "-S", str(script), str(lock), str(count), *flags], lock, count
+
+
+def test_a_warm_guardian_runs_one_job_after_another(tmp_path: Path) -> None:
+    argv, lock, count = counting_job(tmp_path)
+    guardian = Guardian()
+    try:
+        for _ in range(2):
+            guardian.start(argv)
+            assert guardian.report().startswith("started ")
+            wait_until(count.exists, 20, message="the job to run")
+            guardian.command(f"signal {int(signal.SIGTERM)}")
+            assert guardian.report() == "exited 0"
+            assert lock_is_free(lock)
+            count.unlink()
+        assert guardian.process.poll() is None
+    finally:
+        guardian.close()
+
+
+def test_the_guardian_stops_the_job_itself_when_the_lease_runs_out(tmp_path: Path) -> None:
+    """No word from the daemon (a stalled daemon): the stop signal at stop_at, once,
+    even when the daemon's own stop signal follows an instant later."""
+    argv, lock, count = counting_job(tmp_path)
+    stop_at = boottime() + 1.0
+    guardian = Guardian(argv, stop_at=stop_at, kill_at=stop_at + 5)
+    try:
+        assert guardian.report().startswith("started ")
+        wait_until(count.exists, 20, message="the job to run")
+        wait_until(lambda: count.read_text() == "1", 20, message="the guardian's own stop signal")
+        assert boottime() >= stop_at
+        guardian.command(f"signal {int(signal.SIGTERM)}")  # the daemon, late
+        assert guardian.report() == "exited 0 lease"
+        assert count.read_text() == "1", "the job heard its stop signal twice"
+        assert lock_is_free(lock)
+    finally:
+        guardian.close()
+
+
+def test_a_renewed_lease_moves_the_guardians_deadlines(tmp_path: Path) -> None:
+    argv, lock, count = counting_job(tmp_path)
+    guardian = Guardian(argv, stop_at=boottime() + 0.5, kill_at=boottime() + 0.6)
+    try:
+        assert guardian.report().startswith("started ")
+        guardian.command(f"lease {boottime() + 30} {boottime() + 31}")
+        time.sleep(1.0)
+        assert count.read_text() == "0", "stopped although the lease was renewed"
+        guardian.command(f"signal {int(signal.SIGTERM)}")
+        assert guardian.report() == "exited 0"
+    finally:
+        guardian.close()
+
+
+def test_the_guardian_kills_a_job_that_ignores_the_stop_by_the_kill_deadline(tmp_path: Path) -> None:
+    argv, lock, count = counting_job(tmp_path, "--stubborn")
+    start = boottime()
+    guardian = Guardian(argv, stop_at=start + 0.5, kill_at=start + 1.0)
+    try:
+        assert guardian.report().startswith("started ")
+        assert guardian.report() == f"exited {-signal.SIGKILL} lease"
+        assert boottime() >= start + 1.0
+        assert count.read_text() == "1"
+        assert lock_is_free(lock)
+    finally:
+        guardian.close()
+
+
+# Writes the secret it got, and whether the job's lock was free when it ran.
+RELEASER = r"""
+import fcntl, os, sys
+lock_path, out_path = sys.argv[1], sys.argv[2]
+secret = os.read(int(sys.argv[sys.argv.index("--secret-fd") + 1]), 4096).decode().strip()
+fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    free = "free"
+except BlockingIOError:
+    free = "held"
+open(out_path, "w").write(secret + " " + free)
+"""
+
+
+@pytest.mark.parametrize("told", ["session", "nosession"])
+def test_a_dead_daemons_session_is_released_only_after_the_tree_is_gone(tmp_path: Path, told: str) -> None:
+    """The lifeline closes (the daemon died): the guardian kills the job (a double-fork
+    that leaves a grandchild holding the lock), reaps everything, and only then execs
+    the releaser with the session on a pipe; after `nosession`, it just exits."""
+    script = tmp_path / "double_fork_job.py"
+    script.write_text(DOUBLE_FORK_JOB)
+    releaser = tmp_path / "releaser.py"
+    releaser.write_text(RELEASER)
+    lock, go, pid_file, out = tmp_path / "job.lock", tmp_path / "go", tmp_path / "grandchild.pid", tmp_path / "out"
+    argv = [sys.executable, "-I", "-S", str(script), str(lock), str(go), str(pid_file), "--stay"]
+    guardian = Guardian(argv, release=[sys.executable, "-I", "-S", str(releaser), str(lock), str(out)])
+    grandchild = 0
+    try:
+        assert guardian.report().startswith("started ")
+        guardian.command("session 1a2b 00ff" if told == "session" else "session 1a2b 00ff\nnosession")
+        go.touch()
+        grandchild = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 20,
+                                    message="the grandchild's pid"))
+        guardian.close()
+        assert not process_running(grandchild)
+        if told == "session":
+            assert out.read_text() == "1a2b 00ff free"
+        else:
+            assert not out.exists()
+    finally:
+        if grandchild:
+            kill_if_ours(grandchild, str(script))

@@ -20,6 +20,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,6 +133,10 @@ class Daemon:
     def _step(self, event: ev.Event) -> int | None:
         match self._running().step(event):
             case act.Exit(code=code):
+                if code != exitcodes.UNREAPED:
+                    # The session is closed and the job reaped: nothing for the guardian
+                    # to do. Unreaped, it stays and keeps the job's tree under its kill.
+                    self._job.close()
                 return code
             case act.Reopen():
                 assert self._pending_config is not None
@@ -169,8 +174,13 @@ class Daemon:
             self._queue.put(_Generation(generation, event))
 
         self._post = post
-        self._job = JobRunner(loaded.job, loaded.election.path, loaded.election.candidate, post)
-        self._zookeeper = ZooKeeperShell(loaded.zookeeper, post, self._clock)
+        if self._loop is None:
+            # Warm from the start (guardian.py): started once, it outlives reopens.
+            self._job = JobRunner(loaded.job, loaded.election.path, loaded.election.candidate, post,
+                                  release_argv=[sys.executable, "-m", "zkleader.release", os.path.abspath(loaded.source)])
+        else:
+            self._job.rebind(loaded.job, loaded.election.path, loaded.election.candidate, post)
+        self._zookeeper = ZooKeeperShell(loaded.zookeeper, post, self._clock, on_session=self._job.session)
         health = self._health_shell(loaded)
         if self._loop is None:
             self._loop = Loop(self.core, self._zookeeper, self._job, health, notify, self._write_log, self._clock,

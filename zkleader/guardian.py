@@ -1,13 +1,29 @@
-"""The job's guardian: a tiny process between the daemon and the job.
+"""The job's guardian: a small warm process between the daemon and the job.
 
-Why it exists: PR_SET_PDEATHSIG reaches only a direct child, so a job that forks
-(any shell script) would leave grandchildren alive after a kill -9 of the daemon,
-and with them the job's locks and ports: two leader jobs. The guardian owns the
-job's whole process tree instead. It is a child subreaper, so every orphaned
-descendant becomes its child; it kills the tree the instant its lifeline (stdin,
-a pipe from the daemon) reaches EOF, which the kernel guarantees when the daemon
-dies however it dies; and it exits only when the tree is gone, so the daemon's
-"reaped" means every process, not just the first.
+Why it exists, and why it is started before it is needed:
+
+* **It owns the job's whole process tree.** PR_SET_PDEATHSIG reaches only a direct
+  child, so a job that forks (any shell script) would leave grandchildren alive after
+  a kill -9 of the daemon, and with them the job's locks and ports: two leader jobs.
+  The guardian is a child subreaper, so every orphaned descendant becomes its child,
+  and it reports a job gone only when waitpid says it has no child left at all: the
+  daemon's "reaped" means every process, not just the first.
+* **It is warm.** Every candidate starts its guardian with the daemon, before it could
+  ever lead. Becoming leader then costs one line on a pipe and one fork/exec here,
+  instead of a Python interpreter starting cold on the failover path.
+* **It holds the lease.** With the start and after each renewal the daemon tells it
+  the lease's two deadlines on CLOCK_BOOTTIME (the daemon's clock): when the graceful
+  stop must begin and when SIGKILL must go (core.timing.LeaseBudget). If no extension
+  comes in time, because the daemon is stopped, hung, swapping or blocked on a pipe,
+  the guardian runs the same stop schedule itself, so the job is reaped before the
+  earliest moment ZooKeeper could expire the session however the daemon fares.
+* **It releases a dead daemon's session.** The lifeline (its stdin, a pipe from the
+  daemon) reaches EOF when the daemon dies however it dies. The guardian then kills
+  and reaps the whole tree and only then, with the session id and password the daemon
+  gave it, replaces itself with ``zkleader.release``, which attaches to that session
+  and closes it: the successor starts at once instead of a session timeout later.
+  The password travels only through pipes (never argv, the environment or a log),
+  and the job never sees it: exec replaces the forked job's copy of our memory.
 
 It needs only prctl(2) and a procfs: waitpid's ECHILD says the tree is empty (as a
 subreaper every descendant ends up as our child before it can be reaped), and one
@@ -16,24 +32,37 @@ scan of /proc/*/stat finds the descendants to signal. It does not use
 kernels. The daemon imports ``prctl`` and ``children_of`` from here, so both sides
 read the process table the same way.
 
-It runs as ``python -I -S guardian.py STATUS_FD -- ARGV...`` with only the standard
-library (fast start, no site-packages). Commands on stdin: ``signal N`` (graceful
-stop: N to the job's process group and every descendant) and ``kill`` (SIGKILL to
-all). Reports on STATUS_FD: ``started PID``, then ``exited RETURNCODE`` (negative:
-killed by that signal) or ``failed MESSAGE``, just before it exits.
+It runs as ``python -I -S guardian.py STATUS_FD [RELEASE_ARGV...]`` with only the
+standard library (small, no site-packages). Commands, one per line on stdin:
+
+``start JSON``           fork and exec a job: {"argv", "env", "cwd", "stop_signal",
+                         "stop_at", "kill_at"}
+``lease STOP_AT KILL_AT`` the renewed lease's deadlines (CLOCK_BOOTTIME seconds)
+``signal N``             N to the job's process group and every descendant
+``kill``                 SIGKILL to all, again until the tree is empty
+``session ID PASSWORD``  the session to release if the daemon dies (hex)
+``nosession``            the daemon closed its session itself: nothing to release
+
+Reports on STATUS_FD: ``started PID``; ``exited RETURNCODE`` (negative: killed by that
+signal), with `` lease`` appended when the guardian stopped the job on its own because
+the lease ran out; ``failed MESSAGE`` when the job could not be started.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import select
 import signal
 import sys
+import time
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 _IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+#: While a job is being killed, the tree is SIGKILLed again this often until empty.
+_KILL_PASS = 0.05
 _libc = ctypes.CDLL(None, use_errno=True)
 # prctl is variadic in C: declare the unsigned long arguments so that no register
 # carries garbage in its upper half (PR_SET_PDEATHSIG rejects an invalid signal).
@@ -67,6 +96,11 @@ def children_of(proc: str = "/proc") -> dict[int, list[tuple[int, str]]]:
     return children
 
 
+def now() -> float:
+    """The daemon's clock (clock.py): deadlines it sends are on CLOCK_BOOTTIME."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def _descendants() -> list[int]:
     """Every descendant of ours, from one scan of the process table. A pid read here
     could in theory be reaped by its parent and recycled before we signal it; that
@@ -79,111 +113,6 @@ def _descendants() -> list[int]:
             found.append(pid)
             frontier.append(pid)
     return found
-
-
-def _report(status_fd: int, line: str) -> None:
-    """Best effort: a daemon that died no longer reads, and the tree dies anyway."""
-    try:
-        os.write(status_fd, (line + "\n").encode())
-    except OSError:
-        pass
-
-
-def _signal_tree(job_pid: int | None, signum: int) -> None:
-    """Signals the job's process group (atomic, catches a process forked during our
-    scan) while its leader is unreaped and its pgid cannot be recycled, and every
-    descendant the scan finds (processes that left the group with setsid/setpgid)."""
-    if job_pid is not None:
-        try:
-            os.killpg(job_pid, signum)
-        except OSError:
-            pass
-    for pid in _descendants():
-        try:
-            os.kill(pid, signum)
-        except OSError:
-            pass
-
-
-def _in_job(status_fd: int, argv: list[str]) -> int:
-    """fork + exec by hand: the subprocess module alone costs ~15 ms to import, and
-    this start sits on the failover path. The guardian is single-threaded, so a
-    plain fork is safe here."""
-    parent = os.getpid()
-    exec_error_r, exec_error_w = os.pipe()  # close-on-exec: EOF means exec succeeded
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(exec_error_r)
-            os.close(status_fd)
-            os.setsid()  # its own session and process group: signals reach the whole job
-            for signum in _IGNORED:
-                # Ignored signals survive exec: give the job the dispositions a service expects.
-                signal.signal(signum, signal.SIG_DFL)
-            # Dies with the guardian even if the guardian itself is SIGKILLed...
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != parent:  # ...including in the instant before prctl.
-                os._exit(127)
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.execvp(argv[0], argv)
-        except OSError as err:
-            os.write(exec_error_w, f"{argv[0]}: {err.strerror or err}".encode())
-        finally:
-            os._exit(127)
-    os.close(exec_error_w)
-    with os.fdopen(exec_error_r, "rb") as errors:
-        failure = errors.read().decode(errors="replace")
-    if failure:
-        os.waitpid(pid, 0)
-        _report(status_fd, f"failed {failure}")
-        return 127
-    _report(status_fd, f"started {pid}")
-    return _supervise(status_fd, pid)
-
-
-def _supervise(status_fd: int, job_pid: int) -> int:
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w)
-    lifeline = sys.stdin.fileno()
-    commands = b""
-    returncode: int | None = None
-    lifeline_open = True
-    doomed = False  # once set, the whole tree is SIGKILLed again on every pass until empty
-    while True:
-        reaped, tree_empty = _reap_all()
-        for pid, status in reaped:
-            if pid == job_pid:
-                returncode = os.waitstatus_to_exitcode(status)
-                doomed = True  # the main process is gone: anything it left behind goes too
-        if tree_empty:
-            # No child left, so no descendant either (orphans become ours before they
-            # can be reaped), and the job's main process was among the reaped.
-            _report(status_fd, f"exited {returncode}")
-            return 0
-        if doomed:
-            _signal_tree(job_pid if returncode is None else None, signal.SIGKILL)
-        watched = [wake_r] + ([lifeline] if lifeline_open else [])
-        ready, _, _ = select.select(watched, [], [], 0.05 if doomed else 1.0)
-        if wake_r in ready:
-            os.read(wake_r, 4096)
-        if lifeline in ready:
-            chunk = os.read(lifeline, 4096)
-            if not chunk:
-                # The daemon is gone, and with it the leadership: kill everything now.
-                lifeline_open = False
-                doomed = True
-                continue
-            commands += chunk
-            while b"\n" in commands:
-                line, commands = commands.split(b"\n", 1)
-                words = line.decode(errors="replace").split()
-                if words == ["kill"]:
-                    doomed = True
-                elif words[:1] == ["signal"] and len(words) == 2 and words[1].isdigit():
-                    _signal_tree(job_pid if returncode is None else None, int(words[1]))
 
 
 def _reap_all() -> tuple[list[tuple[int, int]], bool]:
@@ -200,9 +129,220 @@ def _reap_all() -> tuple[list[tuple[int, int]], bool]:
         reaped.append((pid, status))
 
 
+class Guardian:
+    """One guardian's state: at most one job at a time, the lease it may run on, and
+    the session to release. Single-threaded: a select loop over the lifeline and a
+    SIGCHLD wake-up pipe, woken also by the lease's deadlines."""
+
+    def __init__(self, status_fd: int, release_argv: list[str]) -> None:
+        self._status_fd = status_fd
+        self._release_argv = release_argv
+        self._lifeline = sys.stdin.fileno()
+        self._lifeline_open = True
+        self._commands = b""
+        self._session: tuple[str, str] | None = None
+        self._forget_job()
+
+    def _forget_job(self) -> None:
+        self._job_pid: int | None = None
+        self._returncode: int | None = None
+        #: Set once the tree must go: SIGKILLed again on every pass until empty.
+        self._doomed = False
+        self._stop_signal = signal.SIGTERM
+        self._stop_at: float | None = None
+        self._kill_at: float | None = None
+        #: The graceful stop went out (from the daemon or from our own schedule).
+        self._stopping = False
+        self._stopped_on_own = False
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        while True:
+            tree_empty = self._reap()
+            if not self._lifeline_open and tree_empty:
+                return self._release()
+            self._hold_lease(now())
+            if self._doomed:
+                self._signal_tree(signal.SIGKILL)
+            watched = [wake_r] + ([self._lifeline] if self._lifeline_open else [])
+            ready, _, _ = select.select(watched, [], [], self._timeout())
+            if wake_r in ready:
+                os.read(wake_r, 4096)
+            if self._lifeline in ready:
+                chunk = os.read(self._lifeline, 65536)
+                if chunk:
+                    self._take(chunk)
+                else:
+                    # The daemon is gone, and with it the leadership: kill everything now.
+                    self._lifeline_open = False
+                    self._doomed = self._job_pid is not None
+
+    def _timeout(self) -> float | None:
+        """Sleep until the next deadline of the lease; with no job, until a command."""
+        if self._job_pid is None:
+            return None
+        if self._doomed:
+            return _KILL_PASS
+        deadlines = [d for d in (None if self._stopping else self._stop_at, self._kill_at) if d is not None]
+        return max(0.0, min(deadlines) - now()) if deadlines else None
+
+    def _reap(self) -> bool:
+        """Reaps what ended; reports the job's end once its whole tree is gone."""
+        reaped, tree_empty = _reap_all()
+        for pid, status in reaped:
+            if pid == self._job_pid:
+                self._returncode = os.waitstatus_to_exitcode(status)
+                self._doomed = True  # the main process is gone: anything it left behind goes too
+        if tree_empty and self._job_pid is not None:
+            # No child left, so no descendant either (orphans become ours before they
+            # can be reaped), and the job's main process was among the reaped.
+            self._report(f"exited {self._returncode}" + (" lease" if self._stopped_on_own else ""))
+            self._forget_job()
+        return tree_empty
+
+    def _hold_lease(self, at: float) -> None:
+        """The daemon's own stop schedule, run here when the daemon did not: the stop
+        signal when the lease says stop, SIGKILL when it says kill."""
+        if self._job_pid is None or self._doomed:
+            return
+        if self._kill_at is not None and at >= self._kill_at:
+            self._doomed = True
+        elif self._stop_at is not None and at >= self._stop_at and not self._stopping:
+            self._stopped_on_own = True
+            self._stop(self._stop_signal)
+
+    # -------------------------------------------------------------- commands
+
+    def _take(self, chunk: bytes) -> None:
+        self._commands += chunk
+        while b"\n" in self._commands:
+            line, self._commands = self._commands.split(b"\n", 1)
+            word, _, rest = line.decode(errors="replace").partition(" ")
+            if word == "start":
+                self._start(rest)
+            else:
+                self._command(word, rest.split())
+
+    def _command(self, word: str, args: list[str]) -> None:
+        if word == "lease" and len(args) == 2:
+            self._stop_at, self._kill_at = float(args[0]), float(args[1])
+        elif word == "kill":
+            self._doomed = self._job_pid is not None
+        elif word == "signal" and len(args) == 1 and args[0].isdigit():
+            signum = int(args[0])
+            # Our own schedule may have sent the stop signal an instant before the
+            # daemon's loop did the same: a job hears its stop signal once.
+            if not (self._stopped_on_own and signum == self._stop_signal):
+                self._stop(signum)
+        elif word == "session" and len(args) == 2:
+            self._session = (args[0], args[1])
+        elif word == "nosession":
+            self._session = None
+
+    def _stop(self, signum: int) -> None:
+        if signum == self._stop_signal:
+            self._stopping = True
+        self._signal_tree(signum)
+
+    def _signal_tree(self, signum: int) -> None:
+        """Signals the job's process group (atomic, catches a process forked during our
+        scan) while its leader is unreaped and its pgid cannot be recycled, and every
+        descendant the scan finds (processes that left the group with setsid/setpgid)."""
+        if self._job_pid is None:
+            return
+        if self._returncode is None:
+            try:
+                os.killpg(self._job_pid, signum)
+            except OSError:
+                pass
+        for pid in _descendants():
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
+
+    def _start(self, spec_text: str) -> None:
+        """fork + exec by hand: the subprocess module alone costs ~15 ms to import. The
+        guardian is single-threaded, so a plain fork is safe here."""
+        if self._job_pid is not None:
+            self._report("failed a job is already running")
+            return
+        spec = json.loads(spec_text)
+        argv: list[str] = spec["argv"]
+        parent = os.getpid()
+        exec_error_r, exec_error_w = os.pipe()  # close-on-exec: EOF means exec succeeded
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(exec_error_r)
+                os.close(self._status_fd)
+                os.setsid()  # its own session and process group: signals reach the whole job
+                for signum in _IGNORED:
+                    # Ignored signals survive exec: give the job the dispositions a service expects.
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                # Dies with the guardian even if the guardian itself is SIGKILLed...
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != parent:  # ...including in the instant before prctl.
+                    os._exit(127)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                if spec.get("cwd"):
+                    os.chdir(spec["cwd"])
+                os.execvpe(argv[0], argv, spec["env"])
+            except OSError as err:
+                where = f" ({err.filename})" if err.filename and err.filename != argv[0] else ""
+                os.write(exec_error_w, f"{argv[0]}: {err.strerror or err}{where}".encode())
+            finally:
+                os._exit(127)
+        os.close(exec_error_w)
+        with os.fdopen(exec_error_r, "rb") as errors:
+            failure = errors.read().decode(errors="replace")
+        if failure:
+            os.waitpid(pid, 0)
+            self._report(f"failed {failure}")
+            return
+        self._job_pid = pid
+        self._stop_signal = signal.Signals(spec["stop_signal"])
+        self._stop_at, self._kill_at = spec["stop_at"], spec["kill_at"]
+        self._report(f"started {pid}")
+
+    # ------------------------------------------------------------- the end
+
+    def _release(self) -> int:
+        """The daemon is gone and the job's whole tree with it: end the daemon's session
+        so that its node goes now, not a session timeout from now. Exec, so the releaser
+        (kazoo, the daemon's connection settings) costs nothing while the guardian waits;
+        the credentials go through a pipe it inherits."""
+        if self._session is None or not self._release_argv:
+            return 0
+        secret_r, secret_w = os.pipe()
+        os.write(secret_w, f"{self._session[0]} {self._session[1]}\n".encode())
+        os.close(secret_w)
+        os.set_inheritable(secret_r, True)
+        try:
+            os.execv(self._release_argv[0], [*self._release_argv, "--secret-fd", str(secret_r)])
+        except OSError as err:
+            sys.stderr.write(f"zkleader guardian: cannot release the session: {err.strerror or err}\n")
+            return 1
+
+    def _report(self, line: str) -> None:
+        """Best effort: a daemon that died no longer reads, and the tree dies anyway."""
+        try:
+            os.write(self._status_fd, (line + "\n").encode())
+        except OSError:
+            pass
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 4 or argv[2] != "--":
-        sys.stderr.write("usage: guardian.py STATUS_FD -- ARGV...\n")
+    if len(argv) < 2 or not argv[1].isdigit():
+        sys.stderr.write("usage: guardian.py STATUS_FD [RELEASE_ARGV...]\n")
         return 2
     status_fd = int(argv[1])
     # A blocked signal mask survives fork and exec: whatever started the daemon may
@@ -215,9 +355,9 @@ def main(argv: list[str]) -> int:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
     except OSError as err:
         # Without it, orphans of the job would escape us: refuse rather than pretend.
-        _report(status_fd, f"failed prctl(PR_SET_CHILD_SUBREAPER): {err.strerror}")
+        Guardian(status_fd, [])._report(f"failed prctl(PR_SET_CHILD_SUBREAPER): {err.strerror}")
         return 127
-    return _in_job(status_fd, argv[3:])
+    return Guardian(status_fd, argv[2:]).run()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ class ZooKeeper(Protocol):
 class Job(Protocol):
     """Starts, signals and kills the leader-only job; its fate comes back as events."""
 
-    def start(self, token: int, znode: str) -> None: ...
+    def start(self, token: int, znode: str, stop_at: float, kill_at: float) -> None: ...
+
+    def guard(self, stop_at: float, kill_at: float) -> None: ...
 
     def signal(self, signum: signal.Signals) -> None: ...
 
@@ -158,8 +160,10 @@ class Loop:
                     self._log(action)
                 case act.AnnounceStopping():
                     self._notifier.stopping("stopping: " + self.core.snapshot().status_line())
-                case act.StartJob(token=token, znode=znode):
-                    self.job.start(token, znode)
+                case act.StartJob(token=token, znode=znode, stop_at=stop_at, kill_at=kill_at):
+                    self.job.start(token, znode, stop_at, kill_at)
+                case act.GuardLease(stop_at=stop_at, kill_at=kill_at):
+                    self.job.guard(stop_at, kill_at)
                 case act.SignalJob(signal=signum):
                     self.job.signal(signum)
                 case act.KillJob():

@@ -43,9 +43,16 @@ from .post import Post
 from .security import AclEntry
 
 
+#: Told the session's id and password on each connect, and None when the session ends
+#: or is closed: the guardian releases a dead daemon's session with them (job.py).
+SessionListener = Callable[[int | None, bytes], None]
+
+
 class ZooKeeperShell:
-    def __init__(self, config: ZooKeeperConfig, post: Post, clock: Callable[[], float] = clock.now) -> None:
+    def __init__(self, config: ZooKeeperConfig, post: Post, clock: Callable[[], float] = clock.now,
+                 on_session: SessionListener | None = None) -> None:
         self._post = post
+        self._on_session = on_session
         self._clock = clock
         self._config = config
         self._log = structlog.get_logger()
@@ -106,6 +113,7 @@ class ZooKeeperShell:
                 result = self.client.delete_async(path)
                 self._reply(result, rid, sent_at, lambda _: ev.Deleted(rid, sent_at), path)
             case act.CloseSession():
+                self._tell_session(None)
                 self.close()
             case act.DropConnection():
                 self.client.drop_connection()
@@ -155,6 +163,8 @@ class ZooKeeperShell:
 
     def _on_state(self, state: str) -> None:
         if state == KazooState.CONNECTED:
+            session_id, password = self.client.client_id or (None, b"")
+            self._tell_session(session_id, password)
             negotiated = self.client.negotiated_timeout
             timeout = negotiated if negotiated is not None else self._config.session_timeout
             self._post(
@@ -170,7 +180,12 @@ class ZooKeeperShell:
         elif self.client.client_state == KeeperState.AUTH_FAILED:
             self._post_auth_failed()
         else:
+            self._tell_session(None)
             self._post(ev.SessionLost(reason=str(self.client.client_state).lower()))
+
+    def _tell_session(self, session_id: int | None, password: bytes = b"") -> None:
+        if self._on_session is not None:
+            self._on_session(session_id, password)
 
     def _check_tick_time(self, negotiated: float) -> None:
         """The lease rule trusts zookeeper.tick_time (a packet written tickTime/2 before

@@ -63,8 +63,23 @@ class DeleteNode:
 
 @dataclass(frozen=True)
 class StartJob:
+    """Start the job under the guardian, which holds the lease's deadlines from the
+    start (``GuardLease``)."""
+
     token: int
     znode: str
+    stop_at: float
+    kill_at: float
+
+
+@dataclass(frozen=True)
+class GuardLease:
+    """The lease's deadlines changed while a job exists: tell the guardian, which runs
+    the stop schedule itself (stop signal at ``stop_at``, SIGKILL at ``kill_at``, on the
+    daemon's clock) if the daemon stalls and no later deadline reaches it."""
+
+    stop_at: float
+    kill_at: float
 
 
 @dataclass(frozen=True)
@@ -125,5 +140,5 @@ class Reopen:
 
 Action = (
     CreateNode | ListChildren | CheckNode | PublishLeadership | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession
-    | DropConnection | AnnounceStopping | RunHealthCheck | Exit | Reopen
+    | GuardLease | DropConnection | AnnounceStopping | RunHealthCheck | Exit | Reopen
 )

@@ -141,10 +141,13 @@ class JobStarted:
 
 @dataclass(frozen=True)
 class JobExited:
-    """The job and every process it left behind are gone (reaped)."""
+    """The job and every process it left behind are gone (reaped). ``by_guardian``: the
+    guardian stopped it on its own, the lease having run out with no word from the
+    daemon (a stalled daemon; guardian.py)."""
 
     returncode: int | None
     error: str = ""
+    by_guardian: bool = False
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class JobControl:
         self.killed = False
         self.restart_at: float | None = None
         self.quick_exits = 0
+        #: The lease deadlines (stop, kill) the guardian holds for the current job.
+        self.guarded: tuple[float, float] | None = None
 
     @property
     def alive(self) -> bool:
@@ -48,12 +50,21 @@ class JobControl:
         """When SIGKILL follows a graceful stop still under way."""
         return self.kill_at if self.phase is JobPhase.STOPPING and not self.killed else None
 
-    def start(self, now: float, token: int, znode: str) -> None:
+    def start(self, now: float, token: int, znode: str, deadlines: tuple[float, float]) -> None:
         self.phase = JobPhase.STARTING
         self.token = token
         self.started_at = now
         self.restart_at = None
-        self._out.emit(act.StartJob(token=token, znode=znode))
+        self.guarded = deadlines
+        self._out.emit(act.StartJob(token=token, znode=znode, stop_at=deadlines[0], kill_at=deadlines[1]))
+
+    def guard(self, deadlines: tuple[float, float]) -> None:
+        """Hands the lease's current deadlines to the guardian when they changed while a
+        job exists (stopping included: a stalled daemon's SIGKILL is the guardian's)."""
+        if self.phase is JobPhase.NONE or deadlines == self.guarded:
+            return
+        self.guarded = deadlines
+        self._out.emit(act.GuardLease(stop_at=deadlines[0], kill_at=deadlines[1]))
 
     def stop(self, now: float, reason: str, settings: Settings, kill_by: float | None) -> None:
         """The graceful stop; SIGKILL follows at stop_timeout, or sooner when the lease
@@ -87,18 +98,21 @@ class JobControl:
 
     def exited(self, event: ev.JobExited, now: float) -> tuple[bool, float]:
         """Every process of the job is gone. Returns (stopped by us, seconds it ran)."""
-        stopped_by_us = self.phase is JobPhase.STOPPING
+        stopped_by_us = self.phase is JobPhase.STOPPING or event.by_guardian
         ran = now - self.started_at
-        if stopped_by_us:
+        if event.by_guardian:
+            cause = "stopped_by_guardian"
+        elif stopped_by_us:
             cause = "killed" if self.killed else "stopped"
         else:
             cause = "failed_to_start" if event.error and self.pid is None else "exited"
-        self._out.log("job_exited", "info" if stopped_by_us else "warning", pid=self.pid, ran=round(ran, 3),
+        self._out.log("job_exited", "info" if stopped_by_us and not event.by_guardian else "warning", pid=self.pid, ran=round(ran, 3),
                       cause=cause, **_exit_fields(event))
         self.phase = JobPhase.NONE
         self.pid = None
         self.kill_at = None
         self.killed = False
+        self.guarded = None
         return stopped_by_us, ran
 
     def schedule_restart(self, now: float, ran: float, settings: Settings) -> None:

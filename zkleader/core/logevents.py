@@ -110,6 +110,12 @@ EVENTS: Mapping[str, LogEvent] = _index(
              "job restart scheduled[ in {delay}s][ (quick restart {restarts})]"),
     LogEvent("job_not_reaped", "error", "ca568d670eca4be3b71b2937e0cf5a79", ("pid", "reason", "problem"),
              "job not reaped[: {reason}]"),
+    LogEvent("guardian_died", "warning", "bff605655678474982e7dc29ca9418a2", ("how", "leftovers"),
+             "the job's guardian ended unexpectedly[: {how}][; {leftovers} leftover process(es) killed]; a fresh one follows"),
+    LogEvent("guardian_failed", "error"),
+    LogEvent("session_released", "warning", "1ef04cbdc9bb4b1ca2638d1c168b60aa", ("session", "reason"),
+             "closed the dead daemon's ZooKeeper session[ {session}][: {reason}]"),
+    LogEvent("session_release_failed", "warning"),
     # ZooKeeper session
     LogEvent("connecting", "info", "fa7ac3e0825642eea3e119d618417381", ("host", "attempt"),
              "connecting to ZooKeeper[ {host}][ (attempt {attempt})]"),

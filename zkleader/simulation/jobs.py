@@ -199,8 +199,11 @@ class JobRunner:
         self._jobs = jobs
         self._daemon = daemon
 
-    def start(self, token: int, znode: str) -> None:
+    def start(self, token: int, znode: str, stop_at: float, kill_at: float) -> None:
         self._jobs.start_job(self._daemon, token, znode)
+
+    def guard(self, stop_at: float, kill_at: float) -> None:
+        """Not modelled yet: the simulated guardian does not hold the lease."""
 
     def signal(self, signum: signal.Signals) -> None:
         """The job's reaction to the stop signal is drawn by the model, whichever it is."""
