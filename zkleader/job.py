@@ -106,10 +106,22 @@ class JobRunner:
         self._write(f"lease {stop_at!r} {kill_at!r}")
 
     def signal(self, signum: signal.Signals) -> None:
-        self._write(f"signal {int(signum)}")
+        self._stop_command(f"signal {int(signum)}")
 
     def kill(self) -> None:
-        self._write("kill")
+        self._stop_command("kill")
+
+    def _stop_command(self, line: str) -> None:
+        """A stop must be carried out even if someone SIGSTOPped the guardian: SIGCONT
+        it with the command (it is our child, unreaped, so its pid is still its own).
+        A guardian killed instead is seen at once (its status pipe closes)."""
+        self._write(line)
+        guardian = self._guardian
+        if guardian is not None:
+            try:
+                os.kill(guardian.pid, signal.SIGCONT)
+            except OSError:
+                pass
 
     # ---------------------------------------------------------- the session's
 
