@@ -59,9 +59,11 @@ class JobControl:
         self._out.emit(act.StartJob(token=token, znode=znode, stop_at=deadlines[0], kill_at=deadlines[1]))
 
     def guard(self, deadlines: tuple[float, float]) -> None:
-        """Hands the lease's current deadlines to the guardian when they changed while a
-        job exists (stopping included: a stalled daemon's SIGKILL is the guardian's)."""
-        if self.phase is JobPhase.NONE or deadlines == self.guarded:
+        """Hands the lease's current deadlines to the guardian when they changed while
+        the job may run. Never once it is stopping: the lease in force then may be a
+        new session's, which does not protect the leadership the job was started
+        under, so the guardian keeps the last deadlines of the lease that did."""
+        if not self.alive or deadlines == self.guarded:
             return
         self.guarded = deadlines
         self._out.emit(act.GuardLease(stop_at=deadlines[0], kill_at=deadlines[1]))
