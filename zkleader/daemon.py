@@ -7,8 +7,9 @@ through a system suspend, as the ZooKeeper servers do). What a step does and whe
 loop wakes is loop.Loop, which the simulation runs too; this module adds what only a
 real process has: the blocking wait on the queue, signals, SIGHUP's reload and the real
 shells. The loop sleeps until the next event, the core's next deadline or the next
-watchdog ping, whichever comes first (and never longer than loop.MAX_SLEEP), so a lease
-deadline is never missed because nothing else happened; and the watchdog is fed only by
+watchdog ping, whichever comes first (and while a job exists never longer than
+loop.MAX_SLEEP), so a lease deadline is never missed because nothing else happened;
+and the watchdog is fed only by
 this loop, so systemd kills a daemon whose loop is stuck. Nothing the loop does may
 block: logging only queues (logs.py), notifications are sent without waiting (notify.py).
 """

@@ -21,13 +21,16 @@ from typing import Protocol
 from .core import actions as act
 from .core import events as ev
 from .core.leadership import Leadership
+from .core.jobcontrol import JobPhase
 from .core.snapshot import Phase, Snapshot
 from .post import Post
 
-#: The longest the loop sleeps without an event. Its timed wait runs on CLOCK_MONOTONIC
-#: (Python's locks), which stops during a system suspend: after a resume the loop would
-#: otherwise sleep out the rest of a wait computed before the suspend, with the lease
-#: already over on CLOCK_BOOTTIME and the job running. This bounds that delay.
+#: The longest the loop sleeps without an event while a job exists. Its timed wait runs
+#: on CLOCK_MONOTONIC (Python's locks), which stops during a system suspend: after a
+#: resume the loop would otherwise sleep out the rest of a wait computed before the
+#: suspend, with the lease already over on CLOCK_BOOTTIME and the job running. This
+#: bounds that delay. Without a job nothing can outlive a lease, and an idle follower
+#: sleeps until its next deadline or event (its wake-ups would be its only CPU cost).
 MAX_SLEEP = 0.5
 
 
@@ -196,10 +199,17 @@ class Loop:
             return deadline
         return self._next_ping if deadline is None else min(deadline, self._next_ping)
 
-    def timeout(self) -> float:
-        """How long the loop may wait for an event from now (MAX_SLEEP at most)."""
-        wake = self.wake_at()
-        return MAX_SLEEP if wake is None else min(max(0.0, wake - self._clock()), MAX_SLEEP)
+    def sleep_cap(self) -> float | None:
+        """MAX_SLEEP while a job exists, else None (no cap)."""
+        return None if self.core.snapshot().job is JobPhase.NONE else MAX_SLEEP
+
+    def timeout(self) -> float | None:
+        """How long the loop may wait for an event from now (None: until one comes)."""
+        wake, cap = self.wake_at(), self.sleep_cap()
+        left = None if wake is None else max(0.0, wake - self._clock())
+        if cap is None:
+            return left
+        return cap if left is None else min(left, cap)
 
     def feed_watchdog(self) -> None:
         """WATCHDOG=1 every half interval, sent only from here so that systemd kills a
