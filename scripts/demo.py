@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from zkleader.guardian import children_of
 from zkleader.testing.zkserver import Ensemble, ZooKeeperServer  # the test bed's server launcher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,7 +31,16 @@ COLOURS = {"host-1": "\033[36m", "host-2": "\033[35m", "host-3": "\033[33m"}
 SHOWN = {
     "connected", "joined", "following", "leader_acquired", "leadership_lost", "job_started", "job_exited",
     "handover", "suspended", "session_lost", "lease_expired", "shutting_down", "stopped", "job_killed",
+    "session_released",
 }
+
+
+def _is_guardian(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"guardian.py" in handle.read()
+    except OSError:
+        return False
 
 
 class Host:
@@ -56,6 +66,16 @@ class Host:
         assert self.process is not None
         sent = time.monotonic()
         self.process.send_signal(signum)
+        return sent
+
+    def kill_host(self) -> float:
+        """kill -9 of the daemon and its guardian at once, as a host's death would end
+        both (the job dies with the guardian: PR_SET_PDEATHSIG)."""
+        assert self.process is not None
+        guardians = [pid for pid, _ in children_of().get(self.process.pid, []) if _is_guardian(pid)]
+        sent = time.monotonic()
+        for pid in [*guardians, self.process.pid]:
+            os.kill(pid, signal.SIGKILL)
         return sent
 
     def stop(self) -> None:
@@ -147,12 +167,27 @@ class Demo:
         self.pump(4)
         crashed = self.leader
         assert crashed is not None
-        self.say(f"Crash: kill -9 of {crashed}'s daemon (its job dies with it; the session must expire first)")
+        self.say(f"Daemon crash: kill -9 of {crashed}'s daemon alone (its guardian kills and reaps the job, "
+                 "then closes the dead daemon's session)")
         sent = self.hosts[crashed].signal(signal.SIGKILL)
         started = self.pump(self.session_timeout + 10, until="job_started", exclude=crashed)
         if started:
+            figures["daemon crash (kill -9 -> successor job started), s"] = started[1] - sent
+            self.say(f"{started[0]} took over {started[1] - sent:.2f} s after the crash "
+                     f"(session timeout {self.session_timeout:g} s)")
+        self.pump(2)
+        self.say(f"{crashed} starts again and queues at the back")
+        self.hosts[crashed].start()
+        self.pump(4)
+        dead = self.leader
+        assert dead is not None
+        self.say(f"Host crash: kill -9 of {dead}'s daemon and guardian together (nobody is left to close "
+                 "the session: it must expire)")
+        sent = self.hosts[dead].kill_host()
+        started = self.pump(self.session_timeout + 10, until="job_started", exclude=dead)
+        if started:
             failover = started[1] - sent
-            figures["crash failover (kill -9 -> successor job started), s"] = failover
+            figures["host crash (kill -9 of all -> successor job started), s"] = failover
             figures["  of which beyond the session timeout, s"] = failover - self.session_timeout
             self.say(f"{started[0]} took over {failover:.2f} s after the crash (session timeout {self.session_timeout:g} s)")
         self.pump(3)

@@ -118,7 +118,7 @@ def _descendants() -> list[int]:
 def _reap_all() -> tuple[list[tuple[int, int]], bool]:
     """Reaps every child that has ended. The flag is waitpid's ECHILD: we have no child
     at all, which for a subreaper means the job's whole tree is gone."""
-    reaped = []
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
