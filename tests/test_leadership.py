@@ -85,6 +85,29 @@ def _is_heartbeat(action: act.Action) -> bool:
     return isinstance(action, act.CheckNode) and action.sync
 
 
+def _candidate(seq: int, letter: str = "f") -> str:
+    return f"zkl-{letter * 32}-{seq:010d}"
+
+
+def _follow(d: Driver, *others: str, seq: int = 6) -> str:
+    """Connect, create our node (sequence ``seq``) and list ``others`` beside it: a
+    follower watching its predecessor. Returns our node's name."""
+    d.feed(ev.Connected(SESSION, T), 0)
+    name = d.own_name(seq)
+    d.feed(ev.Created(d.last(act.CreateNode).request_id, 0, f"{PATH}/{name}"), 0)
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0, (*others, name)), 0)
+    assert d.view.phase is Phase.FOLLOWING
+    return name
+
+
+def _heartbeats(out: list[act.Action]) -> list[act.CheckNode]:
+    return [a for a in out if isinstance(a, act.CheckNode) and a.sync]
+
+
+def _listings(out: list[act.Action]) -> list[act.ListChildren]:
+    return [a for a in out if isinstance(a, act.ListChildren)]
+
+
 def test_leader_starts_job_with_czxid_token_only_after_ownership_confirmed() -> None:
     d = Driver()
     d.lead()
@@ -240,7 +263,94 @@ def test_connection_watch_event_is_not_a_deletion() -> None:
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.CONNECTION), 0.1)
     assert d.kinds(out) == []
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 0.2)
-    assert d.kinds(out) == ["ListChildren"]
+    assert [a.path for a in _heartbeats(out)] == [f"{PATH}/{name}"]  # it was the lowest: no listing
+
+
+def test_deleting_the_lowest_predecessor_confirms_at_once_without_a_listing() -> None:
+    """Nothing lower than our node can appear after our listing (sequence numbers only
+    grow), so the deletion of the lowest node goes straight to the synced heartbeat on
+    our own node, and its answer starts the job: one round trip after the watch."""
+    d = Driver()
+    pred = _candidate(5)
+    name = _follow(d, pred)
+    out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
+    assert _listings(out) == []
+    (beat,) = _heartbeats(out)
+    assert beat.path == f"{PATH}/{name}" and beat.watch
+    assert d.view.phase is Phase.CONFIRMING and d.view.predecessor is None and d.view.position == 0
+    out = d.feed(ev.NodeChecked(beat.request_id, 1.0, ev.NodeStat(czxid=88, ephemeral_owner=SESSION), synced=True,
+                                relayed_at=1.0), 1.01)
+    assert d.kinds(out) == ["PublishLeadership", "StartJob"]
+    assert d.last(act.StartJob).token == 88 and d.view.phase is Phase.LEADING
+
+
+def test_a_fast_confirmation_that_finds_our_node_gone_rejoins() -> None:
+    """The heartbeat is what proves our node still stands: deleted meanwhile (an
+    operator, a lost-reply recovery), the daemon joins again instead of leading."""
+    d = Driver()
+    pred = _candidate(5)
+    _follow(d, pred)
+    (beat,) = _heartbeats(d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0))
+    out = d.feed(ev.NodeChecked(beat.request_id, 1.0, None, synced=True, relayed_at=1.0), 1.01)
+    assert d.kinds(out) == ["CreateNode"] and not d.view.leader and d.view.node is None
+
+
+def test_deleting_a_predecessor_with_candidates_below_it_lists_again() -> None:
+    """Someone between the lowest node and us may remain: list, follow the next one,
+    and confirm at once when that one, now the lowest, goes."""
+    d = Driver()
+    lowest, pred = _candidate(4, "a"), _candidate(5)
+    name = _follow(d, lowest, pred)
+    assert d.view.position == 2
+    out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
+    assert len(_listings(out)) == 1 and _heartbeats(out) == []
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (lowest, name)), 1.0)
+    assert d.view.predecessor == lowest and d.view.position == 1
+    out = d.feed(ev.WatchFired(f"{PATH}/{lowest}", ev.WatchKind.DELETED), 2.0)
+    assert _listings(out) == [] and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
+
+
+def test_a_persistent_look_alike_does_not_count_as_a_candidate_below_us() -> None:
+    """A persistent node shaped like ours between the lowest node and us is no
+    candidate: once known, the lowest node is our predecessor, and its deletion
+    confirms at once."""
+    d = Driver()
+    lowest, junk = _candidate(2, "a"), _candidate(4, "e")
+    name = _follow(d, lowest, junk)
+    d.feed(ev.NodeChecked(d.last(act.CheckNode).request_id, 0, ev.NodeStat(3, ephemeral_owner=0)), 0)
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.1, (lowest, junk, name)), 0.1)
+    assert d.view.predecessor == lowest and d.view.position == 1
+    out = d.feed(ev.WatchFired(f"{PATH}/{lowest}", ev.WatchKind.DELETED), 1.0)
+    assert _listings(out) == [] and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
+
+
+def test_the_fast_confirmation_waits_for_a_listing_in_flight_and_skips_a_leave() -> None:
+    """kazoo answers requests and fires watches on two threads, so a listing in flight
+    may still show the deleted predecessor after its deletion: confirming now would let
+    that answer unseat the new leader ("a lower node appeared"). Its answer decides
+    instead; here it still shows the predecessor (a server behind the deletion after a
+    reconnect), which is watched again, and its deletion then confirms at once. A
+    follower that is leaving does not confirm at all."""
+    d = Driver()
+    pred = _candidate(5)
+    name = _follow(d, pred)
+    d.feed(ev.Suspended(), 0.5)
+    d.feed(ev.Connected(SESSION, T), 0.6)  # the resync lists the queue again
+    out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 0.7)
+    assert _heartbeats(out) == [] and _listings(out) == [] and d.view.phase is Phase.FOLLOWING
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.7, (pred, name)), 0.8)
+    check = d.last(act.CheckNode)
+    assert check.path == f"{PATH}/{pred}" and check.watch
+    d.feed(ev.NodeChecked(check.request_id, 0.8, ev.NodeStat(5, ephemeral_owner=0x77)), 0.8)
+    out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 0.9)
+    assert _listings(out) == [] and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
+    assert not any(isinstance(a, act.Log) and a.event == "leadership_lost" for a in d.actions)
+
+    leaving = Driver()
+    _follow(leaving, pred)
+    leaving.feed(ev.ShutdownRequested("SIGTERM"), 0.5)
+    out = leaving.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 0.6)
+    assert _heartbeats(out) == [] and leaving.view.phase is Phase.LEAVING
 
 
 def test_lost_create_reply_finds_own_node_instead_of_creating_a_ghost() -> None:

@@ -84,6 +84,8 @@ class Candidacy:
         #: A create's reply was lost: the node may exist; look before creating again.
         self.create_unknown = False
         self.predecessor: str | None = None
+        #: Candidates below ours in the listing that named ``predecessor`` (the two are
+        #: always set from the same listing): 1 means the predecessor was the lowest.
         self.position: int | None = None
         self.leader = False
         #: The fencing token: our node's czxid, once it leads.
@@ -99,6 +101,11 @@ class Candidacy:
         #: listing is a ghost (a create that landed late) and is deleted.
         self.abandoned: tuple[str, ...] = ()
         self.leading_since = 0.0
+
+    def next_in_line(self) -> bool:
+        """Our latest listing had exactly one candidate below us, the predecessor we
+        watch: once it is deleted, ours is the lowest node (see follow.on_predecessor_deleted)."""
+        return self.predecessor is not None and self.position == 1
 
     def forget(self) -> None:
         self.leader = False

@@ -200,6 +200,50 @@ def on_watch(core: Leadership, event: ev.WatchFired) -> None:
         return
     if me.predecessor is not None and event.path == core.path(me.predecessor):
         if event.kind is ev.WatchKind.DELETED:
-            relist(core)
+            on_predecessor_deleted(core)
         else:
             core.out.request(Purpose.CHECK_PREDECESSOR, lambda rid: act.CheckNode(rid, event.path, watch=True))
+
+
+def on_predecessor_deleted(core: Leadership) -> None:
+    """Our predecessor's node is gone. When it was the lowest candidate of our latest
+    listing, confirm at once, as ``on_list_reply`` does for the lowest node (phase
+    CONFIRMING, the synced heartbeat on our own node), without listing the queue
+    again: one round trip less between the deletion and the job's start.
+
+    Why no listing is needed: a sequence number is the parent's child counter, so a
+    node numbered below ours was created before ours, and every server applies creates
+    in that one order; the listing held our node, so it held every lower node not yet
+    deleted. It had only the predecessor, now gone for good (a sequential name is never
+    created twice). What it skipped stays no candidate: persistent look-alikes
+    (``not_candidates``) and names not ours in shape. A daemon's node created later
+    sorts above ours: daemons create only sequential nodes, and the counter would have
+    to wrap through 2^32 child changes first. So a new listing could show nothing below us.
+    The heartbeat still proves through the ZooKeeper leader (sync) that our node exists
+    and belongs to this session, and its answer handles the rest as after a listing
+    (``lead.own_node_holds``: deleted meanwhile, or owned by another session, rejoins).
+
+    Otherwise the queue is listed again, as before: someone may remain between the
+    predecessor and us; or a listing is in flight (kazoo runs replies and watches on
+    two threads, so that listing's answer may still show the predecessor and would
+    unseat a leader confirmed meanwhile: "a lower node appeared"); or the daemon leads
+    already, is leaving or withdrawn by its health check, or is disconnected (a watch
+    posted before the loss: the reconnect lists and re-arms anyway). A create whose
+    reply was lost (``create_unknown``) has no node and so no predecessor to match."""
+    me = core.me
+    plain = (
+        me.next_in_line()
+        and not me.leader
+        and core.leave is None
+        and not core.health.withdrawn
+        and core.lease.connected
+        and not core.out.awaiting(Purpose.LIST)
+        and not core.out.awaiting(Purpose.RECOVER)
+    )
+    if not plain:
+        relist(core)
+        return
+    me.predecessor = None
+    me.position = 0
+    core.phase = Phase.CONFIRMING
+    lead.heartbeat(core)
