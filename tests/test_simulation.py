@@ -376,6 +376,10 @@ class _ConnectionLease(Lease):
     def kill_by(self) -> float | None:
         return None
 
+    def deadlines(self) -> tuple[float, float] | None:
+        """No lease for the guardian to hold either."""
+        return (math.inf, math.inf)
+
     @property
     def stall_deadline(self) -> float | None:
         return None

@@ -137,18 +137,12 @@ def enforce(core: Leadership) -> None:
         leave.progress(core)
     elif core.me.leader and job.phase is JobPhase.NONE and _may_run(core) and core.lease.outlasts_renewal(now):
         if job.restart_at is None or now >= job.restart_at:
-            node, token, deadlines = core.me.node, core.me.token, lease_deadlines(core)
+            node, token, deadlines = core.me.node, core.me.token, core.lease.deadlines()
             assert node is not None and token is not None and deadlines is not None
             job.start(now, token, core.path(node), deadlines)
-    deadlines = lease_deadlines(core)
+    deadlines = core.lease.deadlines()
     if deadlines is not None:
         job.guard(deadlines)
-
-
-def lease_deadlines(core: Leadership) -> tuple[float, float] | None:
-    """(stop_at, kill_by) of the lease in force, for the guardian; None without one."""
-    stop_at, kill_by = core.lease.stop_at(), core.lease.kill_by()
-    return None if stop_at is None or kill_by is None else (stop_at, kill_by)
 
 
 def on_job_exited(core: Leadership, event: ev.JobExited) -> None:

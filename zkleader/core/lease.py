@@ -56,6 +56,12 @@ class Lease:
             return None
         return self.budget.kill_by(self.t_ok)
 
+    def deadlines(self) -> tuple[float, float] | None:
+        """(stop_at, kill_by) of the lease in force, which the guardian holds too; None
+        without one (never while the job may run: that needs a valid lease)."""
+        stop_at, kill_by = self.stop_at(), self.kill_by()
+        return None if stop_at is None or kill_by is None else (stop_at, kill_by)
+
     def stop_at(self) -> float | None:
         return None if self.t_ok is None else self.budget.stop_at(self.t_ok)
 
