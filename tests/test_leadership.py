@@ -77,7 +77,7 @@ class Driver:
         self.answered.add(check.request_id)
         out = self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(czxid=77, ephemeral_owner=SESSION), synced=True,
                                        relayed_at=now), now)
-        assert self.kinds(out) == ["PublishLeadership", "StartJob"]
+        assert self.kinds(out) == ["StartJob", "PublishLeadership"]
         self.feed(ev.JobStarted(pid=999), now)
 
 
@@ -280,7 +280,7 @@ def test_deleting_the_lowest_predecessor_confirms_at_once_without_a_listing() ->
     assert d.view.phase is Phase.CONFIRMING and d.view.predecessor is None and d.view.position == 0
     out = d.feed(ev.NodeChecked(beat.request_id, 1.0, ev.NodeStat(czxid=88, ephemeral_owner=SESSION), synced=True,
                                 relayed_at=1.0), 1.01)
-    assert d.kinds(out) == ["PublishLeadership", "StartJob"]
+    assert d.kinds(out) == ["StartJob", "PublishLeadership"]
     assert d.last(act.StartJob).token == 88 and d.view.phase is Phase.LEADING
 
 

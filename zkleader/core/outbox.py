@@ -53,9 +53,16 @@ class Outbox:
         self._awaited = {rid: p for rid, p in self._awaited.items() if p in keep}
 
     def take(self) -> list[act.Action]:
-        """The step's actions, stopping the job first (a stable sort): the shells may
-        take their time over the rest, logging included, but never while a job that
-        must stop still runs."""
+        """The step's actions, stopping the job first and starting it next (a stable
+        sort): the shells may take their time over the rest, logging and the
+        informative leader record included, but never while a job that must stop
+        still runs, nor on the failover path between a confirmed leadership and its job."""
         out, self._actions = self._actions, []
-        out.sort(key=lambda action: not isinstance(action, (act.SignalJob, act.KillJob)))
+        out.sort(key=_urgency)
         return out
+
+
+def _urgency(action: act.Action) -> int:
+    if isinstance(action, (act.SignalJob, act.KillJob)):
+        return 0
+    return 1 if isinstance(action, act.StartJob) else 2
