@@ -18,17 +18,27 @@ unit. The send never blocks (MSG_DONTWAIT): these calls come from the daemon's
 loop, which must not stall behind a busy PID 1; a datagram that cannot be queued
 at once is dropped and the next one (every watchdog period) goes out.
 
+The file descriptor store (FDSTORE=1, FileDescriptorStoreMax= in the unit) rides on
+the same datagram: the descriptors go along as SCM_RIGHTS, systemd keeps them while
+the service restarts and hands them back to the next main process (sd_listen_fds(3):
+LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES). fdstore.py keeps the ZooKeeper session there.
+
 Everything here is a no-op returning False when the daemon is not run by systemd
 (NOTIFY_SOCKET unset): the same code runs in a terminal, in tests and under systemd.
 """
 
 from __future__ import annotations
 
+import array
 import os
 import socket
+from collections.abc import Sequence
 
 __all__ = ["enabled", "notify", "ready", "status", "watchdog", "stopping", "reloading",
-           "watchdog_interval"]
+           "watchdog_interval", "store_fd", "remove_fds", "listen_fds"]
+
+#: sd_listen_fds(3): the first descriptor systemd passes is always 3.
+LISTEN_FDS_START = 3
 
 
 def _address() -> str | None:
@@ -48,8 +58,9 @@ def enabled() -> bool:
     return _address() is not None
 
 
-def notify(*assignments: str) -> bool:
-    """Send one datagram made of VAR=value assignments, one per line.
+def notify(*assignments: str, fds: Sequence[int] = ()) -> bool:
+    """Send one datagram made of VAR=value assignments, one per line, with ``fds``
+    attached as SCM_RIGHTS (sd_pid_notify_with_fds(3)).
 
     Returns True when the datagram was sent, False when notifications are off
     (no NOTIFY_SOCKET) or sending failed. Never raises and never blocks: a daemon
@@ -58,9 +69,14 @@ def notify(*assignments: str) -> bool:
     address = _address()
     if address is None:
         return False
+    data = "\n".join(assignments).encode()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto("\n".join(assignments).encode(), socket.MSG_DONTWAIT, address)
+            if fds:
+                rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+                sock.sendmsg([data], rights, socket.MSG_DONTWAIT, address)
+            else:
+                sock.sendto(data, socket.MSG_DONTWAIT, address)
     except (OSError, ValueError):
         return False
     return True
@@ -136,3 +152,52 @@ def watchdog_interval() -> float | None:
     if value <= 0:
         return None
     return value / 1_000_000
+
+
+def _fdname(name: str) -> str:
+    """systemd's fdname_is_valid: printable ASCII without ':', at most 255 characters."""
+    if not name or len(name) > 255 or any(not " " <= c <= "~" or c == ":" for c in name):
+        raise ValueError(f"invalid file descriptor name {name!r}")
+    return name
+
+
+def store_fd(fd: int, name: str) -> bool:
+    """FDSTORE=1: systemd keeps a duplicate of ``fd`` under ``name`` and passes it to
+    the next main process when the service restarts. Needs FileDescriptorStoreMax=
+    in the unit (systemd logs and drops it otherwise). FDPOLL=0: systemd must not
+    watch it for POLLHUP (a memfd cannot be polled anyway)."""
+    return notify("FDSTORE=1", "FDNAME=" + _fdname(name), "FDPOLL=0", fds=[fd])
+
+
+def remove_fds(name: str) -> bool:
+    """FDSTOREREMOVE=1: systemd closes every descriptor it keeps under ``name``."""
+    return notify("FDSTOREREMOVE=1", "FDNAME=" + _fdname(name))
+
+
+def listen_fds(unset_environment: bool = True) -> dict[str, list[int]]:
+    """The descriptors systemd passed to this process, by name (sd_listen_fds_with_names(3)):
+    the fd store's after a restart, a socket unit's. Empty when there are none or they
+    are meant for another process (LISTEN_PID is not ours: the variables were
+    inherited). The descriptors are made close-on-exec, so that no child inherits
+    them by accident; with ``unset_environment`` the variables go too."""
+    environ = os.environ
+    try:
+        pid, count = int(environ.get("LISTEN_PID", "")), int(environ.get("LISTEN_FDS", ""))
+    except ValueError:
+        pid, count = 0, 0
+    names = environ.get("LISTEN_FDNAMES", "").split(":")
+    if unset_environment:
+        for variable in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            environ.pop(variable, None)
+    if pid != os.getpid() or count <= 0:
+        return {}
+    passed: dict[str, list[int]] = {}
+    for index in range(count):
+        fd = LISTEN_FDS_START + index
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            continue  # not open: nothing to hand out
+        name = names[index] if index < len(names) and names[index] else "unknown"
+        passed.setdefault(name, []).append(fd)
+    return passed
