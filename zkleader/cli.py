@@ -108,6 +108,7 @@ def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
 
 
 def _run(loaded: config.Config) -> int:
+    from . import fdstore
     from .children import supervision_problem
     from .daemon import Daemon, log_context
 
@@ -119,6 +120,8 @@ def _run(loaded: config.Config) -> int:
         return exitcodes.UNAVAILABLE
     logs.configure(loaded.logging.level, loaded.logging.format, log_context(loaded))
     try:
+        # Under systemd, after a crash: before the guardian starts (fdstore.py).
+        fdstore.release_predecessor(loaded)
         return Daemon(loaded).run()
     except Exception:
         structlog.get_logger().exception("internal_error")

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, clock, config, logs, notify
+from . import __version__, clock, config, fdstore, logs, notify
 from .config import Config
 from .core import actions as act
 from .core import events as ev
@@ -89,6 +89,7 @@ class Daemon:
         self._zookeeper: ZooKeeperShell
         self._job: JobRunner
         self._post: Post = self._queue.put
+        self._sessions = fdstore.SessionStore()
 
     # ------------------------------------------------------------------ loop
 
@@ -181,7 +182,9 @@ class Daemon:
                                   release_argv=[sys.executable, "-m", "zkleader.release", os.path.abspath(loaded.source)])
         else:
             self._job.rebind(loaded.job, loaded.election.path, loaded.election.candidate, post)
-        self._zookeeper = ZooKeeperShell(loaded.zookeeper, post, self._clock, on_session=self._job.session)
+        # The session goes to the guardian, then to systemd's fd store (fdstore.py).
+        on_session = self._sessions.listener(loaded.zookeeper.connection_string, self._job.session)
+        self._zookeeper = ZooKeeperShell(loaded.zookeeper, post, self._clock, on_session=on_session)
         health = self._health_shell(loaded)
         if self._loop is None:
             self._loop = Loop(self.core, self._zookeeper, self._job, health, notify, self._write_log, self._clock,
