@@ -523,6 +523,30 @@ class SystemdHost:
         r = self.systemctl("show", unit, *(f"--property={p}" for p in props), check=True)
         return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
 
+    def unit_pids(self, unit: str) -> list[int]:
+        """The processes in a unit's cgroup, as pids of the real machine (to read their
+        /proc from outside), from the first hierarchy this host's systemd manages."""
+        if not self._cgroups:
+            return []
+        path = self._cgroups[0] / "system.slice" / unit / "cgroup.procs"
+        try:
+            return [int(word) for word in path.read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def fd_store(self, name: str) -> list[bytes]:
+        """What this host's systemd (PID 1) holds in memfds named ``name``: the contents
+        of every descriptor of PID 1 that links to "/memfd:NAME (deleted)"."""
+        found = []
+        fd_dir = Path(f"/proc/{self.pid}/fd")
+        for fd in fd_dir.iterdir():
+            try:
+                if os.readlink(fd) == f"/memfd:{name} (deleted)":
+                    found.append(fd.read_bytes())
+            except OSError:
+                continue
+        return found
+
     def console(self) -> str:
         try:
             return (self.workdir / "console.log").read_text(errors="replace")[-4000:]

@@ -8,11 +8,15 @@ the kernel, without clocks.
 Contract of the daemon used here: `zkleader run -c PATH` in the foreground,
 Type=notify (READY=1, WATCHDOG=1 from its main loop), structured journal entries
 (ZKLEADER_EVENT, ZKLEADER_TOKEN, ...) with logging.format auto under systemd,
-exit status 78 on a bad configuration.
+exit status 78 on a bad configuration, and its ZooKeeper session kept in systemd's
+file descriptor store, which the daemon restarted after a crash closes
+(zkleader/fdstore.py).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -99,6 +103,29 @@ class Cluster:
     def job_running(self, name: str) -> bool:
         status = self.hosts[name].systemctl("status", UNIT, "--lines=0").stdout
         return "sleep infinity" in status
+
+    def stored_sessions(self, name: str) -> list[dict]:
+        """The sessions this host's systemd keeps in its fd store for zkleader."""
+        return [json.loads(raw) for raw in self.hosts[name].fd_store("zkleader-session")]
+
+    def assert_secret_kept(self, password: str) -> None:
+        """The session password is in no host's journal, and in no argv, environment or
+        open descriptor of any process of the unit, job and guardian included."""
+        for name, h in self.hosts.items():
+            journal = h.journalctl("-o", "export").stdout
+            assert password not in journal, f"{name}'s journal holds the session password"
+            for pid in h.unit_pids(UNIT):
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                    environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+                    links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+                except OSError:
+                    continue  # gone meanwhile
+                assert password not in argv and password not in environ, (name, pid, argv)
+                if not argv.startswith("/opt/zkleader/bin/python\0/opt/zkleader/bin/zkleader\0run\0"):
+                    # only the daemon is handed systemd's descriptors (environ is as exec'd)
+                    assert "LISTEN_FDS" not in environ, (name, pid, argv)
+                assert not [link for link in links if "zkleader-session" in link], (name, pid, argv, links)
 
     def diagnostics(self) -> str:
         parts = []
@@ -219,6 +246,53 @@ def test_stop_on_the_leader_hands_over_within_a_second(cluster: Cluster):
     assert not cluster.overlaps()
 
 
+def test_kill_9_of_the_leader_daemon_hands_over_within_a_second(cluster: Cluster):
+    """KillMode=mixed SIGKILLs the guardian with the job before it can close the dead
+    daemon's session; systemd keeps the session in its fd store, and the daemon it
+    restarts (RestartSec=100ms) closes it once the unit's cgroup is empty."""
+    old = cluster.current_leader()
+    h = cluster.hosts[old]
+    before = len(cluster.starts())
+    restarts = int(cluster.state(old)["NRestarts"])
+    connected = h.journal_entries("-u", UNIT, "ZKLEADER_EVENT=connected")[-1]["ZKLEADER_SESSION"]
+    stored = cluster.wait(lambda: cluster.stored_sessions(old), 5, f"{old}'s systemd holds its session")
+    assert len(stored) == 1 and f"0x{stored[0]['session']}" == connected, (stored, connected)
+    password = stored[0]["password"]
+    assert len(password) == 32  # 16 bytes, hex
+    cluster.assert_secret_kept(password)
+    main = cluster.state(old)["MainPID"]
+    t_kill = time.time()
+    h.run(["kill", "-9", main], check=True)
+    cluster.wait(lambda: len(cluster.starts()) > before, SESSION_TIMEOUT + 8, "another host's job started")
+    new, _, t_start = cluster.starts()[before]
+    took = t_start - t_kill
+    released = cluster.wait(
+        lambda: [e for e in h.journal_entries("-u", UNIT, "ZKLEADER_EVENT=session_released")
+                 if e.get("ZKLEADER_SESSION") == connected], 5, f"{old}'s journal has session_released")
+    t_released = int(released[-1]["__REALTIME_TIMESTAMP"]) / 1e6
+    print(f"\nkill -9 of {old}'s daemon: its session closed by the restarted daemon after "
+          f"{t_released - t_kill:.2f}s; {new}'s job started {took:.2f}s after the kill "
+          f"(session timeout {SESSION_TIMEOUT:g}s)")
+    assert new != old
+    # well before the session could have expired (T after the last heartbeat, at most T/6 before the kill)
+    assert took < 1.5, f"the successor started {took:.2f}s after the kill\n{cluster.diagnostics()}"
+    assert t_released < t_start
+    assert "systemd has emptied its cgroup" in released[-1]["MESSAGE"], released[-1]
+    log = h.journalctl("-u", UNIT, "-o", "cat").stdout
+    assert "Main process exited, code=killed, status=9/KILL" in log, log
+    # Restart=on-failure brought the daemon back, as a follower, with its own new session in the store
+    cluster.wait(lambda: int(cluster.state(old)["NRestarts"]) > restarts
+                 and cluster.state(old)["ActiveState"] == "active", 10, f"{old} restarted")
+    new_session = h.journal_entries("-u", UNIT, "ZKLEADER_EVENT=connected")[-1]["ZKLEADER_SESSION"]
+    assert new_session != connected
+    cluster.wait(lambda: [f"0x{x['session']}" for x in cluster.stored_sessions(old)] == [new_session], 5,
+                 f"{old}'s systemd holds only the restarted daemon's session")
+    cluster.assert_secret_kept(password)
+    cluster.assert_secret_kept(cluster.stored_sessions(old)[0]["password"])
+    assert not cluster.job_running(old)
+    assert not cluster.overlaps(), cluster.diagnostics()
+
+
 def test_watchdog_kills_a_paused_leader_before_its_session_can_expire(cluster: Cluster):
     old = cluster.current_leader()
     before = len(cluster.starts())
@@ -241,11 +315,21 @@ def test_watchdog_kills_a_paused_leader_before_its_session_can_expire(cluster: C
     # ... and no other host's job started before the old one was gone
     new_starts = cluster.starts()[before:]
     assert all(t > t_watchdog for _, _, t in new_starts), cluster.diagnostics()
-    # the next candidate takes over once the paused daemon's session expires
-    cluster.wait(lambda: len(cluster.starts()) > before, SESSION_TIMEOUT + 8, "a new leader after the session expired")
+    # the next candidate takes over once the killed daemon's session is gone: closed by
+    # the daemon systemd restarts (fd store), not a session timeout later
+    session = cluster.hosts[old].journal_entries("-u", UNIT, "ZKLEADER_EVENT=connected")[-1]["ZKLEADER_SESSION"]
+    cluster.wait(lambda: len(cluster.starts()) > before, SESSION_TIMEOUT + 8, "a new leader")
     new, token, t_start = cluster.starts()[before]
     assert new != old
     assert t_start > t_watchdog
+    released = cluster.wait(
+        lambda: [e for e in cluster.hosts[old].journal_entries("-u", UNIT, "ZKLEADER_EVENT=session_released")
+                 if e.get("ZKLEADER_SESSION") == session], 5, f"{old}'s restarted daemon closed {session}")
+    t_released = int(released[-1]["__REALTIME_TIMESTAMP"]) / 1e6
+    print(f"watchdog: {old}'s session closed {t_released - t_watchdog:.2f}s after the watchdog's kill; "
+          f"{new}'s job started {t_start - t_stop:.2f}s after the SIGSTOP")
+    assert t_watchdog < t_released < t_start
+    assert t_start - t_watchdog < 1.5, cluster.diagnostics()
     cluster.wait(lambda: [e for e in cluster.leader_acquired(new) if e.get("ZKLEADER_TOKEN") == str(token)],
                  5, f"{new}'s journal has leader_acquired with token {token}")
     # Restart=on-failure brought the killed daemon back as a candidate
@@ -260,7 +344,7 @@ def test_bad_config_fails_once_with_status_78(cluster: Cluster):
     h.write_file("/etc/zkleader/bad.yaml", "zookeeper:\n  hosts: [\njob: {}\n")
     r = h.systemctl("start", "zkleader@bad.service", timeout=30)
     assert r.returncode != 0
-    time.sleep(4)  # twice RestartSec: a restart loop would show by now
+    time.sleep(4)  # many times RestartSec: a restart loop would show by now
     state = h.show("zkleader@bad.service", "ActiveState", "Result", "ExecMainStatus", "NRestarts")
     assert state == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78", "NRestarts": "0"}, state
     log = h.journalctl("-u", "zkleader@bad.service", "-o", "cat").stdout

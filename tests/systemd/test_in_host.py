@@ -141,7 +141,7 @@ def test_watchdog_kills_a_paused_daemon_and_its_job(host, capsys):
     assert 2.0 <= job_gone <= 4.5, job_gone
     log = host.journalctl("-u", "zkleader.service", "-o", "cat").stdout
     assert "Watchdog timeout" in log, log
-    # Restart=on-failure brings it back after RestartSec=2s
+    # Restart=on-failure brings it back after RestartSec=100ms
     assert _wait(lambda: host.show("zkleader.service", "NRestarts")["NRestarts"] == "1", timeout=10)
     assert _wait(lambda: host.show("zkleader.service", "ActiveState")["ActiveState"] == "active", timeout=10)
     assert host.systemctl("stop", "zkleader.service", timeout=30).returncode == 0
@@ -151,7 +151,7 @@ def test_exit_78_is_not_restarted(host):
     _standin(host, "badconfig")
     r = host.systemctl("start", "zkleader.service", timeout=30)
     assert r.returncode != 0
-    time.sleep(3)  # > RestartSec: a restart would have happened by now
+    time.sleep(3)  # >> RestartSec: a restart would have happened by now
     props = host.show("zkleader.service", "ActiveState", "Result", "ExecMainStatus", "NRestarts")
     assert props == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78", "NRestarts": "0"}, props
     host.systemctl("reset-failed", "zkleader.service")

@@ -58,6 +58,7 @@ def test_units_load_as_intended(unit_host):
                          ("zkleader@report.service", "/etc/zkleader/report.yaml")):
         props = unit_host.show(unit, "Type", "NotifyAccess", "WatchdogSignal",
                                "Restart", "RestartUSec", "RestartPreventExitStatus", "KillMode",
+                               "FileDescriptorStoreMax",
                                "KillSignal", "TimeoutStopUSec", "ExecStart", "ExecReload",
                                "LoadState", "PrivateTmp", "ProtectHome", "ProtectSystem",
                                "NoNewPrivileges", "FragmentPath")
@@ -68,7 +69,9 @@ def test_units_load_as_intended(unit_host):
         # the configured value is checked in test_watchdog_reaches_the_daemon.
         assert props["WatchdogSignal"] == "9"  # SIGKILL
         assert props["Restart"] == "on-failure"
-        assert props["RestartUSec"] == "2s"
+        # the restarted daemon closes its dead predecessor's session (fdstore.py): at once
+        assert props["RestartUSec"] == "100ms"
+        assert props["FileDescriptorStoreMax"] == "1"
         assert set(props["RestartPreventExitStatus"].split()) == {"77", "78"}
         assert props["KillMode"] == "mixed"
         assert props["KillSignal"] == "15"
