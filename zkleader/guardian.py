@@ -24,6 +24,10 @@ Why it exists, and why it is started before it is needed:
   and closes it: the successor starts at once instead of a session timeout later.
   The password travels only through pipes (never argv, the environment or a log),
   and the job never sees it: exec replaces the forked job's copy of our memory.
+  Where a supervisor kills the guardian together with a dead daemon (systemd's
+  KillMode=mixed SIGKILLs the whole cgroup within milliseconds), the restarted daemon
+  releases the session instead, from systemd's fd store (fdstore.py); in a container,
+  zkleader.pid1 waits for the guardian where an init like tini would not.
 
 It needs only prctl(2) and a procfs: waitpid's ECHILD says the tree is empty (as a
 subreaper every descendant ends up as our child before it can be reaped), and one
