@@ -5,8 +5,8 @@ job watcher, signals and the health check, each FIFO but not ordered against eac
 Each step is production's (loop.Loop: the core decides, the actions run in order, the
 status is reported) and the loop wakes when production's would (loop.Loop.wake_at). The
 process can pause (SIGSTOP: kazoo freezes too; or only the loop blocks), be killed (-9)
-or exit; systemd restarts it. Its loop waits at most loop.MAX_SLEEP at a time, on a
-clock that stops in a suspend.
+or exit; systemd restarts it. While a job exists its loop waits at most loop.MAX_SLEEP
+at a time (Loop.sleep_cap), on a clock that stops in a suspend.
 """
 
 from __future__ import annotations
@@ -250,13 +250,16 @@ class Daemon:
 
     def suspend(self) -> None:
         """The host suspends: the loop and kazoo freeze mid-wait. The loop's wait runs on
-        CLOCK_MONOTONIC and lasts at most MAX_SLEEP; what is left of it when the host
-        wakes is what is left of it now (the clock stops)."""
+        CLOCK_MONOTONIC and, while a job exists, lasts at most MAX_SLEEP; what is left of
+        it when the host wakes is what is left of it now (the clock stops)."""
         now = self.world.now
         self.paused = "suspend"
         self.pause_serial += 1
         self.client.freeze()
-        self.wait_left = max(0.0, min(self.wake_at - now, MAX_SLEEP - (now - self.last_pass) % MAX_SLEEP))
+        left = self.wake_at - now
+        if self.loop.sleep_cap() is not None:
+            left = min(left, MAX_SLEEP - (now - self.last_pass) % MAX_SLEEP)
+        self.wait_left = max(0.0, left)
 
     def wake(self) -> None:
         """The host resumed: kazoo reads what arrived meanwhile, and the loop's first pass
