@@ -7,12 +7,12 @@ virtual clock; invariants are checked after every step. This file:
 * checks a few properties of the model itself (so that "no violation" means something);
 * sweeps 10,000 seeded random schedules in CI (two processes), then smaller batches of
   the other fault profiles;
-* proves the simulator has teeth: ten deliberate bugs, five in the core (test-only
-  subclasses of ``Leadership``) and five in the shells the model plays (``Bug``: the
+* proves the simulator has teeth: eleven deliberate bugs, five in the core (test-only
+  subclasses of ``Leadership``) and six in the shells the model plays (``Bug``: the
   lease anchor's earlier rules, a job runner that reports a job gone with its guardian,
-  a loop that blocks on its logs, a lease clock that stops during a suspend), are
-  caught within a fixed budget of schedules, and the real core and shells pass the same
-  schedules;
+  a loop that blocks on its logs while its guardian ignores the lease, a lease clock
+  that stops during a suspend, a guardian that ignores the lease), are caught within a
+  fixed budget of schedules, and the real core and shells pass the same schedules;
 * runs a hypothesis RuleBasedStateMachine over the same world, so a failure shrinks to
   a short readable trace;
 * pins the bugs the simulator found in the real core as strict xfails (a fix turns
@@ -47,6 +47,7 @@ from zkleader.simulation.cli import main as cli_main
 from zkleader.simulation.config import ELECTION
 from zkleader.simulation.faults import max_stop
 from zkleader.simulation.invariants import Violation
+from zkleader.simulation.jobs import Job
 from zkleader.simulation.runner import Finding
 
 INF = float("inf")
@@ -212,24 +213,94 @@ def test_a_job_reported_gone_with_its_guardian_while_its_workers_live_is_caught(
     assert info.value.kind == "double_start"
 
 
-@pytest.mark.parametrize("blocking", [False, True], ids=["queued", "blocking"])
-def test_a_stalled_log_stream_never_holds_up_the_kill(blocking: bool) -> None:
+@pytest.mark.parametrize("bugs", [
+    frozenset(),
+    frozenset({Bug.BLOCKING_LOGS}),
+    frozenset({Bug.BLOCKING_LOGS, Bug.GUARDIAN_IGNORES_LEASE}),
+], ids=["queued", "blocking", "blocking-and-no-guardian"])
+def test_a_stalled_log_stream_never_holds_up_the_kill(bugs: frozenset[Bug]) -> None:
     """tests/test_log_stall.py in the model: the leader's log stream stalls, the leader is
-    partitioned, and its job ignores SIGTERM, so only the SIGKILL a later loop pass sends
-    ends it. Logs queued off the loop (production) leave the loop free; a loop that
-    blocks in a log write (Bug.BLOCKING_LOGS) sends the stop signal first (it comes before
-    the step's logs) but never the SIGKILL."""
-    world = boot(hosts=2, ignore_stop=1.0, bugs=frozenset({Bug.BLOCKING_LOGS}) if blocking else frozenset())
+    partitioned, and its job ignores SIGTERM, so only a SIGKILL ends it. Logs queued off
+    the loop (production) leave the loop free to send it. A loop that blocks in a log
+    write (Bug.BLOCKING_LOGS) sends the stop signal first (it comes before the step's
+    logs) but never the SIGKILL: the guardian sends it at the lease's kill deadline, and
+    only a guardian that ignores the lease as well lets the job outlive the session."""
+    world = boot(hosts=2, ignore_stop=1.0, bugs=bugs)
     leader = world.leader_host()
     world.stall_logs(leader, INF)
     world.partition(leader)
-    if blocking:
+    if Bug.GUARDIAN_IGNORES_LEASE in bugs:
         with pytest.raises(Violation) as info:
             world.run_for(5.0)
         assert info.value.kind in ("overlap", "legitimacy")
         return
     world.run_for(5.0)
     assert [j.host for j in world.checker.alive] == [h for h in world.hosts if h is not leader]
+    assert world.stats.get("guardian_kills", 0) == (1 if bugs else 0)
+    settle(world)
+
+
+def _stop_point(world: World, job: Job) -> float:
+    """The world time of the guardian's stop deadline for ``job`` (its host's clock)."""
+    guardian = job.daemon.guardian
+    assert guardian.stop_at is not None
+    return job.host.world_time(guardian.stop_at)
+
+
+@pytest.mark.parametrize("how", ["process", "loop"])
+def test_a_paused_leaders_guardian_stops_its_job_before_the_session_can_expire(how: str) -> None:
+    """No watchdog: the leader's daemon stops (SIGSTOP, or only its loop) for three
+    session timeouts. Its guardian runs the lease's schedule itself, so the job is gone
+    before the session could expire (with kazoo stopped too, it does expire, and the
+    next host leads), and the daemon reads JobExited(by_guardian=True) when it resumes."""
+    world = boot(hosts=2, session_timeout=2.0, ignore_stop=0.0)
+    leader = world.leader_host()
+    (job,) = world.checker.alive
+    assert world.pause(leader, how)
+    world.run_for(6.0)
+    assert job.stopped_by_guardian and job.dead_at is not None
+    assert job.dead_at < _stop_point(world, job) + world.cfg.stop_timeout + 0.25
+    assert world.stats.get("guardian_stops_stalled") == 1
+    session = world.server.sessions[job.session_id]
+    assert (session.ended is not None and job.dead_at < session.ended[0]) == (how == "process")
+    world.resume(leader)
+    world.run_for(0.1)
+    exits = [obj for _, who, kind, obj, _ in world.timeline.entries
+             if who == leader.name and kind == "<-" and isinstance(obj, ev.JobExited)]
+    assert [e.by_guardian for e in exits] == [True]
+    settle(world)
+
+
+def test_a_paused_leaders_job_outlives_its_session_when_the_guardian_ignores_the_lease() -> None:
+    world = boot(hosts=2, session_timeout=2.0, bugs=frozenset({Bug.GUARDIAN_IGNORES_LEASE}))
+    assert world.pause(world.leader_host(), "process")
+    with pytest.raises(Violation) as info:
+        world.run_for(6.0)
+    assert info.value.kind in ("overlap", "legitimacy")
+
+
+def test_the_daemons_stop_after_the_guardians_own_is_not_repeated() -> None:
+    """The guardian stopped the job while the loop was stuck; the loop comes back before
+    the job has ended and stops it too (its lease is over): the job hears one stop signal
+    (its reaction is not drawn again) and its exit still says by_guardian."""
+    world = boot(hosts=2, session_timeout=2.0, stop_timeout=0.3, ignore_stop=0.0)
+    leader = world.leader_host()
+    (job,) = world.checker.alive
+    assert world.pause(leader, "loop")
+    world.run_until(_stop_point(world, job) - 0.01)
+    while not job.signalled:
+        world.run_for(0.0005)
+    assert job.stopped_by_guardian and job.dead_at is None
+    death = job.death_at
+    world.resume(leader)  # the loop's first pass finds the lease over: SignalJob
+    stops = [obj for _, who, kind, obj, _ in world.timeline.entries
+             if who == leader.name and kind == "->" and isinstance(obj, act.SignalJob)]
+    assert len(stops) == 1 and job.death_at == death
+    world.run_for(1.0)
+    assert world.stats.get("guardian_stops") == 1
+    exits = [obj for _, who, kind, obj, _ in world.timeline.entries
+             if who == leader.name and kind == "<-" and isinstance(obj, ev.JobExited)]
+    assert [e.by_guardian for e in exits] == [True]
     settle(world)
 
 
@@ -424,10 +495,18 @@ BUG_CASES = {
         None, "default", SAFETY | {"double_start"}, bugs=frozenset({Bug.EARLY_EXIT_REPORT})
     ),
     # A blocked loop still sends the stop signal of its step (SignalJob comes before the
-    # step's logs), but never the SIGKILL that must follow: jobs that ignore SIGTERM.
-    "9-blocking-logs": BugCase(None, "logs", SAFETY, bugs=frozenset({Bug.BLOCKING_LOGS})),
+    # step's logs), but never the SIGKILL that must follow: jobs that ignore SIGTERM. The
+    # guardian sends that SIGKILL at the lease's kill deadline (the profile finds nothing
+    # with this bug alone), so it shows only with a guardian that ignores the lease too.
+    "9-blocking-logs": BugCase(
+        None, "logs", SAFETY, bugs=frozenset({Bug.BLOCKING_LOGS, Bug.GUARDIAN_IGNORES_LEASE})
+    ),
     "10-stopping-clock": BugCase(
         None, "default", SAFETY | {"suspend", "lease_anchor"}, bugs=frozenset({Bug.STOPPING_CLOCK})
+    ),
+    # Daemons that stall with no watchdog: only the guardian stops a stalled leader's job.
+    "11-guardian-ignores-lease": BugCase(
+        None, "stalls", SAFETY, budget=40, bugs=frozenset({Bug.GUARDIAN_IGNORES_LEASE})
     ),
 }
 
@@ -762,6 +841,7 @@ def test_cli_prints_the_figures() -> None:
 def test_cli_switches_a_deliberate_bug_on() -> None:
     out = io.StringIO()
     with redirect_stdout(out):
-        code = cli_main(["--seeds", "40", "--workers", "1", "--lenient-spin", "--stop", "--bug", "stopping-clock"])
+        code = cli_main(["--seeds", "20", "--workers", "1", "--lenient-spin", "--stop", "--profile", "stalls",
+                         "--bug", "guardian-ignores-lease"])
     assert code == 1, out.getvalue()
     assert "VIOLATION" in out.getvalue()

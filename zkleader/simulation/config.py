@@ -33,6 +33,9 @@ class Bug(enum.Enum):
     BLOCKING_LOGS = "blocking-logs"
     #: The daemon's clock stops during a system suspend (CLOCK_MONOTONIC, not BOOTTIME).
     STOPPING_CLOCK = "stopping-clock"
+    #: The guardian takes the lease's deadlines but never acts on them (the cold guardian
+    #: before it held the lease): only the daemon stops the job, so a stalled one does not.
+    GUARDIAN_IGNORES_LEASE = "guardian-ignores-lease"
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ job watcher, signals and the health check, each FIFO but not ordered against eac
 Each step is production's (loop.Loop: the core decides, the actions run in order, the
 status is reported) and the loop wakes when production's would (loop.Loop.wake_at). The
 process can pause (SIGSTOP: kazoo freezes too; or only the loop blocks), be killed (-9)
-or exit; systemd restarts it. While a job exists its loop waits at most loop.MAX_SLEEP
-at a time (Loop.sleep_cap), on a clock that stops in a suspend.
+or exit; systemd restarts it. Its guardian (guardian.py), started with it, is a process
+of its own and runs on meanwhile. While a job exists its loop waits at most
+loop.MAX_SLEEP at a time (Loop.sleep_cap), on a clock that stops in a suspend.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..core.settings import Identity
 from ..loop import MAX_SLEEP, Loop, NoHealthCheck
 from .client import Client
 from .config import INF, Bug
+from .guardian import Guardian
 from .jobs import JobRunner
 
 if TYPE_CHECKING:
@@ -64,6 +66,8 @@ class Daemon:
         ids = host.id_source(incarnation)
         identity = Identity(host=host.name, pid=1000 + incarnation, version="sim", started_at=f"{world.now:.3f}")
         self.core: Leadership = world.core_factory(world.settings, identity, ids)
+        #: Warm: started with the daemon, before it could ever lead (zkleader/guardian.py).
+        self.guardian = Guardian(world, self)
         self.client = Client(world, host, self)
         # No log reader and no service manager in the model: lines are dropped and
         # notify answers as it does without NOTIFY_SOCKET. systemd's watchdog is the

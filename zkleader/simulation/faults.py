@@ -17,7 +17,8 @@ server_restart  the server restarts: every connection resets, sessions survive
 lost_reply      a request (usually a create) is applied, then the connection dies
                 before the reply leaves
 slow            latency grows to a good fraction of T for a while
-pause           the daemon stops (SIGSTOP: kazoo too; or only its loop blocks)
+pause           the daemon stops (SIGSTOP: kazoo too; or only its loop blocks); its
+                guardian runs on and stops the job when the lease runs out
 kill9           the daemon is killed; its guardian kills the job; systemd restarts it
 sigterm         the daemon is asked to shut down; systemd restarts it
 resign          an operator asks the leader to step down (SIGUSR1)
@@ -174,6 +175,9 @@ PROFILES: dict[str, Profile] = {
     #: Stalled log streams while the leader must stop a job that only SIGKILL ends, without
     #: a watchdog (which would kill a stuck loop, job included).
     "logs": replace(DEFAULT.only("logs", log_stall=2, partition=2, chatty=1), watchdog=0.0, ignore_stop=0.5),
+    #: Daemons that stall (SIGSTOP, a stuck loop) with no watchdog, often as leaders, and
+    #: die (kill -9): only the guardian stops a stalled leader's job in time.
+    "stalls": replace(DEFAULT.only("stalls", pause=3, partition=1, chatty=1, kill9=1), watchdog=0.0),
 }
 
 

@@ -12,11 +12,11 @@ Safety (always):
   reused by a restart of the job within the same leadership.
 * double_start: a daemon never starts a job while its previous one is alive.
 
+A paused or blocked daemon is no excuse: its guardian holds the lease and stops the
+job in time on its own (and systemd's watchdog, where configured, kills the unit).
+
 Documented exceptions (an *excuse* switches off overlap and legitimacy for one job):
 
-* its daemon is paused (SIGSTOP, a frozen VM): it cannot stop anything; in production
-  systemd's watchdog covers it. The excuse ends RESUME_GRACE after the daemon resumes
-  (it must then kill the job at once if its lease is gone).
 * an operator deleted its znode by hand: the old leader stops its job as soon as it
   hears, but the successor may already have started. The excuse ends one session
   timeout after the deletion (by then the lease has run out even if it never heard).
@@ -59,7 +59,9 @@ if TYPE_CHECKING:
     from .world import World
 
 INF = float("inf")
-RESUME_GRACE = 0.3
+#: How long beyond one session timeout after an operator deleted its node a job may
+#: still be dying (its lease ran out by then; the kill and the reap follow).
+OPERATOR_GRACE = 0.3
 
 SAFETY = frozenset({"overlap", "legitimacy", "fencing", "double_start", "suspend", "lease_anchor", "core_exception"})
 LIVENESS = frozenset({"liveness", "nodes", "stuck", "spin"})
@@ -117,7 +119,7 @@ class Checker:
             # A stale but honest answer ("your node exists", sent before the deletion) can
             # restart the old leader's job before the deletion's watch event arrives: no
             # core can avoid that, it is what fencing tokens let downstream refuse.
-            self._excuse_operator(job, deleted_at + world.cfg.session_timeout + RESUME_GRACE)
+            self._excuse_operator(job, deleted_at + world.cfg.session_timeout + OPERATOR_GRACE)
         elif self.max_token is not None:
             if job.token < self.max_token:
                 self.violate("fencing", f"{job.describe()} started with a token below {self.max_token}")
@@ -139,16 +141,6 @@ class Checker:
         self.alive.remove(job)
         self.killed_on_waking.discard(job)
         self.dirty = True
-
-    def on_pause(self, daemon: Daemon) -> None:
-        for job in self.alive:
-            if job.daemon is daemon:
-                self._excuse(job, INF, "paused")
-
-    def on_resume(self, daemon: Daemon) -> None:
-        for job in self.alive:
-            if job.daemon is daemon and "paused" in job.excuses:
-                self._excuse(job, self.world.now + RESUME_GRACE, "paused", lower=True)
 
     def on_expired(self, session: Session) -> None:
         """A session expired: if its host sleeps, or woke and its loop has not run since,
@@ -193,11 +185,11 @@ class Checker:
         self.operator_deleted[path] = world.now
         for job in self.alive:
             if job.znode == path:
-                self._excuse_operator(job, world.now + world.cfg.session_timeout + RESUME_GRACE)
+                self._excuse_operator(job, world.now + world.cfg.session_timeout + OPERATOR_GRACE)
 
-    def _excuse(self, job: Job, until: float, why: str, lower: bool = False) -> None:
+    def _excuse(self, job: Job, until: float, why: str) -> None:
         """Excuses per reason; the job is excused until the latest of them runs out."""
-        if lower or until > job.excuses.get(why, -INF):
+        if until > job.excuses.get(why, -INF):
             job.excuses[why] = until
         job.excused_until = max(job.excuses.values())
         self.dirty = True

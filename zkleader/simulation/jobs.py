@@ -1,9 +1,10 @@
 """The leader-only job under its guardian, and the daemon's job runner.
 
-A job is alive from StartJob until its last process is dead; the guardian kills it
-within a small delay when the daemon dies. The guardian can die first: the job's main
-process dies with it (PDEATHSIG), any workers it forked live on as orphans of the daemon
-(a subreaper), which sweeps them before it reports the job gone (zkleader/children.py).
+A job is alive from StartJob until its last process is dead. Its guardian (guardian.py)
+holds the lease's deadlines and kills it when the daemon dies. The guardian can die
+first: the job's main process dies with it (PDEATHSIG), any workers it forked live on
+as orphans of the daemon (a subreaper), which sweeps them before it reports the job
+gone (zkleader/children.py) and starts a fresh guardian.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 class Job:
     __slots__ = ("id", "host", "daemon", "token", "znode", "session_id", "started_at", "dead_at", "death_at",
                  "returncode", "signalled", "started_post_at", "excused_until", "excuses", "sigkilled",
-                 "guardian_dead", "exit_error", "reported")
+                 "guardian_dead", "exit_error", "reported", "stopped_by_guardian")
     _ids = itertools.count(1)
 
     def __init__(self, daemon: Daemon, token: int, znode: str, now: float) -> None:
@@ -40,7 +41,7 @@ class Job:
         self.signalled = False
         self.started_post_at = now
         self.excused_until = -INF
-        #: reason ("paused", "operator", "suspended") -> until when
+        #: reason ("operator", "suspended") -> until when
         self.excuses: dict[str, float] = {}
         #: SIGKILL is on its way (KillJob, the guardian, the sweep of a dead guardian's orphans).
         self.sigkilled = False
@@ -50,6 +51,9 @@ class Job:
         self.exit_error: str | None = None
         #: JobExited was posted (Bug.EARLY_EXIT_REPORT posts it before the death).
         self.reported = False
+        #: The guardian sent the stop signal on its own (its lease ran out): the exit is
+        #: reported with by_guardian, as guardian.py appends " lease" to "exited".
+        self.stopped_by_guardian = False
 
     def describe(self) -> str:
         return f"job#{self.id} of {self.daemon.label} (token {self.token}, {self.znode.rsplit('/', 1)[-1]})"
@@ -88,7 +92,7 @@ class Jobs:
     def _post_job_event(self, daemon: Daemon, event: ev.Event) -> None:
         daemon.post("job", event, delay=0.0)
 
-    def _job_of(self, daemon: Daemon) -> Job | None:
+    def job_of(self, daemon: Daemon) -> Job | None:
         """The daemon's job as far as its guardian can reach it: none once the guardian died."""
         for job in self.world.checker.alive:
             if job.daemon is daemon and not job.guardian_dead:
@@ -96,7 +100,7 @@ class Jobs:
         return None
 
     def signal_job(self, daemon: Daemon) -> None:
-        job = self._job_of(daemon)
+        job = self.job_of(daemon)
         if job is None or job.signalled:
             return
         job.signalled = True
@@ -116,13 +120,7 @@ class Jobs:
         self._schedule_death(job, self.world.now + 0.0005 + delay, -signal.SIGTERM if rng.random() < 0.5 else 0)
 
     def kill_job(self, daemon: Daemon) -> None:
-        job = self._job_of(daemon)
-        if job is not None:
-            self._schedule_death(job, self.world.now + self.kill_delay(), -signal.SIGKILL)
-
-    def guardian_kill(self, daemon: Daemon) -> None:
-        """The daemon is gone: its guardian takes the job's process group down."""
-        job = self._job_of(daemon)
+        job = self.job_of(daemon)
         if job is not None:
             self._schedule_death(job, self.world.now + self.kill_delay(), -signal.SIGKILL)
 
@@ -156,11 +154,15 @@ class Jobs:
         self.world.record(job.host, "job", f"{job.describe()} is dead (status {returncode})")
         if not job.reported:
             error = job.exit_error
-            self._report_exit(job, ev.JobExited(returncode) if error is None else ev.JobExited(None, error))
+            exited = ev.JobExited(returncode, by_guardian=job.stopped_by_guardian)
+            self._report_exit(job, exited if error is None else ev.JobExited(None, error))
 
     def _report_exit(self, job: Job, event: ev.JobExited) -> None:
-        """The job runner posts JobExited a moment later (never before JobStarted)."""
+        """The job runner posts JobExited a moment later (never before JobStarted); after
+        a guardian's death it has swept the orphans by then, and starts a fresh one."""
         job.reported = True
+        if job.guardian_dead:
+            job.daemon.guardian.respawned()
         report = max(self.world.now + self.world.rng.uniform(0.0005, 0.01), job.started_post_at + 1e-6)
         self.world.at(report, self._post_job_event, job.daemon, event)
 
@@ -175,6 +177,7 @@ class Jobs:
         if job is None or host.suspended_at is not None:
             return False
         job.guardian_dead = True
+        job.daemon.guardian.died()
         rng = self.world.rng
         self.world.record(host, "!!", f"the guardian of {job.describe()} is killed"
                                 + (" while the job's workers live" if orphans else ""))
@@ -193,7 +196,9 @@ class Jobs:
 
 class JobRunner:
     """One daemon's job runner as the shared loop sees it (loop.Job; job.JobRunner in
-    production): it starts and signals the daemon's job in the world's job model."""
+    production): it starts and signals the daemon's job in the world's job model, and
+    hands the lease's deadlines to the daemon's guardian, which takes each command in
+    a turn of its own loop."""
 
     def __init__(self, jobs: Jobs, daemon: Daemon) -> None:
         self._jobs = jobs
@@ -201,13 +206,17 @@ class JobRunner:
 
     def start(self, token: int, znode: str, stop_at: float, kill_at: float) -> None:
         self._jobs.start_job(self._daemon, token, znode)
+        self._daemon.guardian.hold(stop_at, kill_at)
 
     def guard(self, stop_at: float, kill_at: float) -> None:
-        """Not modelled yet: the simulated guardian does not hold the lease."""
+        self._daemon.guardian.hold(stop_at, kill_at)
 
     def signal(self, signum: signal.Signals) -> None:
-        """The job's reaction to the stop signal is drawn by the model, whichever it is."""
+        """The job's reaction to the stop signal is drawn by the model, whichever it is,
+        and only once: after the guardian's own stop, the daemon's is not repeated."""
         self._jobs.signal_job(self._daemon)
+        self._daemon.guardian.turn()
 
     def kill(self) -> None:
         self._jobs.kill_job(self._daemon)
+        self._daemon.guardian.turn()

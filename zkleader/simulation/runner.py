@@ -44,6 +44,8 @@ class Result:
     leaderships: int
     spins: int
     wall: float
+    #: World.stats: sessions expired, the watchdog's kills, the guardian's own stops...
+    stats: dict[str, int] = field(default_factory=dict)
 
 
 def settle(world: World) -> None:
@@ -103,6 +105,7 @@ def run_schedule(
         leaderships=world.checker.leaderships,
         spins=len(world.checker.spins),
         wall=time.perf_counter() - started,
+        stats=dict(world.stats),
     )
 
 
@@ -117,6 +120,7 @@ class Summary:
     spins: int = 0
     wall: float = 0.0
     first_finding_after: int | None = None
+    stats: dict[str, int] = field(default_factory=dict)
 
     def add(self, r: Result) -> None:
         self.schedules += 1
@@ -124,12 +128,17 @@ class Summary:
         self.steps += r.steps
         for k, n in r.faults.items():
             self.faults[k] = self.faults.get(k, 0) + n
+        for k, n in r.stats.items():
+            self.stats[k] = self.stats.get(k, 0) + n
         self.leader_changes += max(0, r.leaderships - 1)
         self.spins += 1 if r.spins else 0
         if r.finding is not None:
             self.findings.append(r.finding)
             if self.first_finding_after is None:
                 self.first_finding_after = self.schedules
+
+    def stat(self, key: str) -> int:
+        return self.stats.get(key, 0)
 
     def text(self) -> str:
         rate = self.schedules / self.wall if self.wall else 0.0
@@ -145,6 +154,9 @@ class Summary:
             f"violations found     {len(self.findings)}"
             + (f" ({', '.join(f'{k} {n}' for k, n in kinds.items())})" if kinds else ""),
             f"leader changes       {self.leader_changes}",
+            (f"guardian             {self.stat('guardian_stops')} stops on its own lease "
+             f"({self.stat('guardian_stops_stalled')} with its daemon paused), "
+             f"{self.stat('guardian_kills')} SIGKILLs on its own"),
             f"wall time            {self.wall:.2f} s ({rate:.0f} schedules/s, "
             f"{self.sim_seconds / max(self.wall, 1e-9):.0f}x real time)",
         ]

@@ -11,6 +11,8 @@ Parts, each modelled on the behaviour the safety rule depends on, one module eac
 * daemon.py: one incarnation of the daemon process, running production's loop
   (zkleader/loop.py) with the model's shells;
 * jobs.py: the leader-only job under its guardian, the daemon's job runner;
+* guardian.py: the warm guardian, which holds the lease's deadlines and kills the job
+  when its daemon dies;
 * here, ``Host``: a clock (CLOCK_BOOTTIME, drifting), the link, the log stream (it can
   stall; the daemon only queues log lines, zkleader/logs.py) and a suspend: the daemon,
   kazoo, the guardian and the job freeze while the server's clock runs on; and
@@ -242,7 +244,7 @@ class World:
         daemon.exit_code = code
         self.record(daemon.host, "!!", f"daemon {daemon.label} exited with status {code}")
         daemon.die()
-        self.jobs.guardian_kill(daemon)
+        daemon.guardian.lifeline_closed()
         self.schedule_restart(daemon.host)
 
     def kill9(self, host: Host) -> bool:
@@ -250,10 +252,8 @@ class World:
         if daemon is None or host.suspended_at is not None:
             return False
         self.record(host, "!!", f"kill -9 daemon {daemon.label}")
-        if daemon.paused is not None:
-            self.checker.on_resume(daemon)
         daemon.die()
-        self.jobs.guardian_kill(daemon)
+        daemon.guardian.lifeline_closed()
         self.schedule_restart(host)
         return True
 
@@ -283,25 +283,25 @@ class World:
         host.slow_until = max(host.slow_until, until)
 
     def pause(self, host: Host, kind: str) -> bool:
+        """The daemon stops (SIGSTOP) or its loop does. Nothing excuses its job: the
+        guardian runs on and stops it by the lease, with or without systemd's watchdog."""
         daemon = host.live_daemon
         if self.quiet or daemon is None or daemon.paused is not None:
             return False
         daemon.pause(kind)
-        if not self._arm_watchdog(daemon):
-            self.checker.on_pause(daemon)
+        self._arm_watchdog(daemon)
         return True
 
-    def _arm_watchdog(self, daemon: Daemon) -> bool:
+    def _arm_watchdog(self, daemon: Daemon) -> None:
         """The loop just stopped: with a watchdog, systemd kills the unit one interval after
         the loop's last WATCHDOG=1, sent at most interval/2 before it stopped (often just
-        before). False without a watchdog."""
+        before)."""
         watchdog = self.cfg.watchdog
         if not watchdog:
-            return False
+            return
         last_ping = self.now - (0.0 if self.rng.random() < 0.5 else self.rng.uniform(0.0, watchdog / 2))
         daemon.pause_serial += 1
         self.at(max(self.now, last_ping + watchdog), self._watchdog_fires, daemon, daemon.pause_serial)
-        return True
 
     def _watchdog_fires(self, daemon: Daemon, serial: int) -> None:
         # systemd sleeps through a suspend like everything else: only a stuck loop counts.
@@ -309,16 +309,16 @@ class World:
             return
         self.stats_count("watchdog_kills")
         self.record(daemon.host, "!!", f"systemd watchdog: no WATCHDOG=1 for {self.cfg.watchdog:g}s, "
-                                       f"SIGKILL to the unit ({daemon.label} and its job)")
+                                       f"SIGKILL to the unit ({daemon.label}, its guardian and its job)")
         daemon.die()
-        self.jobs.guardian_kill(daemon)
+        daemon.guardian.lifeline_closed()
         self.schedule_restart(daemon.host)
 
     def reopen(self, daemon: Daemon) -> None:
         """Action Reopen: the session is closed and the job reaped; start over in-process."""
         self.record(daemon.host, "!!", f"daemon {daemon.label} reopens")
         daemon.die()
-        self.jobs.guardian_kill(daemon)
+        daemon.guardian.lifeline_closed()
         self.start_daemon(daemon.host)
 
     def resume(self, host: Host) -> None:
@@ -327,7 +327,6 @@ class World:
         if daemon is None or daemon.paused not in ("process", "loop"):
             return
         self.record(host, "!!", f"daemon {daemon.label} resumes")
-        self.checker.on_resume(daemon)
         daemon.resume()
 
     def stall_logs(self, host: Host, until: float) -> None:
