@@ -44,6 +44,73 @@ def process_running(pid: int) -> bool:
         return False
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line, arguments joined by spaces ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/PID/stat): with the pid, an identity
+    that a recycled pid does not share. None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class Guardian:
+    """A daemon's guardian process (zkleader/guardian.py), found by its pid and start
+    time, so that a test never signals a recycled pid."""
+
+    pid: int
+    started: str
+
+    def alive(self) -> bool:
+        return start_time(self.pid) == self.started and process_running(self.pid)
+
+    def signal(self, signum: int) -> bool:
+        """Sends a signal if this is still the same process; False if it is gone."""
+        if start_time(self.pid) != self.started:
+            return False
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stopped(self) -> bool:
+        """In the stopped state (T): a SIGSTOP took effect."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as handle:
+                return handle.read().rsplit(")", 1)[1].split()[0] == "T"
+        except OSError:
+            return False
+
+
+def guardian_of(daemon_pid: int) -> Guardian | None:
+    """The daemon's guardian: its child whose command line runs guardian.py (the
+    daemon's other children are health checks). None when there is not exactly one
+    (before the daemon spawned it, or while it replaces a dead one)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == daemon_pid and fields[0] != "Z" and "guardian.py" in cmdline(int(name)):
+            found.append(Guardian(int(name), fields[19]))
+    return found[0] if len(found) == 1 else None
+
+
 @dataclass
 class JsonLinesTail:
     """Reads the JSON objects appended to a file since the last call; lines that are not

@@ -967,3 +967,40 @@ class Flapper(threading.Thread):
         self._stop_evt.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(10)
+
+
+class SessionRecordingProxy(FaultProxy):
+    """A FaultProxy that also reads the first frame every server sends on a connection,
+    the ConnectResponse (protocolVersion:int32, timeOut:int32, sessionId:int64,
+    passwd:buffer), and keeps each session's id and password: what the client was
+    given and must keep to itself. The tests then look for that password where it must
+    never be (the daemon's logs, the job's environment, argv). Overrides the private
+    hook ``_from_upstream`` (as chaos.RawFaultProxy does); the bytes flow unchanged."""
+
+    def __init__(self, *args, **kw) -> None:
+        self.sessions: dict[int, bytes] = {}  # session id -> password
+        self._greetings: dict[_Pair, bytearray] = {}
+        self._greeted: set[_Pair] = set()
+        super().__init__(*args, **kw)
+
+    def _from_upstream(self, p: _Pair, data: bytes) -> None:
+        if p not in self._greeted:
+            buffer = self._greetings.setdefault(p, bytearray())
+            buffer += data
+            if len(buffer) >= 4:
+                (length,) = _LEN.unpack_from(buffer)
+                if len(buffer) >= 4 + length:
+                    self._greeted.add(p)
+                    del self._greetings[p]
+                    self._read_greeting(bytes(buffer[4 : 4 + length]))
+        super()._from_upstream(p, data)
+
+    def _read_greeting(self, body: bytes) -> None:
+        try:
+            _version, timeout, session_id = struct.unpack_from(">iiq", body)
+            (size,) = struct.unpack_from(">i", body, 16)
+        except struct.error:
+            return
+        if timeout > 0 and 0 < size <= len(body) - 20:
+            self.sessions[session_id] = body[20 : 20 + size]
+            self._log(f"session 0x{session_id:x} given a {size}-byte password")
