@@ -3,10 +3,11 @@
 Every daemon reaches the ensemble through its own FaultProxy (one proxy port per
 server), so one host can be cut off silently, or only from the server it talks to.
 Every job is the flock overlap detector; every test asserts zero overlaps (except the
-SIGSTOP test, which documents the hole the systemd watchdog closes) plus its own
-claim. T = 2 s (tickTime 200 ms), stop_timeout 0.5 s unless a test says otherwise; the
-daemon's own deadlines are timing.LeaseBudget's (stop at t_ok + stop_offset, SIGKILL by
-t_ok + kill_offset), but the tests assert only what ZooKeeper guarantees.
+known limits 14c and 18, which measure them) plus its own claim. T = 2 s (tickTime
+200 ms), stop_timeout 0.5 s unless a test says otherwise; the daemon's own deadlines
+are timing.LeaseBudget's (stop at t_ok + stop_offset, SIGKILL by t_ok + kill_offset),
+and its guardian holds the same ones, but the tests assert only what ZooKeeper
+guarantees.
 
 The bounds asserted are the ones the theory guarantees, with slack for a noisy
 machine; nothing asserts a tight timing. The safety bound used for "reaped in time"
@@ -105,6 +106,17 @@ def mono_of_wall(c: Cluster, event: dict) -> float:
 
     wall = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
     return wall - (time.time() - time.monotonic())
+
+
+def wait_end_or_overlap(c: Cluster, job, timeout: float) -> float:
+    """The job's observed end; fails at once, naming it, if a successor's job found the
+    lock taken meanwhile (rather than with a timeout that hides the overlap)."""
+    def ended() -> float | None:
+        overlaps = c.group.overlaps()
+        assert overlaps == [], f"job pid {job.pid} ({job.candidate}) still alive when another started: {overlaps}"
+        return c.watcher.jobs[job.pid].end
+
+    return wait_for(ended, timeout, f"job pid {job.pid} ({job.candidate}) to end")
 
 
 def wait_server(c: Cluster, name: str, timeout: float, other_than: int | None = None) -> int:
@@ -353,30 +365,48 @@ def test_06b_session_expired_while_cut_off_the_old_leader_returns_at_the_back_of
 # --------------------------------------------------------------------------- 7
 
 
-def test_07_sigstop_of_the_leader_longer_than_T_is_the_documented_hole(cluster) -> None:
-    """Without a watchdog a paused daemon cannot stop its job: the successor's job finds
-    the lock taken. The overlap IS recorded (this test fails if it is not), fencing
-    tokens still only grow, and after SIGCONT the old daemon kills its job and rejoins.
-    Under systemd, WatchdogSec closes this hole (the systemd issue's tests)."""
+def test_07_sigstop_of_the_leaders_daemon_for_2T_its_guardian_reaps_the_job_before_the_session_can_expire(
+        cluster) -> None:
+    """No watchdog: the leader's daemon is SIGSTOPped for 2T, its guardian is not. The
+    guardian holds the lease (the daemon sent it stop_at/kill_at with the start and
+    every renewal), so when no renewal comes it stops the job itself: the stop signal
+    at stop_at, SIGKILL at kill_at, both before the earliest moment the session can
+    expire (the server's last byte from d0 + T). The successor's job starts only after
+    the session expired, so the lock is free by then. Once d0 resumes it reads the
+    guardian's report (``exited RC lease``) and logs job_exited cause=stopped_by_guardian;
+    its session is gone, so it rejoins at the back. (The hole that is left: the whole
+    host frozen, guardian included; the fencing token covers that.)"""
     c = cluster()
     start(c, 3)
     old = only_job(c)
+    t_wall = time.time()
     t_stop = c.group.signal("d0", signal.SIGSTOP)
     try:
-        wait_for(c.group.overlaps, WAIT, "the successor's job to find the old job alive")
+        end = wait_end_or_overlap(c, old, WAIT)
+        # Read after the job's end: bytes d0 wrote before the SIGSTOP may still have been
+        # on their way, and a later `heard` only moves the bound the safe way.
+        heard = c.last_heard("d0")
+        successor = c.watcher.wait_start_after(t_stop, WAIT, "a successor job")
+        time.sleep(max(0.0, t_stop + 2 * T - time.monotonic()))
+        assert c.group.overlaps() == [], "the successor's job found the paused leader's job alive"
     finally:
         t_cont = c.group.signal("d0", signal.SIGCONT)
-    end = c.watcher.wait_end(old, WAIT)
+    exited = wait_for(lambda: [e for e in events_after(c, "d0", t_wall, "job_exited") if e.get("pid") == old.pid],
+                      WAIT, "d0 to log its job's end once resumed")
     leader = c.wait_converged(20)
-    overlaps = c.group.overlaps()
-    assert overlaps, "the overlap detector must see the paused leader's job"
-    assert all(o["candidate"] == "d1" and o["token"] > old.token for o in overlaps)
+    record_result("SIGSTOP of the leader's daemon for 2T, then SIGCONT (no watchdog)", overlaps=len(c.group.overlaps()),
+                  failover=successor.start - t_stop, reaped=end - t_stop, margin=heard + T - end,
+                  logged_after_cont=mono_of_wall(c, exited[0]) - t_cont,
+                  claim="the guardian reaps the job before heard + T; successor after; cause stopped_by_guardian")
+    assert end < heard + T, f"the job ended {end - heard:.3f}s after the server last heard from d0"
+    assert successor.start > end, "the successor started before the old job was gone"
+    assert successor.candidate == "d1" and successor.token > old.token
+    assert exited[0]["cause"] == "stopped_by_guardian", exited
     assert leader == "d1"
-    assert c.token_problems() == []
+    assert c.queue()[-1].candidate == "d0", "d0 did not rejoin at the back"
     assert [j for j in c.watcher.lives() if j.candidate == "d0" and j.start > t_stop] == []
-    record_result("SIGSTOP leader > T, then SIGCONT (no watchdog)", overlaps=len(overlaps),
-                  old_job_killed_after_cont=end - t_cont, failover=None,
-                  claim="overlap IS recorded (documented hole); tokens only grow")
+    assert c.token_problems() == []
+    assert c.group.overlaps() == []
 
 
 # --------------------------------------------------------------------------- 8
