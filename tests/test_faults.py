@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from zkleader.testing.chaos import Cluster, record_result
-from zkleader.testing.daemons import DETECTOR, wait_for
+from zkleader.testing.daemons import DETECTOR, Guardian, guardian_of, wait_for
 from zkleader.testing.faultproxy import CREATE_OPS, OP_EXISTS, OP_SYNC
 
 pytestmark = pytest.mark.zookeeper
@@ -117,6 +117,15 @@ def wait_end_or_overlap(c: Cluster, job, timeout: float) -> float:
         return c.watcher.jobs[job.pid].end
 
     return wait_for(ended, timeout, f"job pid {job.pid} ({job.candidate}) to end")
+
+
+def stop_guardian(c: Cluster, name: str) -> Guardian:
+    """SIGSTOPs the daemon's guardian (found as its child running guardian.py) and waits
+    until it is in the stopped state."""
+    guardian = wait_for(lambda: guardian_of(c.daemon(name).pid), 10, f"{name}'s guardian")
+    assert guardian.signal(signal.SIGSTOP)
+    wait_for(guardian.stopped, 5, f"{name}'s guardian to stop")
+    return guardian
 
 
 def wait_server(c: Cluster, name: str, timeout: float, other_than: int | None = None) -> int:
@@ -936,3 +945,82 @@ def test_18_an_operator_deletes_the_node_of_a_leader_that_is_only_cut_off(cluste
         assert end < t_heal + 1.0, f"the held notification took {end - t_heal:.2f}s to stop the job after the heal"
     assert c.wait_converged(WAIT) == "d1"
     assert c.queue()[-1].candidate == "d0", "d0 did not rejoin at the back"
+
+
+# --------------------------------------------------------------------------- 19
+
+
+def test_19a_the_leaders_guardian_is_stopped_and_its_daemon_hands_over_on_SIGTERM(cluster) -> None:
+    """Someone SIGSTOPs the leader's guardian (a debugger, a stray `kill -STOP`, a
+    cgroup freezer that caught only it), then the daemon is asked to hand over. The
+    daemon can see a dead child, not a stopped one: the stop signal it writes on the
+    guardian's stdin would wait there, the job would never be reaped, the daemon
+    would exit 71 with its session open, and the successor would start on the expiry
+    beside the old job. The daemon SIGCONTs the guardian with every signal and kill
+    command, so the handover is an ordinary one: job stopped, node deleted, exit 0."""
+    c = cluster()
+    start(c, 3)
+    old = only_job(c)
+    t_wall = time.time()
+    guardian = stop_guardian(c, "d0")
+    try:
+        t_term = c.group.signal("d0", signal.SIGTERM)
+        end = wait_end_or_overlap(c, old, WAIT)
+        resumed = not guardian.stopped()
+        code = c.group.wait_exit("d0", WAIT)
+        successor = c.watcher.wait_start_after(t_term, WAIT, "a successor job")
+        time.sleep(1.0)
+    finally:
+        guardian.signal(signal.SIGCONT)
+    exited = [e for e in events_after(c, "d0", t_wall, "job_exited") if e.get("pid") == old.pid]
+    record_result("the leader's guardian SIGSTOPped, then SIGTERM of its daemon", overlaps=len(c.group.overlaps()),
+                  failover=successor.start - t_term, reaped=end - t_term, exit_code=code,
+                  claim="an ordinary handover: the daemon SIGCONTs the guardian with the stop; exit 0")
+    assert c.group.overlaps() == []
+    assert resumed, "the guardian was still stopped once the job was gone"
+    assert code == 0, f"d0 exited {code}"
+    assert [e["cause"] for e in exited] == ["stopped"], exited
+    assert successor.start > end and successor.candidate == "d1" and successor.token > old.token
+    # A handover, not an expiry: the node went as soon as the job was reaped.
+    assert successor.start - t_term < T, f"the successor started {successor.start - t_term:.2f}s after SIGTERM"
+    assert c.wait_converged(20, ["d1", "d2"]) == "d1"
+
+
+def test_19b_the_leaders_guardian_is_stopped_and_the_leader_is_cut_off(cluster) -> None:
+    """The leader's guardian is SIGSTOPped, then the leader is silently cut off from
+    ZooKeeper. Its daemon runs (unlike 7), so it is the daemon's own lease clock that
+    stops the job: the stop signal and then SIGKILL go to the guardian as commands,
+    each with a SIGCONT. Without that SIGCONT the commands wait in the pipe, the
+    guardian's own lease schedule cannot run either, and the successor's job starts
+    on the expiry beside the old one. The job must be gone before the server's last
+    byte from d0 + T."""
+    c = cluster()
+    start(c, 3)
+    old = only_job(c)
+    t_wall = time.time()
+    guardian = stop_guardian(c, "d0")
+    proxy = c.proxies["d0"]
+    try:
+        proxy.partition()
+        t_p = time.monotonic()
+        end = wait_end_or_overlap(c, old, WAIT)
+        resumed = not guardian.stopped()
+        heard = c.last_heard("d0")
+        successor = c.watcher.wait_start_after(t_p, WAIT, "a successor job")
+        time.sleep(1.0)
+    finally:
+        guardian.signal(signal.SIGCONT)
+        proxy.heal()
+    exited = [e for e in events_after(c, "d0", t_wall, "job_exited") if e.get("pid") == old.pid]
+    record_result("the leader's guardian SIGSTOPped, then a silent partition of the leader",
+                  overlaps=len(c.group.overlaps()), failover=successor.start - t_p, reaped=end - t_p,
+                  margin=heard + T - end, claim="the daemon's stop SIGCONTs the guardian; job gone before heard + T")
+    assert c.group.overlaps() == []
+    assert resumed, "the guardian was still stopped once the job was gone"
+    assert end < heard + T, f"the job ended {end - heard:.3f}s after the server last heard from d0"
+    assert end < t_p + T
+    assert successor.start > end and successor.candidate == "d1" and successor.token > old.token
+    assert len(exited) == 1 and exited[0]["cause"] in ("stopped", "killed", "stopped_by_guardian"), exited
+    assert c.wait_converged(20) == "d1"
+    assert c.queue()[-1].candidate == "d0", "d0 did not rejoin at the back"
+    assert c.token_problems() == []
