@@ -18,7 +18,7 @@ The pieces:
                  exits, so that end is an upper bound of "the lock was free". The test
                  never takes the detector's lock itself (that could fake an overlap).
 ``run_chaos``    random faults over a bounded time, then heal everything and check:
-                 zero overlaps (unless SIGSTOP faults were enabled), exactly one leader,
+                 zero overlaps, exactly one leader,
                  fencing tokens strictly increasing across leaderships, every daemon
                  back in the queue. Returns a summary (printed by ``format_summary``).
 
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .daemons import REPO, DaemonGroup, JsonLinesTail, wait_for
+from .daemons import REPO, DaemonGroup, Guardian, JsonLinesTail, guardian_of, wait_for
 from .faultproxy import CREATE_OPS, FaultProxy
 from .zkserver import Ensemble
 
@@ -599,26 +599,40 @@ FAULTS: dict[str, float] = {
     "delete_leader_node": 1,
     "lost_create_reply": 1,
     "job_crash": 1,
-    "sigstop_leader": 2,  # only with sigstop=True: the documented hole without a watchdog
+    # A daemon paused alone (no watchdog): its guardian holds the lease and stops the job.
+    "sigstop_leader": 2,
+    "sigstop_follower": 1,
+    # The guardian paused alone (the daemon SIGCONTs it with every stop), or killed.
+    # Never combined on one host with its daemon paused or killed: then nobody is left
+    # to stop the job (a whole host frozen, the limit fencing tokens cover).
+    "sigstop_guardian": 2,
+    "kill9_guardian": 1,
+    # The leader's guardian paused, then its daemon must stop the job (fault suite 19).
+    "paused_guardian_sigterm_leader": 1,
+    "paused_guardian_partition_leader": 1,
 }
 
 
 class Chaos:
-    def __init__(self, cluster: Cluster, rng: random.Random, sigstop: bool = False, log: Callable[[str], None] = print):
+    def __init__(self, cluster: Cluster, rng: random.Random, log: Callable[[str], None] = print,
+                 kinds: list[str] | None = None):
         self.c = cluster
         self._journal = (cluster.group.workdir / "chaos.log").open("a")
-        self.weights = dict(FAULTS)
-        if not sigstop:
-            self.weights["sigstop_leader"] = 0
-        if any("ZKL_CHATTER_INTERVAL" in env for env in cluster.group.env.values()):
+        unknown = sorted(set(kinds or ()) - set(FAULTS))
+        if unknown:
+            raise ValueError(f"unknown fault kinds {unknown}; known: {sorted(FAULTS)}")
+        self.weights = {k: w if kinds is None or k in kinds else 0 for k, w in FAULTS.items()}
+        if (kinds is None or "chatty_partition_leader" in kinds) and any(
+                "ZKL_CHATTER_INTERVAL" in env for env in cluster.group.env.values()):
             self.weights["chatty_partition_leader"] = 1
         self.rng = rng
-        self.sigstop = sigstop
         self.log = log
         self.faults: list[Fault] = []
         self.active: list[Fault] = []
         self.busy_daemons: set[str] = set()
         self.busy_servers: set[int] = set()
+        #: Daemons whose guardian is SIGSTOPped now (see FAULTS).
+        self.paused_guardians: set[str] = set()
         self.t0 = time.monotonic()
 
     @property
@@ -676,7 +690,7 @@ class Chaos:
     # ---------------------------------------------------------- faults
 
     def _kill(self, target: str | None, kind: str) -> Fault | None:
-        if target is None or len(self.c.alive_names()) < 3:
+        if target is None or target in self.paused_guardians or len(self.c.alive_names()) < 3:
             return None
         fault = self._new(kind, target, self.rng.uniform(0.2, 1.5) * self.T)
         self.c.kill9(target)
@@ -699,8 +713,9 @@ class Chaos:
 
         def restore() -> None:
             try:
-                self.c.group.wait_exit(target, timeout=15)
+                fault.detail["exit_code"] = self.c.group.wait_exit(target, timeout=15)
             except subprocess.TimeoutExpired:
+                fault.detail["exit_code"] = "none 15 s after SIGTERM"
                 self.say(f"  {target} did not exit 15 s after SIGTERM: kill -9")
                 self.c.kill9(target)
             self.c.restart_daemon(target)
@@ -842,14 +857,116 @@ class Chaos:
             pass
         return fault
 
-    def _inject_sigstop_leader(self) -> Fault | None:
-        target = self._leader_target()
-        if target is None:
+    def _sigstop(self, target: str | None, kind: str) -> Fault | None:
+        """The daemon alone is paused (no watchdog), longer than T at times: its
+        guardian must stop the job on the lease it was given."""
+        if target is None or target in self.paused_guardians:
             return None
-        fault = self._new("sigstop_leader", target, self.rng.uniform(1.2, 2.0) * self.T)
+        fault = self._new(kind, target, self.rng.uniform(0.3, 2.0) * self.T)
         self.c.group.signal(target, signal.SIGSTOP)
         fault.restore = lambda: self.c.group.signal(target, signal.SIGCONT)
         self.busy_daemons.add(target)
+        return fault
+
+    def _inject_sigstop_leader(self) -> Fault | None:
+        return self._sigstop(self._leader_target(), "sigstop_leader")
+
+    def _inject_sigstop_follower(self) -> Fault | None:
+        return self._sigstop(self._follower_target(), "sigstop_follower")
+
+    def _guardian_target(self) -> tuple[str, Guardian] | None:
+        """Mostly the leader's guardian, sometimes a follower's (one that may become
+        leader while paused). Never on a daemon under a fault of its own: a paused or
+        killed daemon with a paused guardian is the frozen host (FAULTS); the faults
+        injected later on the same daemon (partition, SIGTERM, ...) are what matter."""
+        name = self._leader_target() if self.rng.random() < 0.7 else self._follower_target()
+        if name is None or name in self.paused_guardians:
+            return None
+        guardian = guardian_of(self.c.daemon(name).pid)
+        return None if guardian is None else (name, guardian)
+
+    def _inject_sigstop_guardian(self) -> Fault | None:
+        found = self._guardian_target()
+        if found is None:
+            return None
+        name, guardian = found
+        fault = self._new("sigstop_guardian", name, self.rng.uniform(0.3, 2.5) * self.T, guardian=guardian.pid)
+        if not guardian.signal(signal.SIGSTOP):
+            return None
+        self.paused_guardians.add(name)
+
+        def restore() -> None:
+            guardian.signal(signal.SIGCONT)  # a no-op if it is gone (or the daemon resumed it)
+            self.paused_guardians.discard(name)
+
+        fault.restore = restore
+        return fault
+
+    def _pause_leaders_guardian(self, kind: str, duration: float) -> tuple[Fault, Guardian] | None:
+        """Pauses the leader's guardian for a fault that then makes its daemon stop the job."""
+        target = self._leader_target()
+        if target is None or target in self.paused_guardians or len(self.c.alive_names()) < 3:
+            return None
+        guardian = guardian_of(self.c.daemon(target).pid)
+        if guardian is None:
+            return None
+        fault = self._new(kind, target, duration, guardian=guardian.pid)
+        if not guardian.signal(signal.SIGSTOP):
+            return None
+        self.paused_guardians.add(target)
+        self.busy_daemons.add(target)
+        return fault, guardian
+
+    def _inject_paused_guardian_sigterm_leader(self) -> Fault | None:
+        """Fault 19a: the daemon hands over while its guardian is paused."""
+        paused = self._pause_leaders_guardian("paused_guardian_sigterm_leader", self.rng.uniform(0.5, 1.5) * self.T)
+        if paused is None:
+            return None
+        fault, guardian = paused
+        target = fault.target
+        self.c.group.signal(target, signal.SIGTERM)
+
+        def restore() -> None:
+            try:
+                fault.detail["exit_code"] = self.c.group.wait_exit(target, timeout=15)
+            except subprocess.TimeoutExpired:
+                fault.detail["exit_code"] = "none 15 s after SIGTERM"
+                self.say(f"  {target} did not exit 15 s after SIGTERM (its guardian paused): kill -9")
+                self.c.kill9(target)
+            guardian.signal(signal.SIGCONT)
+            self.paused_guardians.discard(target)
+            self.c.restart_daemon(target)
+
+        fault.restore = restore
+        return fault
+
+    def _inject_paused_guardian_partition_leader(self) -> Fault | None:
+        """Fault 19b: the leader is cut off while its guardian is paused; its daemon's
+        lease runs out (when the cut lasts long enough) and it must stop the job."""
+        paused = self._pause_leaders_guardian("paused_guardian_partition_leader", self.rng.uniform(0.5, 2.5) * self.T)
+        if paused is None:
+            return None
+        fault, guardian = paused
+        target = fault.target
+        proxy = self.c.proxies[target]
+        proxy.partition()
+        fault.detail["heard"] = self.c.last_heard(target)
+
+        def restore() -> None:
+            proxy.heal()
+            guardian.signal(signal.SIGCONT)
+            self.paused_guardians.discard(target)
+
+        fault.restore = restore
+        return fault
+
+    def _inject_kill9_guardian(self) -> Fault | None:
+        found = self._guardian_target()
+        if found is None:
+            return None
+        name, guardian = found
+        fault = self._new("kill9_guardian", name, 0.0, guardian=guardian.pid)
+        guardian.signal(signal.SIGKILL)  # the daemon sweeps its orphans and starts a new one
         return fault
 
     # ---------------------------------------------------------- running
@@ -858,7 +975,8 @@ class Chaos:
         if fault.restore is not None:
             fault.restore()
         fault.restored = time.monotonic()
-        self.busy_daemons.discard(fault.target)
+        if fault.kind not in ("sigstop_guardian", "kill9_guardian"):
+            self.busy_daemons.discard(fault.target)
         if fault.kind in ("kill_zk_server", "quorum_loss", "ensemble_restart"):
             self.busy_servers.clear()
         self.active.remove(fault)
@@ -916,17 +1034,16 @@ class ChaosResult:
     interruptions: Counter
     settle: float
     t0: float
-    sigstop: bool
 
     def problems(self) -> list[str]:
         out = list(self.token_problems)
-        if self.overlaps and not self.sigstop:
+        if self.overlaps:
             out.append(f"{len(self.overlaps)} overlap(s): {self.overlaps}")
-        if self.overlaps and self.sigstop:
-            windows = [(f.injected, (f.restored or f.injected) + 3 * 2.0) for f in self.faults if f.kind == "sigstop_leader"]
-            stray = [o for o in self.overlaps if not any(a <= o["t"] <= b for a, b in windows)]
-            if stray:
-                out.append(f"overlaps outside any SIGSTOP window: {stray}")
+        # A SIGTERMed daemon hands over and exits 0; 71 means it left its job unreaped.
+        unclean = [f"{f.kind} {f.target} @{f.injected - self.t0:.1f}s: exit {f.detail['exit_code']}"
+                   for f in self.faults if "exit_code" in f.detail and f.detail["exit_code"] != 0]
+        if unclean:
+            out.append(f"SIGTERM without a clean exit: {unclean}")
         return out
 
 
@@ -964,15 +1081,14 @@ def analyse(chaos: Chaos, seed: int, duration: float, final_leader: str, settle:
         overlaps=c.group.overlaps(), leaderships=c.leaderships(), token_problems=c.token_problems(),
         final_leader=final_leader, max_gap=longest[1] - longest[0], gap_at=longest[0] - chaos.t0,
         gap_faults=gap_faults, load=os.getloadavg(),
-        recoveries=dict(recoveries), after_heal=dict(after_heal), interruptions=interruptions, settle=settle, t0=chaos.t0, sigstop=chaos.sigstop,
+        recoveries=dict(recoveries), after_heal=dict(after_heal), interruptions=interruptions, settle=settle, t0=chaos.t0,
     )
 
 
 def format_summary(result: ChaosResult) -> str:
     counts = Counter(f.kind for f in result.faults)
     lines = [
-        f"chaos seed={result.seed} duration={result.duration:g}s daemons={result.daemons} "
-        f"sigstop={'on' if result.sigstop else 'off'}",
+        f"chaos seed={result.seed} duration={result.duration:g}s daemons={result.daemons}",
         f"faults injected: {len(result.faults)} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})",
         f"leader changes: {max(0, len(result.leaderships) - 1)} (leaderships {len(result.leaderships)}, "
         f"job starts {len(result.lives)})",
@@ -998,8 +1114,9 @@ def format_summary(result: ChaosResult) -> str:
     return "\n".join(lines)
 
 
-def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int, sigstop: bool = False,
-              chatter: bool = True, settle_timeout: float = 60.0, log: Callable[[str], None] = print) -> ChaosResult:
+def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int,
+              chatter: bool = True, settle_timeout: float = 60.0, log: Callable[[str], None] = print,
+              kinds: list[str] | None = None) -> ChaosResult:
     """Starts ``daemons`` daemons on ``cluster``, injects random faults for ``duration``
     seconds, heals everything and waits for one leader; returns what happened.
     Safety checks are the caller's (result.problems())."""
@@ -1010,7 +1127,7 @@ def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int, sigsto
             cluster.group.chatter(name, 0.05, cluster.election)
         cluster.add(name)
     cluster.wait_converged(30, names)
-    chaos = Chaos(cluster, rng, sigstop=sigstop, log=log)
+    chaos = Chaos(cluster, rng, log=log, kinds=kinds)
     log(f"chaos: seed {seed}, {duration:g}s, {daemons} daemons, T={cluster.T:g}s")
     try:
         chaos.run(duration)
@@ -1041,7 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--daemons", type=int, default=4)
     parser.add_argument("--session-timeout", type=float, default=2.0)
     parser.add_argument("--stop-timeout", type=float, default=0.5)
-    parser.add_argument("--sigstop", action="store_true", help="also SIGSTOP leaders (overlaps are then expected)")
+    parser.add_argument("--faults", help="only these fault kinds, comma-separated (default: all; see FAULTS)")
     parser.add_argument("--no-chatter", action="store_true", help="no daemon with extra kazoo requests")
     parser.add_argument("--workdir", type=Path, help="keep logs here (default: a temporary directory)")
     parser.add_argument("--table", type=Path, help="only print the fault-suite table of a FAULT_RESULTS file")
@@ -1076,12 +1193,12 @@ def main(argv: list[str] | None = None) -> int:
         cluster = Cluster(ensemble, groupdir, make_proxy, admin, f"/zkleader-chaos/seed-{seed}-{os.getpid()}",
                           session_timeout=args.session_timeout, stop_timeout=args.stop_timeout)
         started = time.monotonic()
-        result = run_chaos(cluster, seed, args.duration, args.daemons, sigstop=args.sigstop,
-                           chatter=not args.no_chatter)
+        kinds = args.faults.split(",") if args.faults else None
+        result = run_chaos(cluster, seed, args.duration, args.daemons, chatter=not args.no_chatter, kinds=kinds)
         print(format_summary(result))
         print(f"wall time {time.monotonic() - started:.1f}s; reproduce: .venv/bin/python -m zkleader.testing.chaos "
               f"--seed {seed} --duration {args.duration:g} --daemons {args.daemons}"
-              + (" --sigstop" if args.sigstop else ""))
+              + (f" --faults {args.faults}" if args.faults else ""))
         return 0 if not result.problems() else 1
     except AssertionError as err:
         print(f"FAILED: {err}")
