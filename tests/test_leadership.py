@@ -303,11 +303,29 @@ def test_deleting_a_predecessor_with_candidates_below_it_lists_again() -> None:
     name = _follow(d, lowest, pred)
     assert d.view.position == 2
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
-    assert len(_listings(out)) == 1 and _heartbeats(out) == []
+    assert len(_listings(out)) == 1 and len(_heartbeats(out)) == 1  # pipelined behind the listing
     d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (lowest, name)), 1.0)
     assert d.view.predecessor == lowest and d.view.position == 1
+    # The heartbeat's answer comes after the listing's: it must not make a follower lead.
+    d.beat(1.01)
+    assert not d.view.leader and d.view.phase is Phase.FOLLOWING
     out = d.feed(ev.WatchFired(f"{PATH}/{lowest}", ev.WatchKind.DELETED), 2.0)
     assert _listings(out) == [] and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
+
+
+def test_after_a_listing_the_confirming_heartbeat_is_already_on_its_way() -> None:
+    """The predecessor was not the lowest of our (old) listing, but everyone below it
+    has left since: the new listing and the heartbeat go out together, and the
+    heartbeat's answer, handled after the listing's, makes us lead: one round trip."""
+    d = Driver()
+    lowest, pred = _candidate(4, "a"), _candidate(5)
+    name = _follow(d, lowest, pred)
+    out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
+    assert [type(a).__name__ for a in out if not isinstance(a, act.Log)] == ["ListChildren", "CheckNode"]
+    out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (name,)), 1.0)
+    assert _heartbeats(out) == [] and d.view.phase is Phase.CONFIRMING
+    out = d.beat(1.01)
+    assert d.view.leader and "StartJob" in d.kinds(out)
 
 
 def test_a_persistent_look_alike_does_not_count_as_a_candidate_below_us() -> None:

@@ -223,27 +223,44 @@ def on_predecessor_deleted(core: Leadership) -> None:
     and belongs to this session, and its answer handles the rest as after a listing
     (``lead.own_node_holds``: deleted meanwhile, or owned by another session, rejoins).
 
-    Otherwise the queue is listed again, as before: someone may remain between the
-    predecessor and us; or a listing is in flight (kazoo runs replies and watches on
-    two threads, so that listing's answer may still show the predecessor and would
-    unseat a leader confirmed meanwhile: "a lower node appeared"); or the daemon leads
+    Otherwise the queue is listed again: someone may remain between the predecessor
+    and us (our listing can be old: candidates below may have left since without our
+    hearing of it); or a listing is in flight (kazoo runs replies and watches on two
+    threads, so that listing's answer may still show the predecessor and would unseat
+    a leader confirmed meanwhile: "a lower node appeared"); or the daemon leads
     already, is leaving or withdrawn by its health check, or is disconnected (a watch
     posted before the loss: the reconnect lists and re-arms anyway). A create whose
-    reply was lost (``create_unknown``) has no node and so no predecessor to match."""
+    reply was lost (``create_unknown``) has no node and so no predecessor to match.
+    When the daemon could lead, the confirming heartbeat is pipelined behind the new
+    listing (``confirm_in_advance``) rather than sent after its answer."""
     me = core.me
-    plain = (
-        me.next_in_line()
-        and not me.leader
+    could_lead = (
+        not me.leader
         and core.leave is None
         and not core.health.withdrawn
         and core.lease.connected
         and not core.out.awaiting(Purpose.LIST)
         and not core.out.awaiting(Purpose.RECOVER)
     )
-    if not plain:
+    if not could_lead:
         relist(core)
+        return
+    if not me.next_in_line():
+        relist(core)
+        confirm_in_advance(core)
         return
     me.predecessor = None
     me.position = 0
     core.phase = Phase.CONFIRMING
+    lead.heartbeat(core)
+
+
+def confirm_in_advance(core: Leadership) -> None:
+    """The heartbeat that would confirm our leadership, sent right behind the listing
+    that tells whether we lead, instead of after its answer: one round trip instead of
+    two from the deletion to the job. ZooKeeper answers one session's requests in
+    order, and the shell posts the answers in that order, so the listing's answer is
+    handled first; only if it found our node lowest (phase CONFIRMING) does the
+    heartbeat's answer make us leader (``lead.on_heartbeat_reply``). Otherwise it only
+    renews the lease's anchor and re-checks our node, both harmless for a follower."""
     lead.heartbeat(core)

@@ -50,7 +50,7 @@ def on_heartbeat_reply(core: Leadership, reply: ev.Reply) -> None:
     me.own_watched = True
     if reply.synced and reply.relayed_at is not None:
         core.lease.renew(reply.relayed_at)
-    if not me.leader and core.leave is None and not core.health.withdrawn:
+    if not me.leader and core.phase is Phase.CONFIRMING and core.leave is None and not core.health.withdrawn:
         # The first heartbeat rarely anchors a lease of its own (only kazoo's pings
         # were answered before it); the next one, tickTime/2 after this answer,
         # does (timing.LeaseBudget.first_renewal).
