@@ -7,11 +7,12 @@ virtual clock; invariants are checked after every step. This file:
 * checks a few properties of the model itself (so that "no violation" means something);
 * sweeps 10,000 seeded random schedules in CI (two processes), then smaller batches of
   the other fault profiles;
-* proves the simulator has teeth: eleven deliberate bugs, five in the core (test-only
-  subclasses of ``Leadership``) and six in the shells the model plays (``Bug``: the
+* proves the simulator has teeth: twelve deliberate bugs, five in the core (test-only
+  subclasses of ``Leadership``) and seven in the shells the model plays (``Bug``: the
   lease anchor's earlier rules, a job runner that reports a job gone with its guardian,
   a loop that blocks on its logs while its guardian ignores the lease, a lease clock
-  that stops during a suspend, a guardian that ignores the lease), are caught within a
+  that stops during a suspend, a guardian that ignores the lease, a guardian that
+  releases a dead daemon's session before the job is reaped), are caught within a
   fixed budget of schedules, and the real core and shells pass the same schedules;
 * runs a hypothesis RuleBasedStateMachine over the same world, so a failure shrinks to
   a short readable trace;
@@ -49,6 +50,8 @@ from zkleader.simulation.faults import max_stop
 from zkleader.simulation.invariants import Violation
 from zkleader.simulation.jobs import Job
 from zkleader.simulation.runner import Finding
+from zkleader.simulation.server import Session
+from zkleader.simulation.world import Host
 
 INF = float("inf")
 WORKERS = max(1, min(2, os.cpu_count() or 1))
@@ -304,6 +307,62 @@ def test_the_daemons_stop_after_the_guardians_own_is_not_repeated() -> None:
     settle(world)
 
 
+def _kill_the_leader(world: World) -> tuple[Host, Job, Session]:
+    leader = world.leader_host()
+    (job,) = world.checker.alive
+    session = world.server.sessions[job.session_id]
+    assert world.kill9(leader)
+    return leader, job, session
+
+
+def test_a_killed_leaders_guardian_reaps_the_job_then_releases_the_session() -> None:
+    """kill -9 of the leader's daemon on a healthy host: its guardian SIGKILLs and reaps
+    the job, and only then closes the session (a release attaches to it, which touches
+    it, and sends closeSession). The node goes at that moment, so the next host leads
+    well before the session could have expired; systemd restarts the dead daemon."""
+    world = boot(hosts=2, session_timeout=4.0)
+    _, job, session = _kill_the_leader(world)
+    killed = world.now
+    world.run_for(1.5)
+    assert session.ended is not None and session.ended[1] == "released by its guardian"
+    assert job.dead_at is not None and job.dead_at < session.ended[0] < killed + 1.0
+    (successor,) = world.checker.alive
+    assert successor.host is not job.host and successor.started_at < killed + 1.5
+    assert world.stats.get("sessions_released") == 1
+    settle(world)
+
+
+def test_a_release_that_reaches_no_server_leaves_the_session_to_expire() -> None:
+    world = boot(hosts=2, session_timeout=2.0)
+    leader, _, session = _kill_the_leader(world)
+    world.partition(leader)
+    world.run_for(3.0)
+    assert session.ended is not None and session.ended[1] == "expired"
+    assert world.stats.get("release_gave_up") == 1 and not world.stats.get("sessions_released")
+    world.heal(leader)
+    settle(world)
+
+
+def test_a_release_before_the_job_is_reaped_is_caught() -> None:
+    """Bug.RELEASE_BEFORE_REAP: the session closes while the job lives (close_before_reap,
+    at the close); without that check, the job outlives its node (legitimacy): the next
+    host may start at once."""
+    world = boot(hosts=2, session_timeout=4.0, bugs=frozenset({Bug.RELEASE_BEFORE_REAP}))
+    _kill_the_leader(world)
+    with pytest.raises(Violation) as info:
+        world.run_for(1.5)
+    assert info.value.kind == "close_before_reap"
+
+
+def test_a_release_before_the_job_is_reaped_lets_the_old_job_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = boot(hosts=2, session_timeout=4.0, bugs=frozenset({Bug.RELEASE_BEFORE_REAP}))
+    monkeypatch.setattr(world.checker, "on_closed", lambda session: None)
+    _kill_the_leader(world)
+    with pytest.raises(Violation) as info:
+        world.run_for(1.5)
+    assert info.value.kind in ("overlap", "legitimacy")
+
+
 def test_a_host_that_slept_through_its_session_kills_its_job_in_its_first_loop_pass() -> None:
     """While the whole host sleeps nothing on it can act: the overlap with the successor
     is the documented limit, excused from the session's expiry on, not before. The loop's
@@ -507,6 +566,10 @@ BUG_CASES = {
     # Daemons that stall with no watchdog: only the guardian stops a stalled leader's job.
     "11-guardian-ignores-lease": BugCase(
         None, "stalls", SAFETY, budget=40, bugs=frozenset({Bug.GUARDIAN_IGNORES_LEASE})
+    ),
+    # A dead daemon's session closed before its job is reaped: caught at the close.
+    "12-release-before-reap": BugCase(
+        None, "crashes", SAFETY | {"close_before_reap"}, budget=40, bugs=frozenset({Bug.RELEASE_BEFORE_REAP})
     ),
 }
 

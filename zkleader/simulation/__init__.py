@@ -6,8 +6,8 @@ the world: a ZooKeeper server (sessions, tick-bucketed expiry, ephemeral sequent
 znodes, one-shot exists watches), kazoo's client behaviour (ping-based drop detection,
 CONNECTION watch events, failed pending requests, automatic reconnects), per-host
 network links that can partition, flap or slow down, daemons that pause, crash or shut
-down, their guardians (which hold the lease's deadlines), and jobs that start, stop,
-ignore signals or crash. A virtual clock jumps from
+down, their guardians (which hold the lease's deadlines and release a dead daemon's
+session once its job is reaped), and jobs that start, stop, ignore signals or crash. A virtual clock jumps from
 event to event, so a simulated hour takes well under a second of wall time per host.
 
 After every step the invariants in :mod:`.invariants` are checked; a failure raises

@@ -189,6 +189,9 @@ class Client:
         self.conn = conn
         self.state = "connected"
         self.session_id = sid
+        # The shell's session listener (zookeeper.py), on kazoo's thread: the guardian
+        # learns the session it would release at once, whatever the loop is doing.
+        self.daemon.guardian.session(sid)
         self.timeout = timeout
         self.read_timeout = timeout * 2 / 3
         self.retry_delay = RETRY_DELAY
@@ -205,6 +208,7 @@ class Client:
         self.daemon.post("state", ev.SessionLost(reason="expired_session"))
         self._fail_all("SessionExpiredError")
         self.session_id = None
+        self.daemon.guardian.session(None)
         self.watchers.clear()
         self.retry_delay = RETRY_DELAY
         self.world.at(self.world.now, self._attempt)
@@ -418,9 +422,11 @@ class Client:
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """CloseSession: kazoo stop() + close(); the server deletes our ephemerals."""
+        """CloseSession: kazoo stop() + close(); the server deletes our ephemerals. The
+        guardian is told "nosession" first: nothing is left for it to release."""
+        self.daemon.guardian.session(None)
         if self.state == "connected" and self.conn is not None:
-            self.world.send_c2s(self.conn, ("close",))
+            self.world.send_c2s(self.conn, ("close", "closed"))
             self.conn.client_open = False
         elif self.handshake is not None:
             self.handshake.client_open = False

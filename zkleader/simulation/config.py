@@ -36,6 +36,9 @@ class Bug(enum.Enum):
     #: The guardian takes the lease's deadlines but never acts on them (the cold guardian
     #: before it held the lease): only the daemon stops the job, so a stalled one does not.
     GUARDIAN_IGNORES_LEASE = "guardian-ignores-lease"
+    #: A dead daemon's guardian execs the release as soon as its lifeline closes, before
+    #: it has killed and reaped the job's tree (the job dies only when the release exits).
+    RELEASE_BEFORE_REAP = "release-before-reap"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ lost_reply      a request (usually a create) is applied, then the connection die
 slow            latency grows to a good fraction of T for a while
 pause           the daemon stops (SIGSTOP: kazoo too; or only its loop blocks); its
                 guardian runs on and stops the job when the lease runs out
-kill9           the daemon is killed; its guardian kills the job; systemd restarts it
+kill9           the daemon is killed on a healthy host (its socket closes, no
+                closeSession); its guardian kills and reaps the job, then releases
+                the session; systemd restarts the daemon
 sigterm         the daemon is asked to shut down; systemd restarts it
 resign          an operator asks the leader to step down (SIGUSR1)
 job_crash       the leader's job exits on its own (on_exit: restart, resign, exit)
@@ -176,7 +178,8 @@ PROFILES: dict[str, Profile] = {
     #: a watchdog (which would kill a stuck loop, job included).
     "logs": replace(DEFAULT.only("logs", log_stall=2, partition=2, chatty=1), watchdog=0.0, ignore_stop=0.5),
     #: Daemons that stall (SIGSTOP, a stuck loop) with no watchdog, often as leaders, and
-    #: die (kill -9): only the guardian stops a stalled leader's job in time.
+    #: die (kill -9): only the guardian stops a stalled leader's job in time, and only its
+    #: release frees a dead one's node before the session expires.
     "stalls": replace(DEFAULT.only("stalls", pause=3, partition=1, chatty=1, kill9=1), watchdog=0.0),
 }
 

@@ -1,27 +1,46 @@
-"""The job's warm guardian (zkleader/guardian.py), as the simulated world runs it.
+"""The job's warm guardian (zkleader/guardian.py) and the release it becomes when its
+daemon dies (zkleader/release.py), as the simulated world runs them.
 
-It **holds the lease.** StartJob and GuardLease hand it the lease's deadlines on the
-host's clock (CLOCK_BOOTTIME, drifting with the host, as the daemon's). It is a process
-of its own, so a paused or blocked daemon does not stop it: when the clock reaches
-stop_at with the job running and no stop signal sent, it sends the stop signal itself
-(the job reacts as to any stop); at kill_at it SIGKILLs the tree; the exit goes to the
-daemon as JobExited(by_guardian=True), read when its loop runs again. It cannot tell a
-stalled daemon from a healthy one: at a lease's end both wake for the same instant, and
-either may be first, as in production. Its wait runs on CLOCK_MONOTONIC with no cap, so
-a suspend delays its wake-up by the sleep. When the daemon dies it kills the tree.
+Modelled because safety and failover now rest on the guardian's two powers:
 
-``Bug.GUARDIAN_IGNORES_LEASE`` (config.py) switches the lease off.
+* **It holds the lease.** StartJob and GuardLease hand it the lease's deadlines on the
+  host's clock (CLOCK_BOOTTIME, drifting with the host, as the daemon's). It is a
+  process of its own, so a paused or blocked daemon does not stop it: when the clock
+  reaches stop_at with the job running and no stop signal sent, it sends the stop
+  signal itself (the job reacts as to any stop); at kill_at it SIGKILLs the tree; the
+  exit goes to the daemon as JobExited(by_guardian=True), read when its loop runs
+  again. It cannot tell a stalled daemon from a healthy one: at a lease's end both
+  wake for the same instant, and either may be first, as in production. Its wait runs
+  on CLOCK_MONOTONIC with no cap, so a suspend delays its wake-up by the sleep.
+* **It releases a dead daemon's session.** When its lifeline closes (the daemon was
+  killed), it SIGKILLs the tree, waits until every process is dead, and only then execs
+  the release, which attaches to the session over the host's link and closes it: the
+  server deletes the session's nodes at that moment and the successor's watch fires.
+  If no server answers within the session timeout it gives up and expiry does the
+  rest. A daemon that exits in order has said "nosession": nothing to release.
+
+``Bug.GUARDIAN_IGNORES_LEASE`` and ``Bug.RELEASE_BEFORE_REAP`` (config.py) switch
+either power into its broken form.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .config import Bug
+from .server import Conn
 
 if TYPE_CHECKING:
     from .daemon import Daemon
     from .world import World
+
+#: Seconds from the exec of ``python -m zkleader.release`` to its first connect: the
+#: interpreter, kazoo and the configuration (0.15-0.25 s measured on the test machine).
+RELEASE_STARTUP = (0.1, 0.4)
+#: release.py's connection_retry: the first delay, doubling up to the cap.
+RELEASE_RETRY = 0.05
+RELEASE_RETRY_MAX = 1.0
 
 
 class Guardian:
@@ -32,16 +51,20 @@ class Guardian:
         self.daemon = daemon
         self.host = daemon.host
         #: The process exists: False from its death until the job runner replaces it
-        #: (after sweeping its orphans).
+        #: (after sweeping its orphans), and once it has become the release.
         self.alive = True
         #: Open until the daemon dies or exits.
         self.lifeline_open = True
+        #: The session the daemon's ZooKeeper shell last told it (None: "nosession").
+        self.session_id: int | None = None
         #: The current job's lease deadlines, on the host's clock.
         self.stop_at: float | None = None
         self.kill_at: float | None = None
         #: Generation of the pending wake-up: a new turn supersedes the old one.
         self._turn = 0
-        self._ignores_lease = Bug.GUARDIAN_IGNORES_LEASE in world.cfg.bugs
+        bugs = world.cfg.bugs
+        self._ignores_lease = Bug.GUARDIAN_IGNORES_LEASE in bugs
+        self._releases_first = Bug.RELEASE_BEFORE_REAP in bugs
 
     # ----------------------------------------------------- the job runner's
 
@@ -52,6 +75,10 @@ class Guardian:
             return
         self.stop_at, self.kill_at = stop_at, kill_at
         self.turn()
+
+    def session(self, session_id: int | None) -> None:
+        """The ZooKeeper shell's session listener (on kazoo's thread, not the loop's)."""
+        self.session_id = session_id
 
     def turn(self) -> None:
         """One pass of the guardian's loop (after a command or a wake-up): the lease's
@@ -103,13 +130,138 @@ class Guardian:
         self.stop_at = self.kill_at = None
 
     def respawned(self) -> None:
-        """A fresh guardian; none for a dead daemon."""
+        """A fresh guardian, told the session again; none for a dead daemon."""
         if self.daemon.alive:
             self.alive = True
 
+    def close(self) -> None:
+        """The daemon exits in order: "nosession" (its session is closed, the job reaped),
+        then the lifeline closes."""
+        self.session_id = None
+        self.lifeline_closed()
+
     def lifeline_closed(self) -> None:
-        """The daemon is gone (killed, or exited): the tree goes, SIGKILLed at once."""
+        """The daemon is gone: kill the tree, and once every process is dead, release
+        the session (``reaped``)."""
         self.lifeline_open = False
         self._turn += 1
-        if self.alive:
+        if not self.alive:
+            return  # killed before its daemon: nobody is left to release anything
+        if self._releases_first:
+            # Bug: exec the release at once. Nothing kills the tree meanwhile; the job's
+            # main process dies by PR_SET_PDEATHSIG when the release exits.
+            self._release(lambda: self.world.jobs.kill_job(self.daemon))
+        elif self.world.jobs.job_of(self.daemon) is not None:
             self.world.jobs.kill_job(self.daemon)
+        else:
+            self.reaped()
+
+    def reaped(self) -> None:
+        """A process of the tree died; with the lifeline closed and nothing left, waitpid's
+        ECHILD says the tree is gone: exec the release."""
+        if not self.lifeline_open and self.alive and self.world.jobs.job_of(self.daemon) is None:
+            self._release(None)
+
+    def killed_with_unit(self) -> None:
+        """systemd SIGKILLs the unit's whole cgroup (its watchdog): the guardian dies with
+        the daemon and releases nothing; the job's processes die within the kill delay."""
+        self.world.jobs.kill_job(self.daemon)
+        self.lifeline_open = False
+        self.died()
+
+    def _release(self, on_exit: Callable[[], None] | None) -> None:
+        self.alive = False  # exec: the guardian is the release now
+        if self.session_id is None:
+            if on_exit is not None:
+                on_exit()
+            return
+        Release(self.world, self.daemon, self.session_id, on_exit)
+
+
+class Release:
+    """``python -m zkleader.release``: kazoo attaches to the session by its id and
+    password and closes it; no server within the session timeout: give up. Its
+    connections use the host's link, as the daemon's did."""
+
+    def __init__(self, world: World, daemon: Daemon, session_id: int, on_exit: Callable[[], None] | None) -> None:
+        self.world = world
+        self.host = daemon.host
+        self.label = daemon.label
+        self.session_id = session_id
+        self._on_exit = on_exit
+        self.conn: Conn | None = None
+        #: The server answered the connect on ``conn``: the closeSession is on its way.
+        self.attached = False
+        self.done = False
+        self._retry_delay = RELEASE_RETRY
+        startup = world.rng.uniform(*RELEASE_STARTUP)
+        # client.start(timeout=session_timeout), counted from the first connect.
+        self._give_up_at = world.now + startup + world.cfg.session_timeout
+        world.record(self.host, "job", f"the guardian of {self.label} execs the release of session 0x{session_id:x}")
+        self._at(world.now + startup, self._attempt)
+        self._at(self._give_up_at, self._finish, "gave_up")
+
+    def _at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
+        self.world.at(t, self._run, fn, args)
+
+    def _run(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if self.done:
+            return
+        if self.host.suspended_at is not None:
+            self.host.on_wake.append((self._run, (fn, args)))  # frozen with the host
+            return
+        fn(*args)
+
+    def _attempt(self) -> None:
+        world, host = self.world, self.host
+        if host.c2s_up and host.s2c_up:
+            conn = Conn(host, self)
+            self.conn = conn
+            world.send_c2s(conn, ("connect", self.session_id, world.cfg.session_timeout))
+            self._at(world.now + world.cfg.session_timeout / world.cfg.servers, self._timed_out, conn)
+        else:
+            # SYN unanswered: the socket's connect timeout runs out (as client.Client).
+            self._at(world.now + min(world.cfg.session_timeout, 1.0), self._retry)
+
+    def _timed_out(self, conn: Conn) -> None:
+        if self.conn is conn and not self.attached:
+            self._retry()
+
+    def _retry(self) -> None:
+        if self.conn is not None:
+            self.conn.client_open = False
+            self.conn = None
+        self.attached = False
+        self._at(self.world.now + self._retry_delay, self._attempt)
+        self._retry_delay = min(2 * self._retry_delay, RELEASE_RETRY_MAX)
+
+    def receive(self, conn: Conn, pkt: tuple[Any, ...]) -> None:
+        """What the server sends (World.send_s2c calls every connection's client)."""
+        if self.host.suspended_at is not None and not self.done:
+            self.host.on_wake.append((self.receive, (conn, pkt)))
+            return
+        if self.done or conn is not self.conn:
+            if conn.server_open:
+                self.world.server.close_conn(conn, rst=False)  # the socket is gone
+            return
+        match pkt[0]:
+            case "connected":
+                self.attached = True
+                self.world.record(self.host, "job", f"release: attached to session 0x{self.session_id:x}, closing it")
+                self.world.send_c2s(conn, ("close", "released by its guardian"))
+            case "closed":
+                self._finish("done")
+            case "expired":
+                # kazoo is handed a new session, and closing that one is nothing to the election.
+                self._finish("too_late")
+            case _:  # refused by a server that is down, or reset
+                self._retry()
+
+    def _finish(self, outcome: str) -> None:
+        self.done = True
+        if self.conn is not None:
+            self.conn.client_open = False
+        self.world.stats_count(f"release_{outcome}")
+        self.world.record(self.host, "job", f"release of session 0x{self.session_id:x}: {outcome.replace('_', ' ')}")
+        if self._on_exit is not None:
+            self._on_exit()

@@ -11,6 +11,9 @@ Safety (always):
 * fencing: tokens of successive leaderships strictly increase; a token is only
   reused by a restart of the job within the same leadership.
 * double_start: a daemon never starts a job while its previous one is alive.
+* close_before_reap: a session is closed (by its daemon, or released by the guardian
+  of a daemon that died) only once every process of the jobs its daemon started is
+  dead: the close deletes the node, and the successor may start at once.
 
 A paused or blocked daemon is no excuse: its guardian holds the lease and stops the
 job in time on its own (and systemd's watchdog, where configured, kills the unit).
@@ -63,7 +66,8 @@ INF = float("inf")
 #: still be dying (its lease ran out by then; the kill and the reap follow).
 OPERATOR_GRACE = 0.3
 
-SAFETY = frozenset({"overlap", "legitimacy", "fencing", "double_start", "suspend", "lease_anchor", "core_exception"})
+SAFETY = frozenset({"overlap", "legitimacy", "fencing", "double_start", "suspend", "lease_anchor", "core_exception",
+                    "close_before_reap"})
 LIVENESS = frozenset({"liveness", "nodes", "stuck", "spin"})
 
 
@@ -149,6 +153,16 @@ class Checker:
         for job in self.alive:
             if job.session_id == session.id and (asleep or job in self.killed_on_waking):
                 self._excuse(job, INF, "suspended")
+
+    def on_closed(self, session: Session) -> None:
+        """A closeSession ended the session (``cause`` in the trace says whose)."""
+        for job in self.alive:
+            if job.session_id == session.id or job.daemon.client.session_id == session.id:
+                ended = session.ended[1] if session.ended is not None else "closed"
+                self.violate(
+                    "close_before_reap",
+                    f"session 0x{session.id:x} was {ended} while {job.describe()}, started by its daemon, is alive",
+                )
 
     def on_first_pass(self, daemon: Daemon) -> None:
         """The loop's first pass since its host woke: a job whose session expired meanwhile

@@ -156,6 +156,7 @@ class Jobs:
             error = job.exit_error
             exited = ev.JobExited(returncode, by_guardian=job.stopped_by_guardian)
             self._report_exit(job, exited if error is None else ev.JobExited(None, error))
+        job.daemon.guardian.reaped()
 
     def _report_exit(self, job: Job, event: ev.JobExited) -> None:
         """The job runner posts JobExited a moment later (never before JobStarted); after

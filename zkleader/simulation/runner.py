@@ -44,7 +44,7 @@ class Result:
     leaderships: int
     spins: int
     wall: float
-    #: World.stats: sessions expired, the watchdog's kills, the guardian's own stops...
+    #: World.stats: sessions expired, closed and released, the guardian's own stops...
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -157,6 +157,10 @@ class Summary:
             (f"guardian             {self.stat('guardian_stops')} stops on its own lease "
              f"({self.stat('guardian_stops_stalled')} with its daemon paused), "
              f"{self.stat('guardian_kills')} SIGKILLs on its own"),
+            (f"sessions             {self.stat('sessions_expired')} expired, "
+             f"{self.stat('sessions_closed')} closed by their daemon, "
+             f"{self.stat('sessions_released')} released by a dead daemon's guardian "
+             f"(releases too late {self.stat('release_too_late')}, given up {self.stat('release_gave_up')})"),
             f"wall time            {self.wall:.2f} s ({rate:.0f} schedules/s, "
             f"{self.sim_seconds / max(self.wall, 1e-9):.0f}x real time)",
         ]

@@ -3,11 +3,13 @@
 ``Server``: sessions with negotiated timeouts, expired only when no packet arrived for
 the timeout, rounded *up* to the next tick bucket (ZooKeeper's ExpiryQueue). Ephemeral
 sequential znodes (sequence = parent cversion, 32-bit, wraps), czxid from one global
-zxid counter, one-shot exists watches held per connection. A restart resets every
-connection and keeps sessions. The ZooKeeper leader touches a session only when the
-server (a follower) relays what it heard, at its next ping from the leader (every
-tickTime/2); a server that loses the leader right after forwarding a sync loses what it
-had not relayed yet and closes its connections.
+zxid counter, one-shot exists watches held per connection. A closeSession, from the
+session's daemon or from the release its guardian runs after the daemon died (which
+attaches to the session first, a connect that revalidates it), ends it at once and
+deletes its nodes. A restart resets every connection and keeps sessions. The ZooKeeper
+leader touches a session only when the server (a follower) relays what it heard, at its
+next ping from the leader (every tickTime/2); a server that loses the leader right after
+forwarding a sync loses what it had not relayed yet and closes its connections.
 
 ``Conn`` and the per-host link: two FIFO directions, each can be cut. Packets sent into
 a cut direction wait in the sender's kernel and go out when it heals (TCP), unless the
@@ -25,6 +27,7 @@ from .config import ELECTION
 
 if TYPE_CHECKING:
     from .client import Client
+    from .guardian import Release
     from .world import Host, World
 
 #: What a client sends as a request: the core's ZooKeeper actions that get an answer.
@@ -72,7 +75,7 @@ class Conn:
                  "watched", "rst_sent", "connect_sent")
     _ids = itertools.count(1)
 
-    def __init__(self, host: Host, client: Client) -> None:
+    def __init__(self, host: Host, client: Client | Release) -> None:
         self.id = next(Conn._ids)
         self.host = host
         self.client = client
@@ -202,9 +205,11 @@ class Server:
         self.world.checker.dirty = True
         s.ended = (self.world.now, cause)
         self.world.record(None, "zk", f"session 0x{s.id:x} ({s.host.name}) {cause}")
+        self.world.stats_count(f"sessions_{cause.split()[0]}")  # expired, closed, released
         if cause == "expired":
-            self.world.stats_count("sessions_expired")
             self.world.checker.on_expired(s)
+        else:
+            self.world.checker.on_closed(s)
         for path in list(s.ephemerals):
             self.delete_node(path, f"session 0x{s.id:x} {cause}")
         conn = s.conn
@@ -267,8 +272,11 @@ class Server:
             case "bg":
                 self.world.send_s2c(conn, ("bgreply",))
             case "close":
+                # closeSession, from the daemon or from its guardian's release (pkt[1]
+                # says which, for the trace); kazoo waits for the answer.
+                self.world.send_s2c(conn, ("closed",))
                 self.close_conn(conn, rst=False)
-                self.end_session(s, "closed")
+                self.end_session(s, pkt[1])
             case "fin":
                 self.close_conn(conn, rst=False)
 

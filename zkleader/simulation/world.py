@@ -11,8 +11,8 @@ Parts, each modelled on the behaviour the safety rule depends on, one module eac
 * daemon.py: one incarnation of the daemon process, running production's loop
   (zkleader/loop.py) with the model's shells;
 * jobs.py: the leader-only job under its guardian, the daemon's job runner;
-* guardian.py: the warm guardian, which holds the lease's deadlines and kills the job
-  when its daemon dies;
+* guardian.py: the warm guardian, which holds the lease's deadlines and, when its daemon
+  dies, kills and reaps the job and then releases the daemon's session;
 * here, ``Host``: a clock (CLOCK_BOOTTIME, drifting), the link, the log stream (it can
   stall; the daemon only queues log lines, zkleader/logs.py) and a suspend: the daemon,
   kazoo, the guardian and the job freeze while the server's clock runs on; and
@@ -34,6 +34,7 @@ from typing import Any
 
 from ..core import actions as act
 from ..core import events as ev
+from ..core import exitcodes
 from ..core.jobcontrol import MAX_RESTART_DELAY
 from ..core.leadership import Leadership
 from ..core.leave import LEAVE_GRACE
@@ -241,13 +242,22 @@ class World:
         self.at(self.now + self.rng.uniform(0.1, max(0.1, self.cfg.restart_sec)), self.start_daemon, host)
 
     def daemon_exited(self, daemon: Daemon, code: int) -> None:
+        """Action Exit. In order, the session is closed and the job reaped, and the
+        guardian exits with nothing to release; exiting unreaped (71) leaves the session
+        open and the guardian at the job's tree, to release the session once it is gone."""
         daemon.exit_code = code
         self.record(daemon.host, "!!", f"daemon {daemon.label} exited with status {code}")
         daemon.die()
-        daemon.guardian.lifeline_closed()
+        if code == exitcodes.UNREAPED:
+            daemon.guardian.lifeline_closed()
+        else:
+            daemon.guardian.close()
         self.schedule_restart(daemon.host)
 
     def kill9(self, host: Host) -> bool:
+        """The daemon is killed on a healthy host (kill -9, the OOM killer): its socket
+        closes without a closeSession, its guardian kills and reaps the job and then
+        releases the session."""
         daemon = host.live_daemon
         if daemon is None or host.suspended_at is not None:
             return False
@@ -311,14 +321,14 @@ class World:
         self.record(daemon.host, "!!", f"systemd watchdog: no WATCHDOG=1 for {self.cfg.watchdog:g}s, "
                                        f"SIGKILL to the unit ({daemon.label}, its guardian and its job)")
         daemon.die()
-        daemon.guardian.lifeline_closed()
+        daemon.guardian.killed_with_unit()
         self.schedule_restart(daemon.host)
 
     def reopen(self, daemon: Daemon) -> None:
         """Action Reopen: the session is closed and the job reaped; start over in-process."""
         self.record(daemon.host, "!!", f"daemon {daemon.label} reopens")
         daemon.die()
-        daemon.guardian.lifeline_closed()
+        daemon.guardian.close()
         self.start_daemon(daemon.host)
 
     def resume(self, host: Host) -> None:
