@@ -297,10 +297,16 @@ def test_a_persistent_mimic_with_a_lower_sequence_is_skipped_and_status_flags_it
     assert parsed["leader"]["candidate"] == "a"
     assert "leader    a on" in text.stdout and "no session owns" in text.stdout and "<- persistent" in text.stdout
 
-    group.signal("a", signal.SIGUSR1)  # a resigns; b re-reads the queue and meets the mimic first
-    second = group.wait_starts(2, 15)[1]
-    assert second["candidate"] == "b"
-    skipped = group.daemons["b"].events("not_a_candidate")
+    # a resigns: b was next in line in its listing, which held every node a daemon can
+    # create below its own, so it confirms at once without reading the queue again (a
+    # node named below ours can only be made by hand, like this one).
+    group.add("c").wait_event("joined", 30)
+    group.signal("a", signal.SIGUSR1)
+    assert group.wait_starts(2, 15)[1]["candidate"] == "b"
+    # b resigns: c, third in its listing, reads the queue again and meets the mimic first.
+    group.signal("b", signal.SIGUSR1)
+    assert group.wait_starts(3, 15)[2]["candidate"] == "c"
+    skipped = group.daemons["c"].events("not_a_candidate")
     assert skipped and skipped[0]["node"] == fake.rsplit("/", 1)[1]
     assert all(d.alive() for d in group.daemons.values())
     assert group.overlaps() == []

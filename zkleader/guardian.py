@@ -145,6 +145,8 @@ class Guardian:
         self._lifeline_open = True
         self._commands = b""
         self._session: tuple[str, str] | None = None
+        #: The next job's process, forked ahead (``_fork_launcher``); only while no job runs.
+        self._launcher: tuple[int, int, int] | None = None
         self._forget_job()
 
     def _forget_job(self) -> None:
@@ -166,6 +168,7 @@ class Guardian:
         os.set_blocking(wake_w, False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)
+        self._launcher = self._fork_launcher()
         while True:
             tree_empty = self._reap()
             if not self._lifeline_open and tree_empty:
@@ -185,6 +188,7 @@ class Guardian:
                     # The daemon is gone, and with it the leadership: kill everything now.
                     self._lifeline_open = False
                     self._doomed = self._job_pid is not None
+                    self._drop_launcher()
 
     def _timeout(self) -> float | None:
         """Sleep until the next deadline of the lease; with no job, until a command."""
@@ -202,11 +206,19 @@ class Guardian:
             if pid == self._job_pid:
                 self._returncode = os.waitstatus_to_exitcode(status)
                 self._doomed = True  # the main process is gone: anything it left behind goes too
+            elif self._launcher is not None and pid == self._launcher[0]:
+                # Someone killed the waiting launcher: another is forked below.
+                _, spec_w, exec_error_r = self._launcher
+                self._launcher = None
+                os.close(spec_w)
+                os.close(exec_error_r)
         if tree_empty and self._job_pid is not None:
             # No child left, so no descendant either (orphans become ours before they
             # can be reaped), and the job's main process was among the reaped.
             self._report(f"exited {self._returncode}" + (" lease" if self._stopped_on_own else ""))
             self._forget_job()
+        if tree_empty and self._lifeline_open and self._launcher is None:
+            self._launcher = self._fork_launcher()
         return tree_empty
 
     def _hold_lease(self, at: float) -> None:
@@ -271,51 +283,98 @@ class Guardian:
                 pass
 
     def _start(self, spec_text: str) -> None:
-        """fork + exec by hand: the subprocess module alone costs ~15 ms to import. The
-        guardian is single-threaded, so a plain fork is safe here."""
+        """Hands the job to the waiting launcher, which execs it at once, and waits for
+        the exec's outcome (EOF on a close-on-exec pipe: it succeeded)."""
         if self._job_pid is not None:
             self._report("failed a job is already running")
             return
         spec = json.loads(spec_text)
-        argv: list[str] = spec["argv"]
+        launcher = self._launcher or self._fork_launcher()
+        self._launcher = None
+        pid, spec_w, exec_error_r = launcher
+        try:
+            os.write(spec_w, spec_text.encode() + b"\n")
+        except OSError:
+            pass  # a launcher killed meanwhile: reported as a job that died at once
+        os.close(spec_w)
+        with os.fdopen(exec_error_r, "rb") as errors:
+            failure = errors.read().decode(errors="replace")
+        if failure:
+            os.waitpid(pid, 0)
+            self._report(f"failed {failure}")
+            self._launcher = self._fork_launcher()
+            return
+        self._job_pid = pid
+        self._stop_signal = signal.Signals(spec["stop_signal"])
+        self._stop_at, self._kill_at = spec["stop_at"], spec["kill_at"]
+        self._report(f"started {pid}")
+
+    def _fork_launcher(self) -> tuple[int, int, int]:
+        """Forks the next job's process ahead of time: (pid, spec pipe, exec error pipe).
+
+        Why ahead: a forked CPython pays for its copy-on-write pages and its set-up
+        (setsid, signal dispositions, the death signal) before it can exec, about 3 ms on
+        the test machine, which would sit between leadership and the job's start. The
+        launcher pays it while nothing waits, then blocks on its spec pipe; a start costs
+        one pipe write and the exec (measured: 1.5 ms p50 instead of 5.7). The guardian
+        is single-threaded, so a plain fork is safe; the launcher exists only while no
+        job does, so it never counts as part of a job's tree."""
         parent = os.getpid()
+        spec_r, spec_w = os.pipe()
         exec_error_r, exec_error_w = os.pipe()  # close-on-exec: EOF means exec succeeded
         pid = os.fork()
         if pid == 0:
+            argv0 = "the job"
             try:
+                os.close(spec_w)
                 os.close(exec_error_r)
                 os.close(self._status_fd)
                 os.setsid()  # its own session and process group: signals reach the whole job
-                for signum in _IGNORED:
+                signal.set_wakeup_fd(-1)
+                for signum in (*_IGNORED, signal.SIGCHLD):
                     # Ignored signals survive exec: give the job the dispositions a service expects.
                     signal.signal(signum, signal.SIG_DFL)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.set_wakeup_fd(-1)
                 # Dies with the guardian even if the guardian itself is SIGKILLed...
                 prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() != parent:  # ...including in the instant before prctl.
                     os._exit(127)
                 devnull = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(devnull, 0)
+                os.close(devnull)
+                text = b""
+                while not text.endswith(b"\n"):
+                    chunk = os.read(spec_r, 1 << 20)
+                    if not chunk:
+                        os._exit(0)  # no job after all (the guardian is ending)
+                    text += chunk
+                spec = json.loads(text)
+                argv: list[str] = spec["argv"]
+                argv0 = argv[0]
                 if spec.get("cwd"):
                     os.chdir(spec["cwd"])
-                os.execvpe(argv[0], argv, spec["env"])
+                os.execvpe(argv0, argv, spec["env"])
             except OSError as err:
-                where = f" ({err.filename})" if err.filename and err.filename != argv[0] else ""
-                os.write(exec_error_w, f"{argv[0]}: {err.strerror or err}{where}".encode())
+                where = f" ({err.filename})" if err.filename and err.filename != argv0 else ""
+                os.write(exec_error_w, f"{argv0}: {err.strerror or err}{where}".encode())
             finally:
                 os._exit(127)
+        os.close(spec_r)
         os.close(exec_error_w)
-        with os.fdopen(exec_error_r, "rb") as errors:
-            failure = errors.read().decode(errors="replace")
-        if failure:
-            os.waitpid(pid, 0)
-            self._report(f"failed {failure}")
+        return pid, spec_w, exec_error_r
+
+    def _drop_launcher(self) -> None:
+        """No job will come (the daemon is gone): the waiting launcher goes."""
+        if self._launcher is None:
             return
-        self._job_pid = pid
-        self._stop_signal = signal.Signals(spec["stop_signal"])
-        self._stop_at, self._kill_at = spec["stop_at"], spec["kill_at"]
-        self._report(f"started {pid}")
+        pid, spec_w, exec_error_r = self._launcher
+        self._launcher = None
+        os.close(spec_w)  # EOF: it exits on its own; SIGKILL in case it is stopped
+        os.close(exec_error_r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
 
     # ------------------------------------------------------------- the end
 

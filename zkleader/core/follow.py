@@ -218,7 +218,11 @@ def on_predecessor_deleted(core: Leadership) -> None:
     created twice). What it skipped stays no candidate: persistent look-alikes
     (``not_candidates``) and names not ours in shape. A daemon's node created later
     sorts above ours: daemons create only sequential nodes, and the counter would have
-    to wrap through 2^32 child changes first. So a new listing could show nothing below us.
+    to wrap through 2^32 child changes first. So a new listing could show nothing below us
+    that a daemon made; only a node made by hand under a chosen name can sort below ours
+    later. Such a node runs no job: a persistent one would be skipped anyway
+    (``not_a_candidate``), a foreign session's ephemeral one is passed over here where a
+    listing would have queued behind it (tests/test_hostile.py).
     The heartbeat still proves through the ZooKeeper leader (sync) that our node exists
     and belongs to this session, and its answer handles the rest as after a listing
     (``lead.own_node_holds``: deleted meanwhile, or owned by another session, rejoins).
