@@ -67,6 +67,19 @@ PR_SET_CHILD_SUBREAPER = 36
 _IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 #: While a job is being killed, the tree is SIGKILLed again this often until empty.
 _KILL_PASS = 0.05
+#: The longest the guardian sleeps while a job exists: its select runs on
+#: CLOCK_MONOTONIC, which stops during a system suspend (as loop.MAX_SLEEP).
+_MAX_SLEEP = 0.5
+#: How long the guardian lets a live daemon's own stop signal come first.
+STOP_GRACE = 0.05
+
+
+def own_stop_at(stop_at: float, kill_at: float) -> float:
+    """When the guardian sends the stop signal itself: a moment after the daemon would
+    (its loop acts at ``stop_at``), so that a healthy daemon's stop is the one the job
+    hears and the logs name, and at most a quarter of the graceful window later.
+    SIGKILL has no such grace: ``kill_at`` is what the safety rule needs."""
+    return stop_at + min(STOP_GRACE, max(0.0, kill_at - stop_at) / 4)
 _libc = ctypes.CDLL(None, use_errno=True)
 # prctl is variadic in C: declare the unsigned long arguments so that no register
 # carries garbage in its upper half (PR_SET_PDEATHSIG rejects an invalid signal).
@@ -196,8 +209,13 @@ class Guardian:
             return None
         if self._doomed:
             return _KILL_PASS
-        deadlines = [d for d in (None if self._stopping else self._stop_at, self._kill_at) if d is not None]
-        return max(0.0, min(deadlines) - now()) if deadlines else None
+        deadlines = [d for d in (None if self._stopping else self._own_stop_at(), self._kill_at) if d is not None]
+        return min(max(0.0, min(deadlines) - now()), _MAX_SLEEP) if deadlines else _MAX_SLEEP
+
+    def _own_stop_at(self) -> float | None:
+        if self._stop_at is None or self._kill_at is None:
+            return self._stop_at
+        return own_stop_at(self._stop_at, self._kill_at)
 
     def _reap(self) -> bool:
         """Reaps what ended; reports the job's end once its whole tree is gone."""
@@ -228,7 +246,7 @@ class Guardian:
             return
         if self._kill_at is not None and at >= self._kill_at:
             self._doomed = True
-        elif self._stop_at is not None and at >= self._stop_at and not self._stopping:
+        elif (stop_at := self._own_stop_at()) is not None and at >= stop_at and not self._stopping:
             self._stopped_on_own = True
             self._stop(self._stop_signal)
 

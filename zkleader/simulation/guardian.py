@@ -6,12 +6,13 @@ Modelled because safety and failover now rest on the guardian's two powers:
 * **It holds the lease.** StartJob and GuardLease hand it the lease's deadlines on the
   host's clock (CLOCK_BOOTTIME, drifting with the host, as the daemon's). It is a
   process of its own, so a paused or blocked daemon does not stop it: when the clock
-  reaches stop_at with the job running and no stop signal sent, it sends the stop
-  signal itself (the job reacts as to any stop); at kill_at it SIGKILLs the tree; the
-  exit goes to the daemon as JobExited(by_guardian=True), read when its loop runs
-  again. It cannot tell a stalled daemon from a healthy one: at a lease's end both
-  wake for the same instant, and either may be first, as in production. Its wait runs
-  on CLOCK_MONOTONIC with no cap, so a suspend delays its wake-up by the sleep.
+  reaches its own stop instant (guardian.own_stop_at: a moment after stop_at, so that
+  a healthy daemon's stop comes first) with the job running and no stop signal sent,
+  it sends the stop signal itself (the job reacts as to any stop); at kill_at it
+  SIGKILLs the tree, where a healthy daemon's SIGKILL may come first or second, as in
+  production; the exit goes to the daemon as JobExited(by_guardian=True), read when
+  its loop runs again. Its wait (capped at 0.5 s in production) is not modelled
+  across a suspend.
 * **It releases a dead daemon's session.** When its lifeline closes (the daemon was
   killed), it SIGKILLs the tree, waits until every process is dead, and only then execs
   the release, which attaches to the session over the host's link and closes it: the
@@ -28,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..guardian import own_stop_at
 from .config import Bug
 from .server import Conn
 
@@ -94,7 +96,8 @@ class Guardian:
             world.record(host, "job", f"the guardian SIGKILLs {job.describe()}: its lease's kill deadline came")
             world.jobs.kill_job(self.daemon)
             return
-        if self.stop_at is not None and now >= self.stop_at and not job.signalled:
+        own_stop = None if self.stop_at is None or self.kill_at is None else own_stop_at(self.stop_at, self.kill_at)
+        if own_stop is not None and now >= own_stop and not job.signalled:
             world.stats_count("guardian_stops")
             if self.daemon.paused is not None:
                 world.stats_count("guardian_stops_stalled")
@@ -102,7 +105,7 @@ class Guardian:
             world.record(host, "job", f"the guardian stops {job.describe()} itself: its lease ran out"
                                       + (f" (daemon {self.daemon.paused}-paused)" if self.daemon.paused else ""))
             world.jobs.signal_job(self.daemon)
-        due = [d for d in (None if job.signalled else self.stop_at, self.kill_at) if d is not None]
+        due = [d for d in (None if job.signalled else own_stop, self.kill_at) if d is not None]
         if due:
             t = max(world.now, host.world_time(min(due)) + world.loop_jitter())
             world.at(t, self._wake, self._turn)
