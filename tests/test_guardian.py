@@ -346,11 +346,14 @@ def test_the_guardian_stops_the_job_itself_when_the_lease_runs_out(tmp_path: Pat
     """No word from the daemon (a stalled daemon): the stop signal at stop_at, once,
     even when the daemon's own stop signal follows an instant later."""
     argv, lock, count = counting_job(tmp_path)
-    stop_at = boottime() + 1.0
-    guardian = Guardian(argv, stop_at=stop_at, kill_at=stop_at + 5)
+    guardian = Guardian(argv)
     try:
         assert guardian.report().startswith("started ")
         wait_until(count.exists, 20, message="the job to run")
+        # The deadlines come once the job has its handler (a slow machine may take a
+        # while to start Python): the last renewal before the daemon went silent.
+        stop_at = boottime() + 0.5
+        guardian.command(f"lease {stop_at} {stop_at + 5}")
         wait_until(lambda: count.read_text() == "1", 20, message="the guardian's own stop signal")
         assert boottime() >= stop_at
         guardian.command(f"signal {int(signal.SIGTERM)}")  # the daemon, late
@@ -377,10 +380,12 @@ def test_a_renewed_lease_moves_the_guardians_deadlines(tmp_path: Path) -> None:
 
 def test_the_guardian_kills_a_job_that_ignores_the_stop_by_the_kill_deadline(tmp_path: Path) -> None:
     argv, lock, count = counting_job(tmp_path, "--stubborn")
-    start = boottime()
-    guardian = Guardian(argv, stop_at=start + 0.5, kill_at=start + 1.0)
+    guardian = Guardian(argv)
     try:
         assert guardian.report().startswith("started ")
+        wait_until(count.exists, 20, message="the job to run")
+        start = boottime()
+        guardian.command(f"lease {start + 0.5} {start + 1.0}")
         assert guardian.report() == f"exited {-signal.SIGKILL} lease"
         assert boottime() >= start + 1.0
         assert count.read_text() == "1"
