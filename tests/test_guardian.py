@@ -335,6 +335,7 @@ def test_a_warm_guardian_runs_one_job_after_another(tmp_path: Path) -> None:
             wait_until(count.exists, 20, message="the job to run")
             guardian.command(f"signal {int(signal.SIGTERM)}")
             assert guardian.report() == "exited 0"
+            assert count.read_text() == "1", "one stop, one signal: not once per way it reaches the job"
             assert lock_is_free(lock)
             count.unlink()
         assert guardian.process.poll() is None

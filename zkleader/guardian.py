@@ -289,14 +289,19 @@ class Guardian:
         descendant the scan finds (processes that left the group with setsid/setpgid)."""
         if self._job_pid is None:
             return
+        group = None
         if self._returncode is None:
             try:
                 os.killpg(self._job_pid, signum)
+                group = self._job_pid
             except OSError:
                 pass
         for pid in _descendants():
             try:
-                os.kill(pid, signum)
+                # A process of the group has it already: a second one could reach a
+                # handler twice (some programs take a second SIGTERM as "quit now").
+                if group is None or os.getpgid(pid) != group:
+                    os.kill(pid, signum)
             except OSError:
                 pass
 
