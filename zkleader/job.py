@@ -98,7 +98,7 @@ class JobRunner:
             "kill_at": kill_at,
         }
         self._job_running = True  # before the line: the guardian may answer at once
-        if not self._write("start " + json.dumps(spec, separators=(",", ":"))):
+        if not self._command_now("start " + json.dumps(spec, separators=(",", ":"))):
             self._job_running = False
             self._post(ev.JobExited(None, "cannot start: no guardian process"))
 
@@ -106,22 +106,24 @@ class JobRunner:
         self._write(f"lease {stop_at!r} {kill_at!r}")
 
     def signal(self, signum: signal.Signals) -> None:
-        self._stop_command(f"signal {int(signum)}")
+        self._command_now(f"signal {int(signum)}")
 
     def kill(self) -> None:
-        self._stop_command("kill")
+        self._command_now("kill")
 
-    def _stop_command(self, line: str) -> None:
-        """A stop must be carried out even if someone SIGSTOPped the guardian: SIGCONT
+    def _command_now(self, line: str) -> bool:
+        """A start or a stop must be carried out even if someone SIGSTOPped the guardian
+        (a stop for safety, a start for a leadership that would hold no job): SIGCONT
         it with the command (it is our child, unreaped, so its pid is still its own).
         A guardian killed instead is seen at once (its status pipe closes)."""
-        self._write(line)
+        written = self._write(line)
         guardian = self._guardian
         if guardian is not None:
             try:
                 os.kill(guardian.pid, signal.SIGCONT)
             except OSError:
                 pass
+        return written
 
     # ---------------------------------------------------------- the session's
 
