@@ -6,68 +6,34 @@ systemd (kill -9 and the watchdog)."""
 
 from __future__ import annotations
 
-import array
 import fcntl
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from zkleader import fdstore, notify
+from zkleader.testing.notifysocket import bound
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-class Receiver:
-    """systemd's side of the notify socket: datagrams and the descriptors they carry."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def next(self, timeout: float = 2.0) -> tuple[list[str], list[int]]:
-        self.sock.settimeout(timeout)
-        data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
-        fds = array.array("i")
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        return data.decode().split("\n"), list(fds)
-
-    def nothing(self, wait: float = 0.2) -> bool:
-        self.sock.settimeout(wait)
-        try:
-            data = self.sock.recv(65536)
-        except TimeoutError:
-            return True
-        raise AssertionError(f"unexpected datagram {data!r}")
-
-
 @pytest.fixture
 def systemd(monkeypatch):
-    directory = tempfile.mkdtemp(prefix="zkf-")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    try:
-        yield Receiver(sock)
-    finally:
-        sock.close()
-        shutil.rmtree(directory, ignore_errors=True)
+    with bound("zkf-") as (path, receiver):
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        yield receiver
 
 
 def test_store_fd_sends_the_descriptor_with_fdstore_fdname_and_fdpoll(systemd):
     r, w = os.pipe()
     try:
         assert notify.store_fd(r, "zkleader-session")
-        lines, fds = systemd.next()
+        lines, fds = systemd.next_with_fds()
         assert lines == ["FDSTORE=1", "FDNAME=zkleader-session", "FDPOLL=0"]
         assert len(fds) == 1
         os.write(w, b"x")
@@ -77,7 +43,7 @@ def test_store_fd_sends_the_descriptor_with_fdstore_fdname_and_fdpoll(systemd):
         os.close(r)
         os.close(w)
     assert notify.remove_fds("zkleader-session")
-    assert systemd.next() == (["FDSTOREREMOVE=1", "FDNAME=zkleader-session"], [])
+    assert systemd.next_with_fds() == (["FDSTOREREMOVE=1", "FDNAME=zkleader-session"], [])
 
 
 def test_fd_names_systemd_would_refuse_are_refused_here():
@@ -100,7 +66,7 @@ def test_the_session_goes_into_a_sealed_memfd_and_follows_the_session(systemd):
     told = []
     keep = store.listener("zk1:2181,zk2:2181", lambda *session: told.append(session))
     keep(0xABC, bytes(range(16)))
-    lines, fds = systemd.next()
+    lines, fds = systemd.next_with_fds()
     assert lines == ["FDSTORE=1", "FDNAME=zkleader-session", "FDPOLL=0"]
     (fd,) = fds
     assert json.loads(os.pread(fd, 4096, 0)) == {
@@ -114,13 +80,13 @@ def test_the_session_goes_into_a_sealed_memfd_and_follows_the_session(systemd):
     keep(0xABC, bytes(range(16)))  # a reconnect of the same session: systemd holds it already
     assert systemd.nothing()
     keep(0xDEF, b"q" * 16)  # a new session: the old entry goes first (FileDescriptorStoreMax=1)
-    assert systemd.next() == (["FDSTOREREMOVE=1", "FDNAME=zkleader-session"], [])
-    lines, fds = systemd.next()
+    assert systemd.next_with_fds() == (["FDSTOREREMOVE=1", "FDNAME=zkleader-session"], [])
+    lines, fds = systemd.next_with_fds()
     assert lines[0] == "FDSTORE=1" and len(fds) == 1
     assert json.loads(os.pread(fds[0], 4096, 0))["session"] == "def"
     os.close(fds[0])
     keep(None, b"")  # closed by the daemon itself: nothing left to release
-    assert systemd.next() == (["FDSTOREREMOVE=1", "FDNAME=zkleader-session"], [])
+    assert systemd.next_with_fds() == (["FDSTOREREMOVE=1", "FDNAME=zkleader-session"], [])
     keep(None, b"")
     assert systemd.nothing()
     assert told == [(0xABC, bytes(range(16)))] * 2 + [(0xDEF, b"q" * 16), (None, b""), (None, b"")]
@@ -128,7 +94,7 @@ def test_the_session_goes_into_a_sealed_memfd_and_follows_the_session(systemd):
 
 def test_no_copy_of_the_memfd_stays_with_the_daemon(systemd):
     fdstore.SessionStore().keep("zk:2181", 1, b"p" * 16)
-    _, fds = systemd.next()
+    _, fds = systemd.next_with_fds()
     mine = []
     for fd in Path("/proc/self/fd").iterdir():
         try:
@@ -172,7 +138,7 @@ def test_the_restarted_daemon_takes_the_session_once_and_closes_the_descriptor(s
     result = _take(systemd.sock.getsockname())
     assert result == {"stored": ["zk:2181", 0x1F, "00ff" * 8], "open_after": False, "env_left": []}
     # ... and tells systemd to drop its copy: the new daemon stores its own session
-    assert systemd.next() == (["FDSTOREREMOVE=1", "FDNAME=zkleader-session"], [])
+    assert systemd.next_with_fds() == (["FDSTOREREMOVE=1", "FDNAME=zkleader-session"], [])
 
 
 def test_descriptors_meant_for_another_process_are_left_alone(systemd):

@@ -24,6 +24,7 @@ from zkleader.testing.daemons import (
     DETECTOR,
     Daemon,
     DaemonGroup,
+    cmdline,
     process_running,
     wait_for,
 )
@@ -49,14 +50,6 @@ def process_table() -> dict[int, tuple[int, str]]:
                 continue
             table[int(name)] = (int(fields[1]), fields[0])
     return table
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def job_tree(daemon: Daemon) -> tuple[int, list[int]] | None:

@@ -7,50 +7,24 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from zkleader import notify
+from zkleader.testing.notifysocket import Receiver, bound
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-class Receiver:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def next(self, timeout: float = 2.0) -> bytes:
-        self.sock.settimeout(timeout)
-        return self.sock.recv(65536)
-
-    def nothing(self, wait: float = 0.2) -> bool:
-        self.sock.settimeout(wait)
-        try:
-            data = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
-            return True
-        raise AssertionError(f"unexpected datagram {data!r}")
-
-
 @pytest.fixture
 def notify_socket(monkeypatch):
-    """A bound AF_UNIX datagram socket (a short path: sun_path has 108 bytes)."""
-    directory = tempfile.mkdtemp(prefix="zkn-")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    try:
-        yield Receiver(sock)
-    finally:
-        sock.close()
-        shutil.rmtree(directory, ignore_errors=True)
+    with bound() as (path, receiver):
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        yield receiver
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ It needs only prctl(2) and a procfs: waitpid's ECHILD says the tree is empty (as
 subreaper every descendant ends up as our child before it can be reaped), and one
 scan of /proc/*/stat finds the descendants to signal. It does not use
 /proc/PID/task/*/children, which needs CONFIG_PROC_CHILDREN and is missing on some
-kernels. The daemon imports ``prctl`` and ``children_of`` from here, so both sides
-read the process table the same way.
+kernels. The daemon and zkleader.pid1 import ``prctl``, ``children_of`` and
+``reap_all`` from here, so all read the process table the same way.
 
 It runs as ``python -I -S guardian.py STATUS_FD [RELEASE_ARGV...]`` with only the
 standard library (small, no site-packages). Commands, one per line on stdin:
@@ -132,7 +132,7 @@ def _descendants() -> list[int]:
     return found
 
 
-def _reap_all() -> tuple[list[tuple[int, int]], bool]:
+def reap_all() -> tuple[list[tuple[int, int]], bool]:
     """Reaps every child that has ended. The flag is waitpid's ECHILD: we have no child
     at all, which for a subreaper means the job's whole tree is gone."""
     reaped: list[tuple[int, int]] = []
@@ -219,7 +219,7 @@ class Guardian:
 
     def _reap(self) -> bool:
         """Reaps what ended; reports the job's end once its whole tree is gone."""
-        reaped, tree_empty = _reap_all()
+        reaped, tree_empty = reap_all()
         for pid, status in reaped:
             if pid == self._job_pid:
                 self._returncode = os.waitstatus_to_exitcode(status)

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 
-from .guardian import PR_SET_CHILD_SUBREAPER, children_of, prctl
+from .guardian import PR_SET_CHILD_SUBREAPER, children_of, prctl, reap_all
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT)
 #: Enough for the guardian to kill the job and close the session (bounded by the
@@ -57,16 +57,8 @@ def _spawn(argv: list[str]) -> int:
 def _reap(main: int) -> tuple[int | None, bool]:
     """Reaps every child that has ended; returns the main child's status if it was
     among them, and whether no child is left at all (ECHILD)."""
-    main_status = None
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return main_status, True
-        if pid == 0:
-            return main_status, False
-        if pid == main:
-            main_status = _exit_status(status)
+    reaped, none_left = reap_all()
+    return next((_exit_status(status) for pid, status in reaped if pid == main), None), none_left
 
 
 def _kill_the_rest(bound: float = 5.0) -> None:
