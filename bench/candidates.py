@@ -1,27 +1,36 @@
 """The candidates the benchmark runs, many per process, each with its own session.
 
 zkleader   the real daemon loop (zkleader.daemon.Daemon) with the real core, kazoo
-           shell and job runner, one thread per candidate; only signal handling is
-           left out (a process has one set) and logs go nowhere.
+           shell and job runner (its warm guardian, started with the candidate), one
+           thread per candidate; only signal handling is left out (a process has one
+           set) and logs go nowhere.
 kazoo      kazoo.recipe.election.Election (kazoo's Lock: sequential nodes, each
-           contender watches its predecessor with get()).
+           contender watches its predecessor with get()), with the job started the
+           way a careful kazoo user starts it (bench/kazoo_design.py): a plain
+           subprocess.Popen from the leader function, stopped on the stop request,
+           SUSPENDED or LOST.
 herd       the classic herd: one ephemeral leader key; every follower puts an exists
            watch on it and, when it goes, all of them try to create it.
 etcd       the lease design: a key put-if-absent with the candidate's 5 s lease, every
            follower watching the key.
 
-Every design starts the same job the same way (zkleader's JobRunner: the guardian,
-then bench/jobs/marker.py), so the figures compare elections, not job launchers.
+Only zkleader runs its job under zkleader's guardian; the others Popen it when they
+win, so each design is measured with the job start its users would have.
+
+Milestones are time-stamped where they happen (CLOCK_MONOTONIC) into the candidate's
+buffer and written out only when the orchestrator asks for counters, so that no pipe
+write sits on a handover's critical path.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import signal
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,14 +43,13 @@ from kazoo.exceptions import (
 )
 
 from zkleader import config as zconfig
-from zkleader.config import JobConfig
 from zkleader.core import events as ev
-from zkleader.core.actions import Log, StartJob
+from zkleader.core.actions import ListChildren, Log, StartJob
 from zkleader.daemon import Daemon
-from zkleader.job import JobRunner
 
 from . import etcd
 from .counting import Counters, cut_kazoo_session, instrument_kazoo
+from .kazoo_design import KazooLeader, PopenJob, client_for
 
 Emit = Callable[..., None]
 
@@ -58,10 +66,10 @@ class Settings:
         self.etcd: list[tuple[str, int]] = [tuple(e) for e in raw.get("etcd", [])]  # type: ignore[misc]
         self.lease_ttl: int = raw.get("lease_ttl", 5)
         self.tick_ms: int = raw.get("tick_ms", 200)
+        self.config_dir = Path(raw.get("config_dir", "/tmp"))
 
-    def job_config(self) -> JobConfig:
-        return JobConfig(command=tuple(self.job_argv), stop_timeout=self.stop_timeout,
-                         environment=dict(self.job_env), restart_delay=0.2)
+    def job_env_for(self, name: str, token: int) -> dict[str, str]:
+        return {**os.environ, **self.job_env, "ZKLEADER_CANDIDATE": name, "ZKLEADER_FENCING_TOKEN": str(token)}
 
 
 class Candidate:
@@ -73,6 +81,16 @@ class Candidate:
         self.counters = Counters()
         self.dead = False
         self._joined = False
+        self._stamps: list[tuple[str, float]] = []
+
+    def stamp(self, name: str) -> None:
+        """A milestone, timed now; written out later (flush). list.append is atomic."""
+        self._stamps.append((name, time.monotonic()))
+
+    def flush(self) -> None:
+        stamps, self._stamps = self._stamps, []
+        for name, t in stamps:
+            self.emit(name, self.id, t=t)
 
     def joined(self) -> None:
         if not self._joined:
@@ -87,18 +105,13 @@ class Candidate:
         raise NotImplementedError
 
     def crash(self) -> None:
-        """kill -9: nothing more is sent, the job dies with the process (its guardian
-        sees the lifeline close), the session is left for the server to expire."""
+        """kill -9: nothing more is sent, the job dies (zkleader: its guardian sees the
+        lifeline close; the others: as systemd's KillMode would kill it), the session
+        is left for the server to expire (or, zkleader, for the guardian to release)."""
         raise NotImplementedError
 
-
-def _lifeline_cut(runner: JobRunner | None) -> None:
-    guardian = getattr(runner, "_guardian", None)
-    if guardian is not None and guardian.stdin is not None:
-        try:
-            guardian.stdin.close()
-        except OSError:
-            pass
+    def teardown(self) -> None:
+        """The worker is quitting: the job dies, nothing is released."""
 
 
 # ------------------------------------------------------------------- zkleader
@@ -113,7 +126,7 @@ _DIE = object()
 
 class _Tap:
     """Sees every step of the daemon's loop (its observer, where production's metrics
-    sit) and reports the benchmark's milestones as the core decides them."""
+    sit) and times the benchmark's milestones as the core decides them."""
 
     def __init__(self, owner: "ZkleaderCandidate") -> None:
         self.owner = owner
@@ -121,11 +134,13 @@ class _Tap:
     def observe(self, event: ev.Event, actions: list[Any], core: Any, now: float) -> None:
         for action in actions:
             if isinstance(action, StartJob):
-                self.owner.emit("elected", self.owner.id)
+                self.owner.stamp("elected")  # StartJob leaves the core
+            elif isinstance(action, ListChildren) and isinstance(event, ev.WatchFired):
+                self.owner.stamp("relisted")  # the successor lists the queue again after the watch
             elif isinstance(action, Log) and action.event in ("following", "leader_acquired"):
                 self.owner.joined()
             elif isinstance(action, Log) and action.event == "handover":
-                self.owner.emit("handed", self.owner.id)  # the leaver's node is deleted
+                self.owner.stamp("handed")  # the leaver's delete was answered
 
     def close(self) -> None:
         pass
@@ -144,7 +159,8 @@ class BenchDaemon(Daemon):
 
     def _open(self, loaded: zconfig.Config) -> None:
         super()._open(loaded)
-        instrument_kazoo(self._zookeeper.client, self.owner.counters, periodic=self._is_heartbeat)
+        instrument_kazoo(self._zookeeper.client, self.owner.counters, periodic=self._is_heartbeat,
+                         on_notification=lambda: self.owner.stamp("notified"))
 
     def _is_heartbeat(self, request: Any) -> bool:
         """The leader's timer-driven exists() on its own node, and the sync() before it
@@ -162,10 +178,17 @@ class BenchDaemon(Daemon):
     def _step(self, event: ev.Event) -> int | None:
         if self.owner.dead:
             return None
-        if isinstance(event, ev.JobStarted):
-            self.owner.emit("spawned", self.owner.id)
-        elif isinstance(event, ev.JobExited):
-            self.owner.emit("reaped", self.owner.id)
+        inner = event
+        if isinstance(inner, ev.WatchFired) and inner.kind is ev.WatchKind.DELETED:
+            self.owner.stamp("watch")  # the loop takes the deletion event
+        elif isinstance(inner, ev.NodeChecked):
+            self.owner.stamp("checked")
+        elif isinstance(inner, ev.ChildrenListed):
+            self.owner.stamp("listed")
+        elif isinstance(inner, ev.JobStarted):
+            self.owner.stamp("spawned")
+        elif isinstance(inner, ev.JobExited):
+            self.owner.stamp("reaped")
         return super()._step(event)
 
 
@@ -180,7 +203,10 @@ class ZkleaderCandidate(Candidate):
                     "environment": s.job_env},
             "logging": {"level": "error", "format": "json"},
         }
-        loaded = zconfig.parse(yaml.safe_dump(raw), f"<bench {self.name}>")
+        # A real file: a crashed candidate's guardian releases the session with it.
+        path = s.config_dir / f"{self.name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        loaded = zconfig.load(str(path))
         self.daemon = BenchDaemon(loaded, self)
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self.thread.start()
@@ -197,57 +223,95 @@ class ZkleaderCandidate(Candidate):
 
     def crash(self) -> None:
         self.dead = True
-        _lifeline_cut(self.daemon._job)
+        job = getattr(self.daemon, "_job", None)
+        guardian = getattr(job, "_guardian", None)
+        if guardian is not None and guardian.stdin is not None:
+            try:
+                guardian.stdin.close()  # the lifeline: the guardian kills the job, then releases the session
+            except OSError:
+                pass
         cut_kazoo_session(self.daemon._zookeeper.client)
         self.daemon._queue.put(_DIE)
 
+    def teardown(self) -> None:
+        self.dead = True
+        job = getattr(self.daemon, "_job", None)
+        if job is not None:
+            job.close()  # "nosession", then the lifeline: the job dies, no session is released
 
-# ------------------------------------------------------- shared by the others
+    def client(self) -> Any:
+        shell = getattr(self.daemon, "_zookeeper", None)
+        return shell.client if shell is not None else None
 
 
-class _JobHolder:
-    """Runs the job through zkleader's JobRunner and waits for it to be reaped."""
-
-    def __init__(self, candidate: Candidate) -> None:
-        self.candidate = candidate
-        self.exited = threading.Event()
-        self.runner = JobRunner(candidate.settings.job_config(), candidate.settings.election, candidate.name,
-                                self._post)
-
-    def _post(self, event: ev.Event) -> None:
-        if isinstance(event, ev.JobStarted):
-            self.candidate.emit("spawned", self.candidate.id)
-        elif isinstance(event, ev.JobExited):
-            self.candidate.emit("reaped", self.candidate.id)
-            self.exited.set()
-
-    def start(self, token: int) -> None:
-        self.candidate.emit("elected", self.candidate.id)
-        self.runner.start(token, "")
-
-    def stop(self) -> None:
-        self.runner.signal(signal.SIGTERM)
-        if not self.exited.wait(self.candidate.settings.stop_timeout):
-            self.runner.kill()
-            self.exited.wait(5)
+# ------------------------------------------------------------------- kazoo
 
 
 def _kazoo_client(settings: Settings) -> KazooClient:
-    return KazooClient(hosts=settings.hosts, timeout=settings.session_timeout,
-                       connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 0.8})
+    return client_for(settings.hosts, settings.session_timeout)
 
 
-class _KazooBased(Candidate):
+class KazooElectionCandidate(Candidate):
+    """kazoo's Election recipe + a Popen'd job (bench/kazoo_design.py)."""
+
     def start(self) -> None:
-        self.stop_requested = threading.Event()
-        self.job: _JobHolder | None = None
-        self.client = _kazoo_client(self.settings)
-        self._instrument()
+        s = self.settings
+        self.client = _kazoo_client(s)
+        instrument_kazoo(self.client, self.counters, on_created=self.joined,
+                         on_notification=lambda: self.stamp("notified"))
+        self.leader = KazooLeader(self.client, s.election, self.name, s.job_argv,
+                                  {**os.environ, **s.job_env}, s.stop_timeout, stamp=self._stamp)
         self.thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
         self.thread.start()
 
-    def _instrument(self) -> None:
-        instrument_kazoo(self.client, self.counters)
+    def _stamp(self, name: str) -> None:
+        if not self.dead:
+            self.stamp(name)
+
+    def _guarded(self) -> None:
+        try:
+            self.client.start(timeout=60)
+            # kazoo's Lock creates its node, lists the children and then either leads or
+            # waits on its predecessor: the create's answer is "joined" (on_created).
+            self.leader.run()
+        except Exception as err:
+            if not self.dead:
+                self.emit("error", self.id, detail=f"{type(err).__name__}: {err}")
+            return
+        if not self.dead:
+            try:
+                self.client.stop()
+                self.client.close()
+            except Exception:
+                pass
+            self.emit("left", self.id, code=0)
+
+    def stop(self) -> None:
+        self.leader.request_stop()
+
+    def crash(self) -> None:
+        self.dead = True
+        self.leader.freeze()
+        self.leader.kill_job()  # systemd's KillMode: the job goes with its daemon
+        cut_kazoo_session(self.client)
+
+    def teardown(self) -> None:
+        self.dead = True
+        self.leader.freeze()
+        self.leader.kill_job()
+
+
+# ------------------------------------------------------- herd (kazoo, no recipe)
+
+
+class HerdCandidate(Candidate):
+    def start(self) -> None:
+        self.stop_requested = threading.Event()
+        self.job: PopenJob | None = None
+        self.client = _kazoo_client(self.settings)
+        instrument_kazoo(self.client, self.counters, on_notification=lambda: self.stamp("notified"))
+        self.thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
+        self.thread.start()
 
     def _guarded(self) -> None:
         try:
@@ -264,43 +328,6 @@ class _KazooBased(Candidate):
                 pass
             self.emit("left", self.id, code=0)
 
-    def _run(self) -> None:
-        raise NotImplementedError
-
-    def _lead(self, token: int = 0) -> None:
-        self.job = _JobHolder(self)
-        self.job.start(token)
-        self.stop_requested.wait()
-        if self.dead:
-            threading.Event().wait()  # a dead process does nothing more, ever
-        self.job.stop()
-
-    def stop(self) -> None:
-        self.stop_requested.set()
-
-    def crash(self) -> None:
-        self.dead = True
-        _lifeline_cut(self.job.runner if self.job else None)
-        cut_kazoo_session(self.client)
-        self.stop_requested.set()
-
-
-class KazooElectionCandidate(_KazooBased):
-    def _instrument(self) -> None:
-        instrument_kazoo(self.client, self.counters, on_created=self._created)
-
-    def _created(self) -> None:
-        # kazoo's Lock creates its node, lists the children and then either leads or
-        # waits on its predecessor: close enough to "joined" for a join-time figure.
-        self.joined()
-
-    def _run(self) -> None:
-        self.client.start(timeout=60)
-        election = self.client.Election(self.settings.election, self.name)
-        election.run(self._lead)
-
-
-class HerdCandidate(_KazooBased):
     def _run(self) -> None:
         self.client.start(timeout=60)
         key = self.settings.election + "/leader"
@@ -329,12 +356,46 @@ class HerdCandidate(_KazooBased):
                 time.sleep(0.1)
                 continue
             self.joined()
-            self._lead()
+            _lead_with_popen(self, self.stop_requested, 0)
             try:
                 self.client.delete(key)
             except NoNodeError:
                 pass
+            self.stamp("handed")
             return
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+
+    def crash(self) -> None:
+        self.dead = True
+        _kill(self.job)
+        cut_kazoo_session(self.client)
+
+    def teardown(self) -> None:
+        self.dead = True
+        _kill(self.job)
+
+
+def _lead_with_popen(candidate: Any, stop_requested: threading.Event, token: int) -> None:
+    """The herd's and etcd's leader: Popen the job, wait for the stop, stop the job."""
+    candidate.stamp("elected")
+    candidate.job = PopenJob(candidate.settings.job_argv, candidate.settings.job_env_for(candidate.name, token),
+                             lambda: None)
+    candidate.stamp("spawned")
+    stop_requested.wait()
+    if candidate.dead:
+        threading.Event().wait()  # a dead process does nothing more, ever
+    candidate.job.stop(candidate.settings.stop_timeout)
+    candidate.stamp("reaped")
+
+
+def _kill(job: PopenJob | None) -> None:
+    if job is not None:
+        try:
+            job.proc.kill()
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------------------ etcd
@@ -351,7 +412,7 @@ class EtcdCandidate(Candidate):
         self.key = self.settings.election + "/leader"
         self.conn = http.client.HTTPConnection(*self.endpoint, timeout=30)
         self.stop_requested = threading.Event()
-        self.job: _JobHolder | None = None
+        self.job: PopenJob | None = None
         self.watch: etcd.Watch | None = None
         self.lease = 0
         self.thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
@@ -415,15 +476,11 @@ class EtcdCandidate(Candidate):
                     break
 
     def _lead(self) -> None:
-        self.job = _JobHolder(self)
-        self.job.start(self.lease)
-        self.stop_requested.wait()
-        if self.dead:
-            threading.Event().wait()
-        self.job.stop()
+        _lead_with_popen(self, self.stop_requested, self.lease)
         assert self.keepalive is not None
         self.keepalive.remove(self)
         self._call("/v3/lease/revoke", {"ID": str(self.lease)})  # deletes the key at once
+        self.stamp("handed")
         if self.watch is not None:
             self.watch.close()
 
@@ -432,7 +489,7 @@ class EtcdCandidate(Candidate):
 
     def crash(self) -> None:
         self.dead = True
-        _lifeline_cut(self.job.runner if self.job else None)
+        _kill(self.job)
         if self.keepalive is not None:
             self.keepalive.remove(self)
         if self.watch is not None:
@@ -482,6 +539,11 @@ class Keepalive:
                     conn.close()
                     self.conns.pop(candidate.endpoint, None)
             time.sleep(max(0.05, period - (time.monotonic() - started)))
+
+
+    def teardown(self) -> None:
+        self.dead = True
+        _kill(self.job)
 
 
 DESIGNS: dict[str, type[Candidate]] = {

@@ -50,9 +50,12 @@ def instrument_kazoo(
     counters: Counters,
     periodic: Callable[[Any], bool] | None = None,
     on_created: Callable[[], None] | None = None,
+    on_notification: Callable[[], None] | None = None,
 ) -> None:
     """Counts on one KazooClient. periodic(request) -> True for a timer-driven request;
-    on_created: called once a Create request of this client succeeded."""
+    on_created: called once a Create request of this client succeeded; on_notification:
+    called on kazoo's connection thread as it reads a watch notification off the socket,
+    before kazoo hands it to the callbacks."""
     original_call = client._call
     connection = client._connection
     original_watch = connection._read_watch_event
@@ -68,6 +71,8 @@ def instrument_kazoo(
         return original_call(request, async_object)
 
     def read_watch_event(buffer: Any, offset: int) -> Any:
+        if on_notification is not None:
+            on_notification()
         counters.notification()
         return original_watch(buffer, offset)
 

@@ -1,7 +1,10 @@
-"""The benchmark: zkleader's election against kazoo's Election recipe, the classic
-herd and etcd's lease design, on a loopback 3-node ensemble and a standalone server,
-for growing numbers of candidates. Run it through scripts/bench; see README.md
-("Benchmark") and results/bench.md for what each figure means.
+"""The benchmark: zkleader against kazoo's Election recipe + a Popen'd job (a careful
+kazoo user's leader), the classic herd and etcd's lease design, on a loopback 3-node
+ensemble and a standalone server, for growing numbers of candidates (in-process
+cells, bench/worker.py), and real daemon processes of zkleader and the kazoo design
+side by side (bench/processes.py: footprint, SIGTERM, kill -9, SIGSTOP). Run it through
+scripts/bench; see README.md ("Benchmark") and results/bench.md for what each figure
+means.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from . import etcd
 REPO = Path(__file__).resolve().parent.parent
 
 MARKER = REPO / "bench" / "jobs" / "marker.py"
+MARKER_C = REPO / "bench" / "jobs" / "marker.c"
 ZK_DESIGNS = ("zkleader", "kazoo", "herd")
 
 
@@ -266,21 +270,40 @@ class Backend:
 # ------------------------------------------------------------------------ a cell
 
 
+#: The milestones of a leadership change, in the order a handover passes them; each is
+#: seconds after the trigger (None: not seen). The leaver's: reaped (its job's whole
+#: tree gone), handed (its delete answered: the node is gone). The successor's:
+#: notified (kazoo's connection thread read the deletion's notification), watch (its
+#: loop took the WatchFired), relisted/listed (it listed the queue again, its listing
+#: being older than the last departures below it, and took the answer), checked (its loop took
+#: the answer of the confirming sync + exists), elected (StartJob left the core; kazoo:
+#: the leader function was entered), spawned (the guardian reported the job's pid;
+#: kazoo: Popen returned). "latency" is the job's first instruction.
+LEAVER_MILESTONES = ("reaped", "handed")
+SUCCESSOR_MILESTONES = ("notified", "watch", "relisted", "listed", "checked", "elected", "spawned")
+
+
 @dataclass
 class Change:
     kind: str  # "stop" | "crash"
     leader: int
-    latency: float | None = None  # trigger -> successor's job running (s)
-    elected: float | None = None  # trigger -> successor decided to lead
-    spawned: float | None = None  # trigger -> successor's guardian reported the job started
-    reaped: float | None = None  # trigger -> the leaver's job reaped (whole tree gone)
-    handed: float | None = None  # trigger -> the leaver's node deleted (zkleader)
+    successor: int | None = None
+    latency: float | None = None  # trigger -> successor's job running (its first instruction), s
+    milestones: dict[str, float] = field(default_factory=dict)
     requests: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
     notifications: int = 0
     notifications_to_leaver: int = 0
     pings: int = 0
     server: dict[str, float] = field(default_factory=dict)
+
+
+def worker_count(n: int, per_worker: int) -> int:
+    """At least three worker processes (N = 3: one candidate each), and at most
+    per_worker candidates in one. Candidates are dealt round-robin in join order, so a
+    leader and its successor (neighbours in the queue) sit in different processes, as
+    on different hosts, and do not share a GIL during the handover."""
+    return max(min(n, 3), math.ceil(n / per_worker))
 
 
 class Cell:
@@ -310,8 +333,9 @@ class Cell:
             "lease_ttl": self.args.lease_ttl,
             "tick_ms": self.args.tick_ms,
             "stop_timeout": self.args.stop_timeout,
-            "job_argv": [sys.executable, "-I", "-S", str(MARKER)],
+            "job_argv": self.args.job_argv,
             "job_env": {"BENCH_RECORD": str(self.records.path), "BENCH_LOCK": str(self.dir / "job.lock")},
+            "config_dir": str(self.dir),
         }
 
     def new_ids(self, count: int) -> list[int]:
@@ -320,8 +344,7 @@ class Cell:
         return ids
 
     def run(self, planned: int, crashes: int, idle: float) -> dict[str, Any]:
-        per = self.args.per_worker
-        workers = Workers(self.settings(), max(1, math.ceil(self.n / per)), self.args.code_dir)
+        workers = Workers(self.settings(), worker_count(self.n, self.args.per_worker), self.args.code_dir)
         self.workers = workers
         try:
             self._run(workers, planned, crashes, idle)
@@ -396,17 +419,15 @@ class Cell:
         if started is None:
             return change
         successor = int(started["candidate"][1:])
+        change.successor = successor
         change.latency = started["t"] - trigger
+        after = self._settled(workers)  # the counters calls also bring the milestones in
         workers.drain()
-        for name in ("elected", "spawned"):
-            seen = [e for e in workers.history if e["ev"] == name and e["id"] == successor and e["t"] > trigger]
-            if seen:
-                setattr(change, name, seen[0]["t"] - trigger)
-        for name in ("reaped", "handed"):
-            seen = [e for e in workers.history if e["ev"] == name and e["id"] == leader and e["t"] > trigger]
-            if seen:
-                setattr(change, name, seen[0]["t"] - trigger)
-        after = self._settled(workers)
+        for who, names in ((successor, SUCCESSOR_MILESTONES), (leader, LEAVER_MILESTONES)):
+            for name in names:
+                seen = [e["t"] for e in workers.history if e["ev"] == name and e["id"] == who and e["t"] > trigger]
+                if seen:
+                    change.milestones[name] = min(seen) - trigger
         change.requests = after["requests"] - before["requests"]
         change.by_kind = {k: v - before["by_kind"].get(k, 0) for k, v in after["by_kind"].items()
                           if v - before["by_kind"].get(k, 0)}
@@ -423,10 +444,12 @@ class Cell:
         workers.wait(lambda e: e["ev"] == "joined" and e["id"] == fresh, 1, 30)
         self.alive.add(fresh)
         time.sleep(0.2)
-        beyond = change.latency - (self.timeout if kind == "crash" else 0)
-        log(f"    {kind:5} c{leader} -> c{successor}: {beyond * 1000:7.1f} ms"
-            f"{' beyond the timeout' if kind == 'crash' else ''}; {change.notifications} notifications "
-            f"({change.notifications_to_leaver} to the leaver), {change.requests} requests")
+        m = change.milestones
+        path = " ".join(f"{name} {m[name] * 1000:.1f}" for name in LEAVER_MILESTONES + SUCCESSOR_MILESTONES
+                        if name in m)
+        log(f"    {kind:5} c{leader} -> c{successor}: {change.latency * 1000:7.1f} ms; {path}; "
+            f"{change.notifications} notifications ({change.notifications_to_leaver} to the leaver), "
+            f"{change.requests} requests")
         return change
 
     def _settled(self, workers: Workers) -> dict[str, Any]:
@@ -445,6 +468,35 @@ class Cell:
 # ------------------------------------------------------------------ main
 
 
+#: The handover's phases, each between two milestones (ms, per change, then p50/p99
+#: over the changes). "deleted" is the first moment either side heard that the leaver's
+#: node was gone: the leaver's delete answered (handed) or the successor's connection
+#: thread read the notification (notified), whichever came first.
+PHASES = (
+    ("sigterm_to_reaped", "trigger", "reaped"),
+    ("reaped_to_deleted", "reaped", "deleted"),
+    ("deleted_to_notified", "deleted", "notified"),
+    ("notified_to_watch", "notified", "watch"),
+    ("watch_to_checked", "watch", "checked"),
+    ("checked_to_startjob", "checked", "elected"),
+    ("deleted_to_startjob", "deleted", "elected"),
+    ("startjob_to_spawned", "elected", "spawned"),
+    ("spawned_to_running", "spawned", "running"),
+    ("startjob_to_running", "elected", "running"),
+)
+
+
+def phase_values(change: dict[str, Any]) -> dict[str, float]:
+    m = dict(change.get("milestones") or {})
+    m["trigger"] = 0.0
+    if change.get("latency") is not None:
+        m["running"] = change["latency"]
+    heard = [m[k] for k in ("handed", "notified") if k in m]
+    if heard:
+        m["deleted"] = min(heard)
+    return {name: (m[b] - m[a]) * 1000 for name, a, b in PHASES if a in m and b in m}
+
+
 def summarise(cell: dict[str, Any]) -> dict[str, Any]:
     """The figures of one cell, as the report shows them."""
     out = {k: cell.get(k) for k in ("design", "topology", "n", "timeout", "join_s", "worker_rss_mb_per_candidate",
@@ -454,15 +506,20 @@ def summarise(cell: dict[str, Any]) -> dict[str, Any]:
     changes = cell.get("changes", [])
     for kind in ("stop", "crash"):
         mine = [c for c in changes if c["kind"] == kind and c["latency"] is not None]
-        offset = cell["timeout"] if kind == "crash" else 0.0
-        lat = [(c["latency"] - offset) * 1000 for c in mine]
+        lat = [c["latency"] * 1000 for c in mine]
         out[f"{kind}_count"] = len(mine)
         out[f"{kind}_p50_ms"] = percentile(lat, 50)
         out[f"{kind}_p99_ms"] = percentile(lat, 99)
         out[f"{kind}_max_ms"] = max(lat) if lat else None
-        for part in ("reaped", "handed", "elected", "spawned"):
-            values = [(c[part] - offset) * 1000 for c in mine if c.get(part) is not None]
+        for part in LEAVER_MILESTONES + SUCCESSOR_MILESTONES:
+            values = [c["milestones"][part] * 1000 for c in mine if part in (c.get("milestones") or {})]
             out[f"{kind}_{part}_p50_ms"] = percentile(values, 50)
+        out[f"{kind}_relisted"] = sum(1 for c in mine if "relisted" in (c.get("milestones") or {}))
+        phases = [phase_values(c) for c in mine]
+        for name, _, _ in PHASES:
+            values = [p[name] for p in phases if name in p]
+            out[f"{kind}_{name}_p50_ms"] = percentile(values, 50)
+            out[f"{kind}_{name}_p99_ms"] = percentile(values, 99)
         for key in ("notifications", "notifications_to_leaver", "requests"):
             values = [c[key] for c in mine]
             out[f"{kind}_{key}"] = sum(values) / len(values) if values else None
@@ -472,56 +529,108 @@ def summarise(cell: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def build_marker(workdir: Path, kind: str) -> tuple[list[str], str]:
+    """The job's argv: bench/jobs/marker.c built with the system's cc (its first
+    instruction reads the clock), or the Python marker (an interpreter start first)."""
+    if kind == "c":
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is not None:
+            binary = workdir / "marker"
+            done = subprocess.run([cc, "-O2", "-o", str(binary), str(MARKER_C)], capture_output=True, text=True)
+            if done.returncode == 0:
+                return [str(binary)], "C (bench/jobs/marker.c; its first instruction reads CLOCK_MONOTONIC)"
+            log(f"cc failed ({done.stderr.strip()[:200]}); the Python marker job is used")
+        else:
+            log("no C compiler: the Python marker job is used")
+    return ([sys.executable, "-I", "-S", str(MARKER)],
+            "Python (bench/jobs/marker.py, python -I -S: an interpreter start before its first line)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="N = 3, 10, 100 and fewer handovers (a few minutes)")
-    parser.add_argument("--n", type=int, nargs="+", help="candidate counts (default: 3 10 100 1000; quick: 3 10 100)")
-    parser.add_argument("--designs", nargs="+", default=["zkleader", "kazoo", "herd", "etcd"],
-                        choices=["zkleader", "kazoo", "herd", "etcd"])
+    parser.add_argument("--quick", action="store_true",
+                        help="zkleader and the kazoo recipe only, N = 3 and 100, fewer trials (about 12 minutes)")
+    parser.add_argument("--n", type=int, nargs="+", help="candidate counts (default: 3 10 100 1000; quick: 3 100)")
+    parser.add_argument("--designs", nargs="+", choices=["zkleader", "kazoo", "herd", "etcd"],
+                        help="designs of the in-process cells (default: all four; quick: zkleader kazoo)")
     parser.add_argument("--topologies", nargs="+", default=["ensemble", "standalone"], choices=["ensemble", "standalone"])
-    parser.add_argument("--handovers", type=int, help="planned handovers per cell (default 20; quick 10)")
-    parser.add_argument("--crashes", type=int, help="crash failovers per cell (default 5; quick 3)")
-    parser.add_argument("--session-timeout", type=float, default=4.0, help="ZooKeeper session timeout, s (default 4)")
+    parser.add_argument("--handovers", type=int, help="planned handovers per cell (default 20)")
+    parser.add_argument("--crashes", type=int, help="in-process crash failovers per cell (default 5; quick 0: the "
+                        "real daemons' kill -9 covers the target)")
+    parser.add_argument("--session-timeout", type=float, default=4.0,
+                        help="ZooKeeper session timeout of the in-process cells, s (default 4)")
+    parser.add_argument("--real-session-timeout", type=float, default=10.0,
+                        help="session timeout T of the real daemons (kill -9, SIGSTOP, footprint), s (default 10)")
     parser.add_argument("--lease-ttl", type=int, default=5, help="etcd lease TTL, s (default 5)")
     parser.add_argument("--stop-timeout", type=float, default=1.0, help="job.stop_timeout, s (default 1)")
     parser.add_argument("--tick-ms", type=int, default=200, help="ZooKeeper tickTime, ms (default 200, as the tests)")
-    parser.add_argument("--per-worker", type=int, default=50, help="candidates per worker process (default 50)")
+    parser.add_argument("--per-worker", type=int, default=50,
+                        help="candidates per worker process at most (default 50; at least 3 workers)")
     parser.add_argument("--join-wave", type=int, default=100,
                         help="candidates started at once; the next wave starts when these have joined (default 100)")
     parser.add_argument("--idle", type=float, help="idle seconds measured per cell (default 10; quick 5)")
-    parser.add_argument("--daemon-idle", type=float, help="idle seconds for the real daemon footprint (default 30; quick 15)")
-    parser.add_argument("--no-footprint", action="store_true", help="skip the real-daemon RSS/CPU measurement")
+    parser.add_argument("--daemon-idle", type=float, default=60.0,
+                        help="idle seconds for the real daemons' footprint (default 60)")
+    parser.add_argument("--real-handovers", type=int, help="SIGTERM handovers of real daemons per design (default 20)")
+    parser.add_argument("--kill-trials", type=int, help="kill -9 trials of real daemons, zkleader (default 20)")
+    parser.add_argument("--kazoo-kill-trials", type=int,
+                        help="kill -9 trials of the kazoo design (each waits a session timeout; default 20, quick 10)")
+    parser.add_argument("--stop-trials", type=int, help="SIGSTOP trials of zkleader (default 20)")
+    parser.add_argument("--kazoo-stop-trials", type=int, help="SIGSTOP trials of the kazoo design (default 20; quick 10)")
+    parser.add_argument("--stop-groups", type=int, default=4,
+                        help="at most this many groups of 3 daemons per design run the SIGSTOP trials in parallel, "
+                        "about 5 trials each (default 4)")
+    parser.add_argument("--job", choices=["c", "python"], default="c",
+                        help="the marker job: C (default; its first instruction is the measurement) or Python")
+    parser.add_argument("--skip-cells", action="store_true", help="skip the in-process cells")
+    parser.add_argument("--skip-daemons", "--no-footprint", action="store_true",
+                        help="skip the real-daemon part (footprint, SIGTERM, kill -9, SIGSTOP)")
+    parser.add_argument("--skip-footprint", action="store_true", help="real daemons: skip the idle footprint")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="where bench.md, bench.json and the PNGs go")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs, job records)")
     parser.add_argument("--merge-into", type=Path, metavar="JSON",
                         help="put this run's cells into an earlier bench.json (replacing the same design, servers and "
                         "N) and write the report from the merged figures")
     args = parser.parse_args(argv)
-    sizes = args.n or ([3, 10, 100] if args.quick else [3, 10, 100, 1000])
-    planned = args.handovers if args.handovers is not None else (10 if args.quick else 20)
-    crashes = args.crashes if args.crashes is not None else (3 if args.quick else 5)
+    sizes = args.n or ([3, 100] if args.quick else [3, 10, 100, 1000])
+    designs = args.designs or (["zkleader", "kazoo"] if args.quick else ["zkleader", "kazoo", "herd", "etcd"])
+    planned = args.handovers if args.handovers is not None else 20
+    crashes = args.crashes if args.crashes is not None else (0 if args.quick else 5)
     idle = args.idle if args.idle is not None else (5.0 if args.quick else 10.0)
-    daemon_idle = args.daemon_idle if args.daemon_idle is not None else (15.0 if args.quick else 30.0)
-    from . import footprint, report
+    args.real_designs = ["zkleader", "kazoo"]
+    args.real_handovers = args.real_handovers if args.real_handovers is not None else 20
+    args.kill_trials = {"zkleader": args.kill_trials if args.kill_trials is not None else 20,
+                        "kazoo": args.kazoo_kill_trials if args.kazoo_kill_trials is not None
+                        else (10 if args.quick else 20)}
+    args.stop_trials = {"zkleader": args.stop_trials if args.stop_trials is not None else 20,
+                        "kazoo": args.kazoo_stop_trials if args.kazoo_stop_trials is not None
+                        else (10 if args.quick else 20)}
+    # Groups of one design run their SIGSTOP trials in parallel, about 5 trials each.
+    args.stop_groups = {design: max(1, min(args.stop_groups, math.ceil(args.stop_trials[design] / 5)))
+                        for design in args.real_designs}
+    from . import processes, report
 
     # Read before the first cell is saved: --merge-into is usually results/bench.json itself.
     base = json.loads(args.merge_into.read_text()) if args.merge_into is not None else None
     workdir = Path(tempfile.mkdtemp(prefix="zkleader-bench-"))
     started = time.time()
     args.code_dir = snapshot(workdir / "code")
+    args.job_argv, job_kind = build_marker(workdir, args.job)
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "argv": sys.argv[1:] if argv is None else argv,
         "settings": {"session_timeout": args.session_timeout, "lease_ttl": args.lease_ttl,
                      "stop_timeout": args.stop_timeout, "tick_ms": args.tick_ms, "per_worker": args.per_worker,
-                     "join_wave": args.join_wave,
-                     "handovers": planned, "crashes": crashes, "idle_s": idle, "daemon_idle_s": daemon_idle,
-                     "sizes": sizes},
+                     "join_wave": args.join_wave, "job": job_kind,
+                     "handovers": planned, "crashes": crashes, "idle_s": idle,
+                     "real_session_timeout": args.real_session_timeout, "daemon_idle_s": args.daemon_idle,
+                     "real_handovers": args.real_handovers, "kill_trials": args.kill_trials,
+                     "stop_trials": args.stop_trials, "stop_groups": args.stop_groups,
+                     "sizes": sizes, "designs": designs},
         "machine": machine(),
         "cells": [],
         "etcd": None,
     }
-    designs = list(args.designs)
     if "etcd" in designs:
         why = etcd.available()
         if why:
@@ -530,12 +639,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"etcd left out: {why}")
         else:
             results["etcd"] = subprocess.run([etcd.ETCD, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    log(f"work directory {workdir}")
+    log(f"work directory {workdir}; job: {job_kind}")
     try:
-        if not args.no_footprint:
-            log("real zkleader daemons: RSS and idle CPU from /proc, then SIGTERM and kill -9 handovers")
-            results["footprint"] = footprint.measure(workdir / "footprint", args, daemon_idle, planned, crashes)
-        for topology in args.topologies:
+        if not args.skip_daemons:
+            log(f"real daemons (zkleader run / the kazoo recipe as a process), 3 per group, 3-node ensemble, "
+                f"T = {args.real_session_timeout:g} s")
+            results["daemons"] = processes.measure(workdir / "daemons", args, )
+            save(results, args.out)
+        for topology in ([] if args.skip_cells else args.topologies):
             for kind in ("zookeeper", "etcd"):
                 mine = [d for d in designs if (d == "etcd") == (kind == "etcd")]
                 if not mine:
@@ -555,9 +666,12 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted: writing what was measured")
     finally:
         results["elapsed_s"] = time.time() - started
+        results["machine"]["load_at_end"] = [round(x, 1) for x in os.getloadavg()]
         if base is not None:
             results = merge(base, results)
         results["summary"] = [summarise(c) for c in results["cells"]]
+        if results.get("daemons"):
+            results["daemons"]["summary"] = processes.summary(results["daemons"])
         save(results, args.out)
         report.write(results, args.out)
         print(report.console_table(results), flush=True)
@@ -577,8 +691,8 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
                                                                           map(key, extra["cells"])),
                                         "code": extra["machine"].get("code"),
                                         "load_at_start": extra["machine"].get("load_at_start")}]
-    if extra.get("footprint") and not base.get("footprint"):
-        base["footprint"] = extra["footprint"]
+    if extra.get("daemons"):
+        base["daemons"] = extra["daemons"]
     return {**base, "cells": cells, "reruns": reruns}
 
 

@@ -3,11 +3,14 @@
 The orchestrator (bench/run.py) writes JSON commands on stdin, one per line:
   {"op": "add", "ids": [..]}   start candidates (each its own session)
   {"op": "stop", "id": i}      planned: the in-process SIGTERM (ShutdownRequested)
-  {"op": "crash", "id": i}     the in-process kill -9
+  {"op": "crash", "id": i}     the in-process kill -9 (zkleader: the guardian's lifeline
+                               closes, so it kills the job and releases the session)
   {"op": "counters", "seq": n} snapshot of the counters
   {"op": "quit"}
-and reads JSON events on stdout: joined, elected, spawned, left, trigger, counters,
-error; each with the candidate id and CLOCK_MONOTONIC time "t".
+and reads JSON events on stdout: ready, joined, left, trigger, counters, error, and
+the milestones each candidate timed (notified, watch, relisted, listed, checked,
+elected, spawned, reaped, handed: see bench/candidates.py), written out with each
+counters reply; each with the candidate id and CLOCK_MONOTONIC time "t".
 The first stdin line is the design's settings.
 """
 
@@ -64,6 +67,8 @@ def main() -> int:
             emit("trigger", command["id"], how="crash")
             candidates[command["id"]].crash()
         elif op == "counters":
+            for candidate in candidates.values():
+                candidate.flush()  # the milestones timed since the last call
             requests: dict[str, int] = {}
             periodic = pings = notifications = 0
             per: dict[str, int] = {}
@@ -83,15 +88,10 @@ def main() -> int:
     # Teardown: nothing acts any more, every job dies (its lifeline closes), then the
     # sessions are closed so the servers start the next round clean.
     for candidate in candidates.values():
-        candidate.dead = True
-        from .candidates import _lifeline_cut
-
-        _lifeline_cut(getattr(getattr(candidate, "daemon", None), "_job", None)
-                      or getattr(getattr(candidate, "job", None), "runner", None))
+        candidate.teardown()
     closers = []
     for candidate in candidates.values():
-        shell = getattr(getattr(candidate, "daemon", None), "_zookeeper", None)
-        client = shell.client if shell is not None else getattr(candidate, "client", None)
+        client = candidate.client() if callable(getattr(candidate, "client", None)) else getattr(candidate, "client", None)
         if client is not None:
             closer = threading.Thread(target=_close, args=(client,), daemon=True)
             closer.start()
