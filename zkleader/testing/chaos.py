@@ -704,6 +704,15 @@ class Chaos:
     def _inject_kill9_follower(self) -> Fault | None:
         return self._kill(self._follower_target(), "kill9_follower")
 
+    def _await_exit(self, fault: Fault, target: str, why: str = "") -> None:
+        """After a SIGTERM: the daemon's exit status into the fault, or kill -9 after 15 s."""
+        try:
+            fault.detail["exit_code"] = self.c.group.wait_exit(target, timeout=15)
+        except subprocess.TimeoutExpired:
+            fault.detail["exit_code"] = "none 15 s after SIGTERM"
+            self.say(f"  {target} did not exit 15 s after SIGTERM{why}: kill -9")
+            self.c.kill9(target)
+
     def _inject_sigterm_leader(self) -> Fault | None:
         target = self._leader_target()
         if target is None or len(self.c.alive_names()) < 3:
@@ -712,12 +721,7 @@ class Chaos:
         self.c.group.signal(target, signal.SIGTERM)
 
         def restore() -> None:
-            try:
-                fault.detail["exit_code"] = self.c.group.wait_exit(target, timeout=15)
-            except subprocess.TimeoutExpired:
-                fault.detail["exit_code"] = "none 15 s after SIGTERM"
-                self.say(f"  {target} did not exit 15 s after SIGTERM: kill -9")
-                self.c.kill9(target)
+            self._await_exit(fault, target)
             self.c.restart_daemon(target)
 
         fault.restore = restore
@@ -927,12 +931,7 @@ class Chaos:
         self.c.group.signal(target, signal.SIGTERM)
 
         def restore() -> None:
-            try:
-                fault.detail["exit_code"] = self.c.group.wait_exit(target, timeout=15)
-            except subprocess.TimeoutExpired:
-                fault.detail["exit_code"] = "none 15 s after SIGTERM"
-                self.say(f"  {target} did not exit 15 s after SIGTERM (its guardian paused): kill -9")
-                self.c.kill9(target)
+            self._await_exit(fault, target, " (its guardian paused)")
             guardian.signal(signal.SIGCONT)
             self.paused_guardians.discard(target)
             self.c.restart_daemon(target)
