@@ -379,6 +379,8 @@ class HerdCandidate(Candidate):
 
 def _lead_with_popen(candidate: Any, stop_requested: threading.Event, token: int) -> None:
     """The herd's and etcd's leader: Popen the job, wait for the stop, stop the job."""
+    if candidate.dead:
+        threading.Event().wait()  # torn down while waiting: never start a job
     candidate.stamp("elected")
     candidate.job = PopenJob(candidate.settings.job_argv, candidate.settings.job_env_for(candidate.name, token),
                              lambda: None)

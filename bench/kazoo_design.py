@@ -141,6 +141,7 @@ class KazooLeader:
             self._wake.clear()
 
     def _lead(self) -> None:
+        self._halt_if_frozen()  # torn down while waiting in the queue: never start a job
         self.stamp("elected")
         while True:
             if self.stopping.is_set() or self._lost:
@@ -152,6 +153,9 @@ class KazooLeader:
             self._wake.clear()
             env = {**self.env, "ZKLEADER_CANDIDATE": self.name, "ZKLEADER_FENCING_TOKEN": str(self.token)}
             job = self.job = PopenJob(self.argv, env, self._wake.set)
+            if self.frozen:  # frozen during the Popen: the kill_job of the teardown may have missed it
+                self.kill_job()
+                self._halt_if_frozen()
             self.stamp("spawned")
             while not (self.stopping.is_set() or self._lost or self._state == KazooState.SUSPENDED
                        or job.exited.is_set()):

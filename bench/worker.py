@@ -99,8 +99,31 @@ def main() -> int:
     deadline = time.monotonic() + 5
     for closer in closers:
         closer.join(max(0.0, deadline - time.monotonic()))
+    # A Popen'd job (kazoo, herd, etcd) is our child and would outlive us: while our
+    # sessions closed, a contender of another worker may have been elected and one of
+    # ours may have slipped a start in. Kill and reap every child but the guardians
+    # (which exit with their lifeline and take their jobs with them).
+    for candidate in candidates.values():
+        candidate.teardown()
+    _reap_children()
     emit("bye")
     os._exit(0)
+
+
+def _reap_children() -> None:
+    import signal
+
+    from zkleader.guardian import children_of
+
+    for pid, _ in children_of().get(os.getpid(), []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"guardian.py" in handle.read():
+                    continue
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (OSError, ChildProcessError):
+            pass
 
 
 def _close(client: Any) -> None:
