@@ -110,7 +110,7 @@ def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
 def _run(loaded: config.Config) -> int:
     from . import fdstore
     from .children import supervision_problem
-    from .daemon import Daemon, log_context
+    from .daemon import Daemon
 
     # Before connecting, and before any job: this also makes us the subreaper that
     # catches a dead guardian's orphans (children.py).
@@ -118,7 +118,7 @@ def _run(loaded: config.Config) -> int:
     if problem:
         print(f"zkleader: cannot supervise the job: {problem}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
-    logs.configure(loaded.logging.level, loaded.logging.format, log_context(loaded))
+    logs.configure(loaded.logging.level, loaded.logging.format, logs.context(loaded))
     try:
         # Under systemd, after a crash: before the guardian starts (fdstore.py).
         fdstore.release_predecessor(loaded)

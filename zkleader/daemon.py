@@ -143,7 +143,7 @@ class Daemon:
             case act.Reopen():
                 assert self._pending_config is not None
                 self.config, self._pending_config = self._pending_config, None
-                logs.configure(self.config.logging.level, self.config.logging.format, log_context(self.config))
+                logs.configure(self.config.logging.level, self.config.logging.format, logs.context(self.config))
                 self._open(self.config)
         return None
 
@@ -214,7 +214,7 @@ class Daemon:
         else:
             self.config = new
             if new.logging != old.logging:
-                logs.configure(new.logging.level, new.logging.format, log_context(new))
+                logs.configure(new.logging.level, new.logging.format, logs.context(new))
             if new.metrics != old.metrics:
                 self._log.warning("reload_partial", reason="metrics settings apply at the next restart")
             self._job.config = new.job
@@ -243,8 +243,3 @@ class Daemon:
         signal.signal(signal.SIGINT, shutdown)
         signal.signal(signal.SIGUSR1, lambda signum, frame: self._post(ev.ResignRequested()))
         signal.signal(signal.SIGHUP, lambda signum, frame: self._queue.put(_ReloadRequested()))
-
-
-def log_context(loaded: Config) -> dict[str, Any]:
-    """The fields every log line of the daemon carries."""
-    return {"election": loaded.election.path, "candidate": loaded.election.candidate}

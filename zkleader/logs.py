@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import structlog
 
 from . import journal
-from .config import LogFormat
+from .config import Config, LogFormat
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -45,6 +45,11 @@ EXIT_FLUSH_SECONDS = 2.0
 
 #: A rendered event (a line, or journald's fields) bound to where it goes.
 Write = Callable[[], None]
+
+
+def context(loaded: Config) -> dict[str, Any]:
+    """The fields every log line of the daemon (and of its session's releaser) carries."""
+    return {"election": loaded.election.path, "candidate": loaded.election.candidate}
 
 
 def choose_format(requested: LogFormat, stream: TextIO) -> LogFormat:

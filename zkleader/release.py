@@ -27,7 +27,6 @@ import structlog
 from . import config, logs
 from .connection import client_options
 from .core import exitcodes
-from .daemon import log_context
 
 
 def read_secret(fd: int) -> tuple[int, bytes]:
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as err:
         print(f"zkleader: release: {err.problems[0]}; the session expires on its own", file=sys.stderr)
         return exitcodes.CONFIG
-    logs.configure(loaded.logging.level, loaded.logging.format, log_context(loaded))
+    logs.configure(loaded.logging.level, loaded.logging.format, logs.context(loaded))
     log = structlog.get_logger()
     session = f"0x{session_id:x}"
     if release(loaded, session_id, password):
