@@ -70,6 +70,9 @@ _KILL_PASS = 0.05
 #: The longest the guardian sleeps while a job exists: its select runs on
 #: CLOCK_MONOTONIC, which stops during a system suspend (as loop.MAX_SLEEP).
 _MAX_SLEEP = 0.5
+#: How long a graceful signal waits before it goes to the job's processes outside its
+#: process group (``Guardian._stop``).
+_SCAN_DELAY = 0.01
 #: How long the guardian lets a live daemon's own stop signal come first.
 STOP_GRACE = 0.05
 
@@ -173,6 +176,9 @@ class Guardian:
         #: The graceful stop went out (from the daemon or from our own schedule).
         self._stopping = False
         self._stopped_on_own = False
+        #: A graceful signal still owed to processes outside the job's group: (signal,
+        #: the group that had it, when).
+        self._scan: tuple[int, int | None, float] | None = None
 
     # ------------------------------------------------------------------ loop
 
@@ -187,6 +193,7 @@ class Guardian:
             if not self._lifeline_open and tree_empty:
                 return self._release()
             self._hold_lease(now())
+            self._scan_due(now())
             if self._doomed:
                 self._signal_tree(signal.SIGKILL)
             watched = [wake_r] + ([self._lifeline] if self._lifeline_open else [])
@@ -209,7 +216,8 @@ class Guardian:
             return None
         if self._doomed:
             return _KILL_PASS
-        deadlines = [d for d in (None if self._stopping else self._own_stop_at(), self._kill_at) if d is not None]
+        scan = None if self._scan is None else self._scan[2]
+        deadlines = [d for d in (None if self._stopping else self._own_stop_at(), self._kill_at, scan) if d is not None]
         return min(max(0.0, min(deadlines) - now()), _MAX_SLEEP) if deadlines else _MAX_SLEEP
 
     def _own_stop_at(self) -> float | None:
@@ -279,27 +287,45 @@ class Guardian:
             self._session = None
 
     def _stop(self, signum: int) -> None:
+        """A graceful signal: to the job's process group now, and to processes that
+        left the group (the scan of /proc, ~1 ms with a few hundred processes) a moment
+        later unless the tree is gone by then: most jobs die of the signal within that
+        moment, and the scan would only delay their reaping and so the handover."""
         if signum == self._stop_signal:
             self._stopping = True
-        self._signal_tree(signum)
+        self._scan = (signum, self._signal_group(signum), now() + _SCAN_DELAY)
+
+    def _scan_due(self, at: float) -> None:
+        if self._scan is not None and at >= self._scan[2]:
+            signum, group, _ = self._scan
+            self._scan = None
+            self._signal_outside(signum, group)
 
     def _signal_tree(self, signum: int) -> None:
         """Signals the job's process group (atomic, catches a process forked during our
-        scan) while its leader is unreaped and its pgid cannot be recycled, and every
-        descendant the scan finds (processes that left the group with setsid/setpgid)."""
+        scan) and every other descendant the scan finds (processes that left the group
+        with setsid/setpgid)."""
+        self._signal_outside(signum, self._signal_group(signum))
+
+    def _signal_group(self, signum: int) -> int | None:
+        """killpg while the group's leader is unreaped (its pgid cannot be recycled);
+        the group signalled, or None."""
+        if self._job_pid is None or self._returncode is not None:
+            return None
+        try:
+            os.killpg(self._job_pid, signum)
+        except OSError:
+            return None
+        return self._job_pid
+
+    def _signal_outside(self, signum: int, group: int | None) -> None:
+        """Every descendant not in ``group``: a process of the group has the signal
+        already, and a second one could reach a handler twice (some programs take a
+        second SIGTERM as "quit now")."""
         if self._job_pid is None:
             return
-        group = None
-        if self._returncode is None:
-            try:
-                os.killpg(self._job_pid, signum)
-                group = self._job_pid
-            except OSError:
-                pass
         for pid in _descendants():
             try:
-                # A process of the group has it already: a second one could reach a
-                # handler twice (some programs take a second SIGTERM as "quit now").
                 if group is None or os.getpgid(pid) != group:
                     os.kill(pid, signum)
             except OSError:
