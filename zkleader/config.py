@@ -168,6 +168,12 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    #: http.listen: the (host, port) of the endpoints for load balancers (http.py).
+    listen: tuple[str, int]
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = field(metadata=_NOT_A_KEY)
     zookeeper: ZooKeeperConfig
@@ -176,6 +182,7 @@ class Config:
     logging: LoggingConfig
     health: HealthConfig | None = None
     metrics: MetricsConfig | None = None
+    http: HttpConfig | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -393,6 +400,7 @@ class _Reader:
         before = len(self.problems)
         health = self.health(top)
         metrics = self.metrics(top)
+        http = self.http(top, metrics)
         if zookeeper is None or election is None or job is None or logging_ is None or len(self.problems) > before:
             return None
         problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout, tick_time=zookeeper.tick_time,
@@ -401,7 +409,7 @@ class _Reader:
             job_entries = self.mapping(top.get("job"), "job", JobConfig) or {}
             self.problem(job_entries.get("stop_timeout") or top.get("job"), "job.stop_timeout", problem)
             return None
-        return Config(self.source, zookeeper, election, job, logging_, health, metrics)
+        return Config(self.source, zookeeper, election, job, logging_, health, metrics, http=http)
 
     def zookeeper(self, top: dict[str, yaml.Node]) -> ZooKeeperConfig | None:
         entries = self.mapping(top.get("zookeeper"), "zookeeper", ZooKeeperConfig)
@@ -581,6 +589,19 @@ class _Reader:
             return None
         listen = self.field(entries, "metrics", "listen", _listen)
         return None if listen is None else MetricsConfig(listen)
+
+    def http(self, top: dict[str, yaml.Node], metrics: MetricsConfig | None) -> HttpConfig | None:
+        if top.get("http") is None:
+            return None
+        entries = self.mapping(top["http"], "http", HttpConfig)
+        if entries is None:
+            return None
+        listen = self.field(entries, "http", "listen", _listen)
+        if listen is not None and metrics is not None and listen == metrics.listen:
+            self.problem(entries["listen"], "http.listen",
+                         "is metrics.listen too: one port, one listener (http.listen serves /metrics as well)")
+            return None
+        return None if listen is None else HttpConfig(listen)
 
     def logging(self, top: dict[str, yaml.Node]) -> LoggingConfig | None:
         entries = self.mapping(top.get("logging"), "logging", LoggingConfig)

@@ -74,6 +74,13 @@ class _ReloadRequested:
     """SIGHUP: handled by the loop itself (reading files is not the core's business)."""
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """http.py's /healthz asking an idle loop whether it is alive: answered between steps."""
+
+    answer: Callable[[], None]
+
+
 class Daemon:
     def __init__(self, loaded: Config, clock: Callable[[], float] = clock.now) -> None:
         self.config = loaded
@@ -84,6 +91,7 @@ class Daemon:
         self._watchdog = notify.watchdog_interval()
         self._pending_config: Config | None = None
         self._metrics: Any = None
+        self._http: Any = None
         self._loop: Loop | None = None
         self.core: Leadership
         self._zookeeper: ZooKeeperShell
@@ -99,6 +107,12 @@ class Daemon:
             from .metrics import Metrics  # prometheus-client only when asked for
 
             self._metrics = Metrics(self.config.metrics, self._clock)
+        if self.config.http is not None:
+            from .http import Endpoints  # one listener for load balancers (http.py)
+
+            self._http = Endpoints(self.config.http, self._clock, ask_loop=lambda answer: self._queue.put(_Probe(answer)),
+                                   registry=getattr(self._metrics, "registry", None),
+                                   candidate=self.config.election.candidate, pid=os.getpid())
         self._open(self.config)
         if self.core.snapshot().budget.ride_through <= 0:
             # systemd's watchdog interval is only known now: with it, the job would be
@@ -110,6 +124,9 @@ class Daemon:
             item = self._next_item()
             if isinstance(item, _ReloadRequested):
                 self._reload()
+                continue
+            if isinstance(item, _Probe):
+                item.answer()
                 continue
             if isinstance(item, _Generation):
                 if item.number != self._generation:
@@ -188,7 +205,7 @@ class Daemon:
         health = self._health_shell(loaded)
         if self._loop is None:
             self._loop = Loop(self.core, self._zookeeper, self._job, health, notify, self._write_log, self._clock,
-                              watchdog=self._watchdog, observer=self._metrics)
+                              watchdog=self._watchdog, observer=self._observer())
         else:  # a reopen: what systemd was told (READY, status, pings) carries over
             self._loop.core, self._loop.zookeeper, self._loop.job, self._loop.health = (
                 self.core, self._zookeeper, self._job, health)
@@ -217,11 +234,20 @@ class Daemon:
                 logs.configure(new.logging.level, new.logging.format, logs.context(new))
             if new.metrics != old.metrics:
                 self._log.warning("reload_partial", reason="metrics settings apply at the next restart")
+            if new.http != old.http:
+                self._log.warning("reload_partial", reason="http settings apply at the next restart")
             self._job.config = new.job
             self._running().health = self._health_shell(new)
             self._step(ev.Reconfigured(settings_from(new, self._watchdog or 0.0), restart_job=new.job != old.job))
         self._log.info("reloaded", source=new.source)
         notify.ready(self.core.snapshot().status_line())
+
+    def _observer(self) -> Any:
+        if self._http is None:
+            return self._metrics
+        from .http import Tee
+
+        return Tee(self._http, self._metrics)
 
     def _health_shell(self, loaded: Config) -> HealthRunner | NoHealthCheck:
         return HealthRunner(loaded.health, self._post) if loaded.health else NoHealthCheck(self._post)
