@@ -133,6 +133,10 @@ def test_leader_answers_200_only_while_the_lease_is_valid_at_request_time(endpoi
     stop_at = leading.budget.stop_at(leading.t_ok)
     clock.now = stop_at - 0.01
     assert get(port, "/leader")[0] == 200
+    # ZooKeeper out of reach: the job runs on under the lease, the traffic stays.
+    e.observe(None, [], dataclasses.replace(leading, connected=False), leading.now)  # type: ignore[arg-type]
+    assert get(port, "/leader")[0] == 200
+    e.observe(None, [], leading, leading.now)  # type: ignore[arg-type]
     clock.now = stop_at  # the loop published nothing since: the lease alone decides
     assert get(port, "/leader")[0] == 503
     document = json.loads(get(port, "/status")[1])

@@ -59,6 +59,9 @@ SEND_TIMEOUT = 2.0
 MAX_CONNECTIONS = 32
 FRESH = 2 * MAX_SLEEP
 PROBE_TIMEOUT = 1.0
+#: How often the idle listener thread wakes to see whether it must shut down (nobody
+#: waits for that: close() returns at once, the process exits anyway).
+POLL = 5.0
 
 _REQUEST_LINE = re.compile(rb"^([A-Z]{1,16}) (\S{1,4096}) HTTP/1\.[01]$")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -104,7 +107,9 @@ def lease_left(s: Snapshot, now: float) -> float | None:
 def serving(s: Snapshot, now: float) -> bool:
     """/leader: leading, the job running, the lease valid at ``now``."""
     left = lease_left(s, now)
-    return (s.phase is Phase.LEADING and s.leader and s.leaving is None and s.connected
+    # Not `connected`: while ZooKeeper is briefly out of reach the job runs on under the
+    # lease and nobody else can lead before it ends, so the traffic stays here.
+    return (s.phase is Phase.LEADING and s.leader and s.leaving is None
             and s.job is JobPhase.RUNNING and left is not None and left > 0)
 
 
@@ -160,7 +165,7 @@ class Endpoints:
         self.server = _Server(config.listen, self)
         bound_host, bound_port = self.server.server_address[:2]
         self.address: tuple[str, int] = (str(bound_host), int(bound_port))
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": POLL},
                                        name="zkleader-http", daemon=True)
         self.thread.start()
 
@@ -171,6 +176,10 @@ class Endpoints:
         self._last_pass = now
 
     def close(self) -> None:
+        """Called by the loop as it exits: must not wait for the listener's thread."""
+        threading.Thread(target=self._shut, name="zkleader-http-close", daemon=True).start()
+
+    def _shut(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
