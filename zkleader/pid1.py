@@ -123,7 +123,8 @@ def main(args: list[str] | None = None) -> int:
     options = parser.parse_args(args)
     command = options.command[1:] if options.command[:1] == ["--"] else options.command
     if not command:
-        parser.error("no command given")
+        sys.stderr.write(f"{parser.prog}: no command given (after --, the daemon's command line)\n")
+        return 2
     return run(command, options.grace)
 
 
