@@ -7,6 +7,7 @@ import dataclasses
 import json
 import signal
 import socket
+import subprocess
 import textwrap
 import time
 import urllib.error
@@ -220,6 +221,14 @@ def test_slowloris_gets_its_threads_back(endpoints) -> None:
 # ---------------------------------------------------------------- real daemons
 
 
+def _answers(port: int, path: str) -> int:
+    """The status, or 0 while nothing answers on the port (the daemon still starting)."""
+    try:
+        return get(port, path)[0]
+    except OSError:
+        return 0
+
+
 def _http_group(daemon_group, server, election_path, names, metrics: bool = False):
     group = daemon_group(server.hosts, election_path)
     ports = {}
@@ -238,8 +247,10 @@ def test_real_daemons_answer_leader_follower_status_healthz(healthy_zk_server, e
     group.wait_starts(1, 30)
     leader = wait_for(lambda: len(group.leaders()) == 1 and group.leaders()[0], 20, "one leader")
     follower = "b" if leader == "a" else "a"
-    wait_for(lambda: get(ports[leader], "/leader")[0] == 200, 10, "/leader 200 on the leader")
-    wait_for(lambda: get(ports[follower], "/follower")[0] == 200, 10, "/follower 200 on the follower")
+    wait_for(lambda: _answers(ports[leader], "/leader") == 200, 10, "/leader 200 on the leader")
+    wait_for(lambda: _answers(ports[follower], "/follower") == 200, 10,
+             lambda: f"/follower 200 on the follower (alive: {group.daemons[follower].alive()}; listening: "
+                     f"{subprocess.run(['ss', '-Hltnp', f'sport = :{ports[follower]}'], capture_output=True, text=True, check=False).stdout!r})")
     assert get(ports[follower], "/leader")[0] == 503 and get(ports[leader], "/follower")[0] == 503
     lead = json.loads(get(ports[leader], "/status")[1])
     follow = json.loads(get(ports[follower], "/status")[1])
