@@ -156,7 +156,7 @@ def on_job_exited(core: Leadership, event: ev.JobExited) -> None:
             core.out.log("resigned", "warning", reason="job exited and job.on_exit is resign")
             leave.begin(core, leave.LeaveKind.REJOIN, "job exited (on_exit: resign)")
         case OnExit.EXIT:
-            leave.begin(core, leave.LeaveKind.EXIT, "job exited (on_exit: exit)", exitcodes.JOB_EXITED)
+            leave.begin(core, leave.LeaveKind.EXIT, "job exited (on_exit: exit)", exitcodes.for_job(event.returncode))
 
 
 def _may_run(core: Leadership) -> bool:
