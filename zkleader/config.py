@@ -154,6 +154,34 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class HooksConfig:
+    """Commands run on leadership transitions (hooks.py runs them, core/hooks.py says
+    when), one at a time in the order of the transitions, each within ``timeout``."""
+
+    on_leader: tuple[str, ...] | str | None = None
+    on_follower: tuple[str, ...] | str | None = None
+    on_lost: tuple[str, ...] | str | None = None
+    on_stop: tuple[str, ...] | str | None = None
+    #: Runs between leadership confirmed and the job's start; non-zero vetoes leading.
+    before_lead: tuple[str, ...] | str | None = None
+    timeout: float = 10.0
+
+    def argv(self, kind: str) -> tuple[str, ...] | None:
+        """The command of hook ``kind``, or None when it is not configured."""
+        command = getattr(self, kind, None) if kind in HOOK_KINDS else None
+        return None if command is None else _argv(command)
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The hooks configured: the only ones the core emits."""
+        return frozenset(kind for kind in HOOK_KINDS if getattr(self, kind) is not None)
+
+
+#: The hooks.* keys that name a command.
+HOOK_KINDS = ("on_leader", "on_follower", "on_lost", "on_stop", "before_lead")
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     #: metrics.listen: the (host, port) the HTTP endpoint binds.
     listen: tuple[str, int]
@@ -183,6 +211,7 @@ class Config:
     health: HealthConfig | None = None
     metrics: MetricsConfig | None = None
     http: HttpConfig | None = None
+    hooks: HooksConfig | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -401,6 +430,7 @@ class _Reader:
         health = self.health(top)
         metrics = self.metrics(top)
         http = self.http(top, metrics)
+        hooks = self.hooks(top, zookeeper, job)
         if zookeeper is None or election is None or job is None or logging_ is None or len(self.problems) > before:
             return None
         problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout, tick_time=zookeeper.tick_time,
@@ -409,7 +439,7 @@ class _Reader:
             job_entries = self.mapping(top.get("job"), "job", JobConfig) or {}
             self.problem(job_entries.get("stop_timeout") or top.get("job"), "job.stop_timeout", problem)
             return None
-        return Config(self.source, zookeeper, election, job, logging_, health, metrics, http=http)
+        return Config(self.source, zookeeper, election, job, logging_, health, metrics, http=http, hooks=hooks)
 
     def zookeeper(self, top: dict[str, yaml.Node]) -> ZooKeeperConfig | None:
         entries = self.mapping(top.get("zookeeper"), "zookeeper", ZooKeeperConfig)
@@ -603,6 +633,35 @@ class _Reader:
             return None
         return None if listen is None else HttpConfig(listen)
 
+    def hooks(self, top: dict[str, yaml.Node], zookeeper: ZooKeeperConfig | None,
+              job: JobConfig | None) -> HooksConfig | None:
+        """The optional ``hooks`` section; a section without any command is None. With
+        before_lead, hooks.timeout must fit a new leader's first lease (its tree is
+        killed by the lease's SIGKILL instant anyway: timing.before_lead_window)."""
+        if top.get("hooks") is None:
+            return None
+        entries = self.mapping(top["hooks"], "hooks", HooksConfig)
+        if entries is None:
+            return None
+        before = len(self.problems)
+        values: dict[str, Any] = {
+            kind: self.field(entries, "hooks", kind, _command_or_null, default=None) for kind in HOOK_KINDS
+        }
+        values["timeout"] = self.field(entries, "hooks", "timeout", _positive_duration, default=HooksConfig.timeout)
+        if len(self.problems) > before:
+            return None
+        hooks = HooksConfig(**values)
+        if hooks.before_lead is not None and zookeeper is not None and job is not None:
+            window = timing.before_lead_window(zookeeper.session_timeout, zookeeper.tick_time, job.reap_allowance)
+            if hooks.timeout > window:
+                self.problem(entries.get("timeout") or entries["before_lead"], "hooks.timeout",
+                             f"{hooks.timeout:g}s does not fit the lease with hooks.before_lead set: a new leader's "
+                             f"first lease leaves it {window:.2f}s (zookeeper.session_timeout "
+                             f"{zookeeper.session_timeout:g}s, zookeeper.tick_time {zookeeper.tick_time:g}s); lower "
+                             f"hooks.timeout to at most {max(window, 0):.2f}s or raise zookeeper.session_timeout")
+                return None
+        return hooks if hooks.kinds else None
+
     def logging(self, top: dict[str, yaml.Node]) -> LoggingConfig | None:
         entries = self.mapping(top.get("logging"), "logging", LoggingConfig)
         if entries is None:
@@ -773,6 +832,10 @@ def _command(value: Any) -> tuple[str, ...] | str:
             raise ValueError("must not contain NUL characters")
         return tuple(value)
     raise ValueError(f"must be a non-empty list of strings (exec'd) or a string (run by /bin/sh -c), not {_describe(value)}")
+
+
+def _command_or_null(value: Any) -> tuple[str, ...] | str | None:
+    return None if value is None else _command(value)
 
 
 def _signal(value: Any) -> signal.Signals:

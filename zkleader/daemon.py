@@ -37,6 +37,7 @@ from .core import exitcodes
 from .core.leadership import Leadership
 from .core.settings import HealthPolicy, Identity, Settings
 from .health import HealthRunner
+from .hooks import HookRunner
 from .job import JobRunner
 from .loop import Loop, NoHealthCheck
 from .post import Post
@@ -57,6 +58,8 @@ def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
         health=HealthPolicy(health.interval, health.failures, health.successes) if health else None,
         watchdog=watchdog,
         tick_time=loaded.zookeeper.tick_time,
+        hooks=loaded.hooks.kinds if loaded.hooks else frozenset(),
+        hook_timeout=loaded.hooks.timeout if loaded.hooks else config.HooksConfig.timeout,
     )
 
 
@@ -98,6 +101,7 @@ class Daemon:
         self._job: JobRunner
         self._post: Post = self._queue.put
         self._sessions = fdstore.SessionStore()
+        self._hooks: HookRunner | None = None
 
     # ------------------------------------------------------------------ loop
 
@@ -156,6 +160,8 @@ class Daemon:
                     # The session is closed and the job reaped: nothing for the guardian
                     # to do. Unreaped, it stays and keeps the job's tree under its kill.
                     self._job.close()
+                if self._hooks is not None:
+                    self._hooks.close()  # on_stop and the hooks before it, each within hooks.timeout
                 return code
             case act.Reopen():
                 assert self._pending_config is not None
@@ -209,6 +215,7 @@ class Daemon:
         else:  # a reopen: what systemd was told (READY, status, pings) carries over
             self._loop.core, self._loop.zookeeper, self._loop.job, self._loop.health = (
                 self.core, self._zookeeper, self._job, health)
+        self._hooks_shell(loaded)
         self._log.info("starting", version=__version__, zookeeper=loaded.zookeeper.connection_string,
                        session_timeout=loaded.zookeeper.session_timeout, watchdog=self._watchdog)
         self._zookeeper.start()
@@ -238,6 +245,7 @@ class Daemon:
                 self._log.warning("reload_partial", reason="http settings apply at the next restart")
             self._job.config = new.job
             self._running().health = self._health_shell(new)
+            self._hooks_shell(new)
             self._step(ev.Reconfigured(settings_from(new, self._watchdog or 0.0), restart_job=new.job != old.job))
         self._log.info("reloaded", source=new.source)
         notify.ready(self.core.snapshot().status_line())
@@ -248,6 +256,15 @@ class Daemon:
         from .http import Tee
 
         return Tee(self._http, self._metrics)
+
+    def _hooks_shell(self, loaded: Config) -> None:
+        """One hook runner (and FIFO) for the process: hooks queued before a reload or
+        reopen still run, in order, with the commands configured when each runs."""
+        if self._hooks is None and loaded.hooks is not None:
+            self._hooks = HookRunner(loaded.hooks, clock=self._clock, post=lambda event: self._post(event))
+        elif self._hooks is not None:
+            self._hooks.config = loaded.hooks or config.HooksConfig()
+        self._running().hooks = self._hooks
 
     def _health_shell(self, loaded: Config) -> HealthRunner | NoHealthCheck:
         return HealthRunner(loaded.health, self._post) if loaded.health else NoHealthCheck(self._post)

@@ -59,6 +59,13 @@ class Health(Protocol):
     def run_once(self) -> None: ...
 
 
+class Hooks(Protocol):
+    """Queues a transition hook (hooks.py); must return at once: hooks run on a thread
+    of their own, one at a time, so none can delay the loop's safety actions."""
+
+    def run(self, kind: str, fields: dict[str, str], deadline: float | None = None) -> None: ...
+
+
 class Notifier(Protocol):
     """The service manager's side (notify.py in production): every call must return at
     once, since the loop feeds the watchdog."""
@@ -115,6 +122,7 @@ class Loop:
         clock: Callable[[], float],
         watchdog: float | None = None,
         observer: Observer | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.core = core
         self.zookeeper = zookeeper
@@ -125,6 +133,8 @@ class Loop:
         self._clock = clock
         self._watchdog = watchdog
         self._observer = observer
+        #: None: no hooks configured (the core emits RunHook only for configured ones).
+        self.hooks = hooks
         self._next_ping = 0.0
         self._ready_sent = False
         self._status = ""
@@ -173,6 +183,9 @@ class Loop:
                     self.job.kill()
                 case act.RunHealthCheck():
                     self.health.run_once()
+                case act.RunHook(kind=kind, fields=fields, deadline=deadline):
+                    if self.hooks is not None:
+                        self.hooks.run(kind, fields, deadline)
                 case _:
                     self.zookeeper.execute(action)
         return None

@@ -129,6 +129,22 @@ class RunHealthCheck:
 
 
 @dataclass(frozen=True)
+class RunHook:
+    """Queue the transition hook ``kind`` (core/hooks.py) with ``fields`` (the shell
+    passes them as ZKLEADER_<FIELD> environment variables). Queued, never awaited:
+    the shell runs hooks one at a time on a thread of their own, so no hook can delay
+    the step's safety actions.
+
+    deadline (before_lead only): the instant, on the daemon's clock, by which the
+    hook's whole tree is SIGKILLed: never later than the lease in force allows the
+    job's SIGKILL. Its verdict comes back as ``BeforeLeadChecked``."""
+
+    kind: str
+    fields: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
 class Exit:
     code: int
 
@@ -140,5 +156,5 @@ class Reopen:
 
 Action = (
     CreateNode | ListChildren | CheckNode | PublishLeadership | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession
-    | GuardLease | DropConnection | AnnounceStopping | RunHealthCheck | Exit | Reopen
+    | GuardLease | DropConnection | AnnounceStopping | RunHealthCheck | RunHook | Exit | Reopen
 )

@@ -184,6 +184,17 @@ class ReopenRequested:
 
 
 @dataclass(frozen=True)
+class BeforeLeadChecked:
+    """The before_lead hook's verdict for the leadership with fencing token ``token``
+    (core/hooks.py): ok lets the job start; anything else (non-zero exit, timed out,
+    could not run) makes this host step back to the end of the queue."""
+
+    token: int
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed; the core checks its deadlines."""
 
@@ -208,5 +219,6 @@ Event = (
     | HealthChecked
     | Reconfigured
     | ReopenRequested
+    | BeforeLeadChecked
     | Tick
 )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from . import actions as act
 from . import candidacy
 from . import events as ev
-from . import lead, leave, session
+from . import hooks, lead, leave, session
 from .outbox import Purpose
 from .snapshot import Phase
 
@@ -158,6 +158,7 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     if predecessor.name != me.predecessor:
         me.predecessor = predecessor.name
         core.out.log("following", predecessor=predecessor.name, position=position, leader=queue.entries[0].name)
+    hooks.following(core)
     core.out.request(
         Purpose.CHECK_PREDECESSOR, lambda rid: act.CheckNode(rid, core.path(predecessor.name), watch=True)
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from . import actions as act
 from . import events as ev
-from . import exitcodes, follow, leave, session
+from . import exitcodes, follow, hooks, leave, session
 from .jobcontrol import JobPhase
 from .outbox import Purpose
 from .settings import OnExit
@@ -62,6 +62,7 @@ def on_heartbeat_reply(core: Leadership, reply: ev.Reply) -> None:
         core.job.restart_at = None
         core.job.quick_exits = 0
         core.out.log("leader_acquired", node=me.node, token=me.token)
+        hooks.acquired(core)
         data = {**core.node_data(), "node": me.node, "token": me.token}
         core.out.request(Purpose.PUBLISH, lambda rid: act.PublishLeadership(rid, core.settings.election_path, data))
 
@@ -103,6 +104,7 @@ def lose_leadership(core: Leadership, reason: str) -> None:
     """Leadership is gone (or never to be trusted again in this candidacy)."""
     if core.me.leader:
         core.out.log("leadership_lost", "warning", reason=reason, token=core.me.token)
+        hooks.lost(core, reason)
     core.me.leader = False
     if core.leave is None and core.phase is Phase.LEADING:
         core.phase = Phase.JOINING
@@ -136,7 +138,7 @@ def enforce(core: Leadership) -> None:
     if core.leave is not None:
         leave.progress(core)
     elif core.me.leader and job.phase is JobPhase.NONE and _may_run(core) and core.lease.outlasts_renewal(now):
-        if job.restart_at is None or now >= job.restart_at:
+        if (job.restart_at is None or now >= job.restart_at) and hooks.cleared_to_lead(core):
             node, token, deadlines = core.me.node, core.me.token, core.lease.deadlines()
             assert node is not None and token is not None and deadlines is not None
             job.start(now, token, core.path(node), deadlines)

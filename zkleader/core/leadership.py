@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from . import actions as act
 from . import events as ev
-from . import follow, lead, leave, session
+from . import follow, hooks, lead, leave, session
 from .candidacy import Candidacy
 from .healthgate import HealthGate, Verdict
 from .jobcontrol import JobControl, JobPhase
@@ -50,6 +50,7 @@ class Leadership:
         self.phase = Phase.CONNECTING
         self.leave: leave.Leave | None = None
         self.retry_at: float | None = None
+        self.transitions = hooks.Transitions()
 
     def handle(self, event: ev.Event, now: float) -> list[act.Action]:
         """Feeds one event; returns what to do, in order (the job's stop first)."""
@@ -113,6 +114,7 @@ class Leadership:
                 follow.on_watch(self, event)
             case ev.JobStarted():
                 self.job.started(event.pid)
+                hooks.job_started(self)
             case ev.JobExited():
                 lead.on_job_exited(self, event)
             case ev.ShutdownRequested():
@@ -125,6 +127,10 @@ class Leadership:
                 self._on_reconfigured(event)
             case ev.ReopenRequested():
                 leave.on_reopen(self, event.reason)
+            case ev.BeforeLeadChecked():
+                veto = hooks.on_before_lead_checked(self, event)
+                if veto is not None:
+                    leave.begin(self, leave.LeaveKind.REJOIN, veto)
             case ev.Tick():
                 pass
 
@@ -185,6 +191,8 @@ class Leadership:
 
     def forget_candidacy(self) -> None:
         """Our node is gone: the next candidacy gets a fresh id (and so a fresh node)."""
+        if self.me.leader:
+            hooks.lost(self, self.leave.reason if self.leave is not None else "candidacy ended")
         self.me.forget()
         self.lease.forget_heartbeats()
         self.job.restart_at = None

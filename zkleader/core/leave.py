@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import actions as act
 from . import events as ev
-from . import exitcodes, follow, lead
+from . import exitcodes, follow, hooks, lead
 from .jobcontrol import JobPhase
 from .outbox import Purpose
 from .snapshot import Phase
@@ -44,6 +44,9 @@ def begin(core: Leadership, kind: LeaveKind, reason: str, exit_code: int = exitc
         deadline = core.now + core.settings.stop_timeout + LEAVE_GRACE
     core.leave = Leave(kind, reason, exit_code, deadline)
     core.phase = Phase.LEAVING
+    # A leader that leaves has stopped leading now, not when its node goes: on_lost
+    # (say, dropping a virtual IP) runs before the successor can take over.
+    hooks.lost(core, reason)
     if core.job.alive:
         lead.stop_job(core, reason)
 
@@ -122,6 +125,10 @@ def progress(core: Leadership) -> None:
         return
     if node is None:
         core.leave = None
+        rejoin_at = hooks.rejoin_at(core)
+        if rejoin_at is not None:
+            core.retry_at = rejoin_at  # after a veto: follow.retry joins then
+            return
         follow.join(core)
 
 
@@ -145,6 +152,9 @@ def finish(core: Leadership) -> None:
     leave = core.leave
     assert leave is not None
     core.phase = Phase.STOPPED
+    hooks.lost(core, leave.reason)  # leaving without the node's deletion confirmed
+    if leave.kind is LeaveKind.EXIT:
+        hooks.stopping(core, leave.reason)
     if core.job.phase is not JobPhase.NONE:
         core.out.log("job_not_reaped", "error", pid=core.job.pid, reason=leave.reason,
                      problem="the job's processes survived SIGKILL; exiting without closing the session, "

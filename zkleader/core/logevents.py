@@ -116,6 +116,13 @@ EVENTS: Mapping[str, LogEvent] = _index(
     LogEvent("session_released", "warning", "1ef04cbdc9bb4b1ca2638d1c168b60aa", ("session", "reason"),
              "closed the dead daemon's ZooKeeper session[ {session}][: {reason}]"),
     LogEvent("session_release_failed", "warning"),
+    # transition hooks (hooks.py)
+    LogEvent("hook_failed", "warning", "0d1d201f6dd5481d886dba115f2978c5", ("hook", "reason", "error"),
+             "transition hook[ {hook}] failed[: {error}][ (transition: {reason})]"),
+    LogEvent("before_lead_vetoed", "warning", "6b0a4f0d2c7e4b8f9a51e3d27c4b9f18", ("token", "detail"),
+             "the before_lead hook vetoed leading[ (token {token})][: {detail}]; stepping back to the end of the queue"),
+    LogEvent("hook_ran", "info"),
+    LogEvent("hook_dropped", "warning"),
     # ZooKeeper session
     LogEvent("connecting", "info", "fa7ac3e0825642eea3e119d618417381", ("host", "attempt"),
              "connecting to ZooKeeper[ {host}][ (attempt {attempt})]"),

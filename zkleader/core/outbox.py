@@ -63,6 +63,13 @@ class Outbox:
 
 
 def _urgency(action: act.Action) -> int:
+    """Job stop, job start, the rest (leaving the queue included), then hooks (only
+    queued by the shell, yet after every safety action all the same), then the step's
+    end (Exit, Reopen: nothing after them runs, and on_stop must be queued first)."""
     if isinstance(action, (act.SignalJob, act.KillJob)):
         return 0
-    return 1 if isinstance(action, act.StartJob) else 2
+    if isinstance(action, act.StartJob):
+        return 1
+    if isinstance(action, act.RunHook):
+        return 3
+    return 4 if isinstance(action, (act.Exit, act.Reopen)) else 2

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from . import actions as act
 from . import events as ev
-from . import follow, lead
+from . import follow, hooks, lead
 from .jobcontrol import JobPhase
 from .leave import LeaveKind
 from .outbox import Purpose
@@ -72,6 +72,8 @@ def on_session_lost(core: Leadership, reason: str) -> None:
         core.job.kill_now(core.now, "session lost while the job was alive")
     core.lease.lost()
     core.out.stop_awaiting()
+    if core.me.leader:
+        hooks.lost(core, f"session lost: {reason}")
     core.forget_candidacy()
     if core.leave is not None and core.leave.kind is LeaveKind.REJOIN:
         core.leave = None  # rejoining happens with the next session anyway

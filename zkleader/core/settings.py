@@ -39,6 +39,10 @@ class Settings:
     tick_time: float = timing.DEFAULT_TICK_TIME
     #: From SIGKILL to the job reaped (timing.py): large jobs take longer to tear down.
     reap_allowance: float = timing.DEFAULT_REAP_ALLOWANCE
+    #: The transition hooks configured (core/hooks.py KINDS): only these are emitted.
+    hooks: frozenset[str] = frozenset()
+    #: hooks.timeout: the before_lead hook's own limit, within the lease's (core/hooks.py).
+    hook_timeout: float = 10.0
 
 
 @dataclass(frozen=True)

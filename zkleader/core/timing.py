@@ -261,3 +261,20 @@ def budget_problem(
 ) -> str | None:
     """Why these numbers cannot keep the safety rule, or None when they can."""
     return LeaseBudget(session_timeout, stop_timeout, watchdog, tick_time, reap_allowance).problem()
+
+
+def before_lead_window(
+    session_timeout: float,
+    tick_time: float = DEFAULT_TICK_TIME,
+    reap_allowance: float = DEFAULT_REAP_ALLOWANCE,
+    watchdog: float = 0.0,
+) -> float:
+    """The longest ``hooks.timeout`` a before_lead hook can be given: what a new leader's
+    first lease leaves at the least, from leadership confirmed (its t_ok up to
+    ``takeover_lag`` old) to the lease's SIGKILL instant. The hook runs before the job,
+    as the only leader-side process, under the job's own rule: its tree is SIGKILLed
+    by that instant (core/hooks.py caps its deadline there whatever the configuration)
+    and reaped within reap_allowance, so before t_ok + T. It gets no graceful stop, so
+    job.stop_timeout plays no part. 4.32 s with the defaults (T = 10 s, tickTime 2 s)."""
+    budget = LeaseBudget(session_timeout, 0.0, watchdog, tick_time, reap_allowance)
+    return budget.kill_offset - budget.takeover_lag

@@ -48,6 +48,29 @@ class _NoServiceManager:
 _NO_SERVICE_MANAGER = _NoServiceManager()
 
 
+class HookRecorder:
+    """The hook shell's model: the commands are the operator's, so the model only
+    records each hook the loop hands on (timeline and stats, "hook on_leader", ...),
+    which shows the simulated daemons run the core's RunHook actions through
+    production's loop. It also checks the order a real host's hooks would run in:
+    never on_leader twice without on_lost between, nothing after on_stop."""
+
+    def __init__(self, world: World, host: Host) -> None:
+        self._world = world
+        self._host = host
+        self._kinds: list[str] = []
+
+    def run(self, kind: str, fields: dict[str, str], deadline: float | None = None) -> None:
+        last_leadership = next((k for k in reversed(self._kinds) if k in ("on_leader", "on_lost")), None)
+        out_of_order = ("on_stop" in self._kinds
+                        or (kind == "on_leader" and last_leadership == "on_leader"))
+        self._kinds.append(kind)
+        self._world.record(self._host, "hk", f"hook {kind}: {fields.get('reason', '')}")
+        self._world.stats_count(f"hook {kind}")
+        if out_of_order:
+            self._world.stats_count("hooks out of order")
+
+
 def _drop_log(line: act.Log) -> None:
     """The model has no log reader; a stalled stream is modelled by Bug.BLOCKING_LOGS."""
 
@@ -73,7 +96,8 @@ class Daemon:
         # notify answers as it does without NOTIFY_SOCKET. systemd's watchdog is the
         # world's (World._arm_watchdog), so the loop keeps no ping schedule of its own.
         self.loop = Loop(self.core, self.client, JobRunner(world.jobs, self), NoHealthCheck(self._post_health),
-                         _NO_SERVICE_MANAGER, _drop_log, clock=lambda: host.local(world.now))
+                         _NO_SERVICE_MANAGER, _drop_log, clock=lambda: host.local(world.now),
+                         hooks=HookRecorder(world, host))
         self.inbox: list[tuple[float, int, ev.Event]] = []
         self.chan_last = dict.fromkeys(self.CHANNELS, 0.0)
         self.alive = True

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..core import actions as act
 from ..core import events as ev
-from ..core import exitcodes
+from ..core import exitcodes, hooks
 from ..core.jobcontrol import MAX_RESTART_DELAY
 from ..core.leadership import Leadership
 from ..core.leave import LEAVE_GRACE
@@ -120,6 +120,7 @@ class World:
             restart_delay=config.restart_delay,
             watchdog=config.watchdog,
             tick_time=config.tick_time,  # the core's lease bounds the session-touch relay with it
+            hooks=frozenset(hooks.KINDS),  # every transition hook is emitted; daemon.HookRecorder takes them
         )
         self.timeline = Timeline(config.trace_limit)
         #: Timeline.record without the call: (time, who, kind, what, host-local time).
