@@ -83,6 +83,18 @@ class Candidate:
         self._joined = False
         self._stamps: list[tuple[str, float]] = []
 
+    def _left(self) -> None:
+        """A kazoo-based candidate whose thread ended on its own: close its client and
+        say it left (a crashed one says nothing)."""
+        if self.dead:
+            return
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception:
+            pass
+        self.emit("left", self.id, code=0)
+
     def stamp(self, name: str) -> None:
         """A milestone, timed now; written out later (flush). list.append is atomic."""
         self._stamps.append((name, time.monotonic()))
@@ -278,13 +290,7 @@ class KazooElectionCandidate(Candidate):
             if not self.dead:
                 self.emit("error", self.id, detail=f"{type(err).__name__}: {err}")
             return
-        if not self.dead:
-            try:
-                self.client.stop()
-                self.client.close()
-            except Exception:
-                pass
-            self.emit("left", self.id, code=0)
+        self._left()
 
     def stop(self) -> None:
         self.leader.request_stop()
@@ -320,13 +326,7 @@ class HerdCandidate(Candidate):
             if not self.dead:
                 self.emit("error", self.id, detail=f"{type(err).__name__}: {err}")
             return
-        if not self.dead:
-            try:
-                self.client.stop()
-                self.client.close()
-            except Exception:
-                pass
-            self.emit("left", self.id, code=0)
+        self._left()
 
     def _run(self) -> None:
         self.client.start(timeout=60)
