@@ -8,6 +8,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 import urllib.error
@@ -20,12 +21,15 @@ from hypothesis import strategies as st
 
 from zkleader import config, http
 from zkleader.config import HttpConfig
+from zkleader.core import exitcodes
 from zkleader.core.jobcontrol import JobPhase
 from zkleader.core.leadership import Leadership
 from zkleader.core.settings import Identity, OnExit, Settings
 from zkleader.core.snapshot import Phase
 from zkleader.testing.daemons import wait_for
 from zkleader.testing.zkserver import free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def get(port: int, path: str, method: str = "GET", timeout: float = 5.0) -> tuple[int, bytes, dict[str, str]]:
@@ -301,3 +305,27 @@ def test_fuzzed_raw_bytes_never_disturb_the_loop(healthy_zk_server, election_pat
     assert get(port, "/healthz")[0] == 200
     assert group.daemons["a"].alive() and group.overlaps() == []
     assert [e for e in group.daemons["a"].events() if e.get("level") in ("error", "critical")] == []
+
+
+@pytest.mark.parametrize("section", ["metrics", "http"])
+def test_a_port_in_use_is_one_line_and_status_69_not_a_traceback(tmp_path, section: str) -> None:
+    """The listeners are bound before the daemon joins: a port taken (often by the
+    previous instance, still going) ends it with listen_failed and 69, which systemd
+    restarts after."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = tmp_path / "c.yaml"
+    config.write_text("zookeeper:\n  hosts: 127.0.0.1:1\n  session_timeout: 6\n  tick_time: 0.2\n"
+                      "election:\n  path: /x\njob:\n  command: [sleep, '60']\nlogging:\n  format: json\n"
+                      f"{section}:\n  listen: 127.0.0.1:{port}\n")
+    try:
+        done = subprocess.run([sys.executable, "-m", "zkleader", "run", "-c", str(config)],
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
+    finally:
+        taken.close()
+    assert done.returncode == exitcodes.UNAVAILABLE, done.stderr
+    assert "Traceback" not in done.stderr
+    (failure,) = [json.loads(line) for line in done.stderr.splitlines() if '"listen_failed"' in line]
+    assert failure[section] == f"127.0.0.1:{port}" and failure["error"] == "Address already in use"

@@ -107,16 +107,16 @@ class Daemon:
 
     def run(self) -> int:
         self._install_signal_handlers()
-        if self.config.metrics is not None:
-            from .metrics import Metrics  # prometheus-client only when asked for
-
-            self._metrics = Metrics(self.config.metrics, self._clock)
-        if self.config.http is not None:
-            from .http import Endpoints  # one listener for load balancers (http.py)
-
-            self._http = Endpoints(self.config.http, self._clock, ask_loop=lambda answer: self._queue.put(_Probe(answer)),
-                                   registry=getattr(self._metrics, "registry", None),
-                                   candidate=self.config.election.candidate, pid=os.getpid())
+        try:
+            self._listen()
+        except OSError as err:
+            # A port in use (often the previous instance, still going): one line and a
+            # status systemd restarts after, not a traceback.
+            metrics, http = self.config.metrics, self.config.http
+            self._log.error("listen_failed", error=err.strerror or str(err),
+                            metrics=None if metrics is None else "{}:{}".format(*metrics.listen),
+                            http=None if http is None else "{}:{}".format(*http.listen))
+            return exitcodes.UNAVAILABLE
         self._open(self.config)
         if self.core.snapshot().budget.ride_through <= 0:
             # systemd's watchdog interval is only known now: with it, the job would be
@@ -141,6 +141,19 @@ class Daemon:
             outcome = self._step(event)
             if isinstance(outcome, int):
                 return outcome
+
+    def _listen(self) -> None:
+        """The optional listeners (metrics.listen, http.listen), bound before joining."""
+        if self.config.metrics is not None:
+            from .metrics import Metrics  # prometheus-client only when asked for
+
+            self._metrics = Metrics(self.config.metrics, self._clock)
+        if self.config.http is not None:
+            from .http import Endpoints  # one listener for load balancers (http.py)
+
+            self._http = Endpoints(self.config.http, self._clock, ask_loop=lambda answer: self._queue.put(_Probe(answer)),
+                                   registry=getattr(self._metrics, "registry", None),
+                                   candidate=self.config.election.candidate, pid=os.getpid())
 
     def _next_item(self) -> Any:
         """The next event, or a Tick when the loop's wait runs out (loop.Loop.timeout);

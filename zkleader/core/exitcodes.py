@@ -14,7 +14,8 @@ USAGE = 2
 JOB_EXITED = 3
 #: status: the election has no leader; resign: this host is not queued.
 NOT_FOUND = 4
-#: ZooKeeper did not answer, or the job cannot be supervised here (EX_UNAVAILABLE).
+#: ZooKeeper did not answer, the job cannot be supervised here, or a listener cannot
+#: bind its port (EX_UNAVAILABLE).
 UNAVAILABLE = 69
 #: The job's processes survived SIGKILL (uninterruptible sleep, a stopped guardian):
 #: the daemon exited without closing its session, which ZooKeeper expires (EX_OSERR).

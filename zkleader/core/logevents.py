@@ -113,6 +113,7 @@ EVENTS: Mapping[str, LogEvent] = _index(
     LogEvent("guardian_died", "warning", "bff605655678474982e7dc29ca9418a2", ("how", "leftovers"),
              "the job's guardian ended unexpectedly[: {how}][; {leftovers} leftover process(es) killed]; a fresh one follows"),
     LogEvent("guardian_failed", "error"),
+    LogEvent("listen_failed", "error"),
     LogEvent("session_released", "warning", "1ef04cbdc9bb4b1ca2638d1c168b60aa", ("session", "reason"),
              "closed the dead daemon's ZooKeeper session[ {session}][: {reason}]"),
     LogEvent("session_release_failed", "warning"),
