@@ -48,7 +48,7 @@ class Driver:
     def beat(self, now: float) -> list[act.Action]:
         """Answers every heartbeat still waiting, as a healthy server would."""
         out: list[act.Action] = []
-        for check in [a for a in self.actions if isinstance(a, act.CheckNode)]:
+        for check in [a for a in self.actions if isinstance(a, act.CheckNode) and not _is_drain_check(a)]:
             if check.request_id not in self.answered:
                 self.answered.add(check.request_id)
                 out += self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(77, SESSION), synced=True,
@@ -59,7 +59,7 @@ class Driver:
         """The actions but logs, heartbeats (which go out on their own cadence) and the
         drop of a connection whose heartbeat the test left unanswered."""
         return [type(a).__name__ for a in out
-                if not isinstance(a, (act.Log, act.DropConnection)) and not _is_heartbeat(a)]
+                if not isinstance(a, (act.Log, act.DropConnection)) and not _is_heartbeat(a) and not _is_drain_check(a)]
 
     def own_name(self, seq: int = 5) -> str:
         return f"zkl-{self.view.candidacy_id}-{seq:010d}"
@@ -83,6 +83,11 @@ class Driver:
 
 def _is_heartbeat(action: act.Action) -> bool:
     return isinstance(action, act.CheckNode) and action.sync
+
+
+def _is_drain_check(action: act.Action) -> bool:
+    """The drain marker's check at each connect (tests/test_drain_core.py covers it)."""
+    return isinstance(action, act.CheckNode) and action.path == f"{PATH}-drained/me"
 
 
 def _candidate(seq: int, letter: str = "f") -> str:

@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     resign.add_argument("--wait", action="store_true", help="return once another host leads")
     resign.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="with --wait: give up after this long (exit 75; default 60)")
+    for name, does in (("drain", "take this host out of the queue until `zkleader undrain`, across restarts"),
+                       ("undrain", "let this host queue again, at the back")):
+        command = commands.add_parser(name, help=does, description=f"{does[0].upper()}{does[1:]}. "
+                                      "Exit 0 when done or already so, 69 when ZooKeeper is unreachable, 77 refused.")
+        command.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
+        command.add_argument("--wait", action="store_true",
+                             help="return once this host is out of the queue (drain) or back in it (undrain)")
+        command.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                             help="with --wait: give up after this long (exit 75; default 60)")
     return parser
 
 
@@ -62,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: valid (election {loaded.election.path}, candidate {loaded.election.candidate}, "
               f"session_timeout {loaded.zookeeper.session_timeout:g}s, stop_timeout {loaded.job.stop_timeout:g}s)")
         return exitcodes.OK
-    if args.command in ("status", "resign"):
+    if args.command in ("status", "resign", "drain", "undrain"):
         try:
-            return _status(loaded, args.json) if args.command == "status" else _resign(loaded, args.wait, args.timeout)
+            if args.command == "status":
+                return _status(loaded, args.json)
+            if args.command == "resign":
+                return _resign(loaded, args.wait, args.timeout)
+            return _drain(loaded, args.command == "drain", args.wait, args.timeout)
         except status.Refused as err:
             print(f"zkleader: {err}", file=sys.stderr)
             return exitcodes.AUTH_FAILED
@@ -104,6 +117,26 @@ def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
             print(f"{leader.candidate} on {leader.host} leads now (token {leader.token})")
             return exitcodes.OK
     print(f"zkleader: no other host took over within {timeout:g}s", file=sys.stderr)
+    return exitcodes.TIMEOUT
+
+
+def _drain(loaded: config.Config, drained: bool, wait: bool, timeout: float) -> int:
+    """The marker is the whole protocol (core/drain.py): the daemon, which watches it,
+    leaves or rejoins on its own; --wait watches the queue for the outcome."""
+    candidate, election = loaded.election.candidate, loaded.election.path
+    if not status.set_drained(loaded, drained):
+        print(f"{candidate} is {'already' if drained else 'not'} drained in {election}; nothing to do")
+    else:
+        print(f"{'drained' if drained else 'undrained'} {candidate} in {election}")
+    if not wait:
+        return exitcodes.OK
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(c.this_host for c in status.read(loaded).queue) != drained:
+            print(f"{candidate} is {'out of' if drained else 'back in'} the queue")
+            return exitcodes.OK
+        time.sleep(0.1)
+    print(f"zkleader: {candidate} was {'still' if drained else 'not'} in the queue after {timeout:g}s", file=sys.stderr)
     return exitcodes.TIMEOUT
 
 

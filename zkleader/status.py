@@ -7,6 +7,7 @@ even when the local daemon is down. Its --json output is a stable interface
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,15 +15,16 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.exceptions import NoAuthError, NodeExistsError, NoNodeError
 
 from .config import Config
 from .connection import Client, TlsRefusals, client_options
-from .core import candidacy
+from .core import candidacy, drain
 
 SCHEMA_VERSION = 1
 
@@ -63,6 +65,8 @@ class Election:
     leader_since: str | None
     queue: tuple[Candidate, ...]
     ignored: tuple[str, ...]
+    #: Candidates an operator drained (`zkleader drain`): out of the queue until undrained.
+    drained: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         document: dict[str, Any] = {"schema": SCHEMA_VERSION, **asdict(self)}
@@ -81,9 +85,19 @@ def _quiet_logger() -> logging.Logger:
 def read(config: Config, timeout: float = 5.0) -> Election:
     """The election as ZooKeeper sees it, with the daemon's own credentials and TLS
     settings (an ACL without world:read needs them)."""
+    with session(config, timeout, config.election.path, creates=False) as client:
+        return _read(client, config)
+
+
+@contextlib.contextmanager
+def session(config: Config, timeout: float, path: str, creates: bool) -> Iterator[KazooClient]:
+    """A connected client with the daemon's credentials and TLS settings, closed on
+    exit. creates: keep zookeeper.acl, so that what a command creates (a drain marker)
+    carries the ACL the daemons' nodes carry. A NoAuth on ``path`` becomes Refused."""
     zookeeper = config.zookeeper
     options = client_options(zookeeper)
-    options.pop("default_acl", None)  # status creates nothing
+    if not creates:
+        options.pop("default_acl", None)
     refused: list[str] = []
     gave_up = threading.Event()
 
@@ -106,14 +120,29 @@ def read(config: Config, timeout: float = 5.0) -> Election:
             raise Refused(f"ZooKeeper at {zookeeper.connection_string} refused TLS: {refused[-1]}")
         raise Unreachable(f"ZooKeeper at {zookeeper.connection_string} did not answer within {timeout:g}s") from None
     try:
-        return _read(client, config)
+        yield client
     except NoAuthError:
         who = f"user {zookeeper.auth.username}" if zookeeper.auth else "an unauthenticated client"
-        raise Refused(f"ZooKeeper refused {who} reading {config.election.path} (NoAuth): "
+        raise Refused(f"ZooKeeper refused {who} on {path} (NoAuth): "
                       "check zookeeper.auth and the ACL of the election path") from None
     finally:
         client.stop()
         client.close()
+
+
+def set_drained(config: Config, drained: bool, timeout: float = 5.0) -> bool:
+    """Create (drain) or delete (undrain) this candidate's marker (core/drain.py);
+    True when that changed anything, False when it already was so."""
+    marker = drain.marker_path(config.election.path, config.election.candidate or socket.gethostname())
+    with session(config, timeout, marker, creates=True) as client:
+        try:
+            if drained:
+                client.create(marker, b"", makepath=True)
+            else:
+                client.delete(marker)
+        except (NodeExistsError, NoNodeError):
+            return False
+        return True
 
 
 def _read(client: KazooClient, config: Config) -> Election:
@@ -154,7 +183,11 @@ def _read(client: KazooClient, config: Config) -> Election:
     leader = next((c for c in entries if c.ephemeral), None)
     record = _json_object(parent_data)
     since = _text(record.get("leader_since")) if leader and record.get("node") == leader.node else None
-    return Election(path, config.zookeeper.connection_string, leader, since, tuple(entries), queue.ignored)
+    try:
+        drained = tuple(sorted(client.get_children(drain.markers_path(path))))
+    except NoNodeError:
+        drained = ()
+    return Election(path, config.zookeeper.connection_string, leader, since, tuple(entries), queue.ignored, drained)
 
 
 def render(election: Election) -> str:
@@ -176,6 +209,9 @@ def render(election: Election) -> str:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines.append("")
         lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    if election.drained:
+        lines.append(f"\ndrained   {', '.join(_printable(name) for name in election.drained)} "
+                     "(out of the queue until `zkleader undrain`)")
     persistent = [c.node for c in election.queue if not c.ephemeral]
     if persistent:
         lines.append(f"\nwarning   {len(persistent)} node(s) in zkleader's format that no session owns (made by hand, "

@@ -7,9 +7,8 @@ import json
 from typing import TYPE_CHECKING
 
 from . import actions as act
-from . import candidacy
+from . import candidacy, drain, hooks, lead, leave, session
 from . import events as ev
-from . import hooks, lead, leave, session
 from .outbox import Purpose
 from .snapshot import Phase
 
@@ -21,7 +20,8 @@ RETRY_DELAY = 1.0
 
 
 def join(core: Leadership) -> None:
-    if core.lease.session_id is None or not core.lease.connected or core.leave is not None or core.health.withdrawn:
+    if (core.lease.session_id is None or not core.lease.connected or core.leave is not None or core.health.withdrawn
+            or core.drained):
         return
     core.phase = Phase.JOINING
     create(core)
@@ -192,6 +192,9 @@ def on_watch(core: Leadership, event: ev.WatchFired) -> None:
     me = core.me
     if event.kind is ev.WatchKind.CONNECTION:
         return  # a connection loss, not a deletion; watches are re-armed on reconnect
+    if event.path == drain.own_marker(core.settings):
+        drain.check(core)  # created or deleted: the answer says which, and re-arms the watch
+        return
     if me.node is not None and event.path == core.path(me.node):
         me.own_watched = False
         if event.kind is ev.WatchKind.DELETED and not core.out.awaiting(Purpose.DELETE_OWN):

@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import actions as act
+from . import drain, follow, hooks, lead, leave, session
 from . import events as ev
-from . import follow, hooks, lead, leave, session
 from .candidacy import Candidacy
 from .healthgate import HealthGate, Verdict
 from .jobcontrol import JobControl, JobPhase
@@ -47,6 +47,8 @@ class Leadership:
         self.me = Candidacy(new_candidacy_id)
         self.job = JobControl(self.out)
         self.health = HealthGate(settings.health, self.out)
+        #: An operator drained this host (drain.py): the last answer about its marker.
+        self.drained = False
         self.phase = Phase.CONNECTING
         self.leave: leave.Leave | None = None
         self.retry_at: float | None = None
@@ -88,7 +90,7 @@ class Leadership:
             attempt=lease.attempt, attempt_host=lease.attempt_host, t_ok=lease.t_ok, budget=lease.budget,
             candidacy_id=me.id, node=me.node, position=me.position, predecessor=me.predecessor,
             leader_node=me.leader_node, leader=me.leader, token=me.token, leading_since=me.leading_since,
-            withdrawn=self.health.withdrawn, job=job.phase, job_pid=job.pid, restart_at=job.restart_at,
+            withdrawn=self.health.withdrawn, drained=self.drained, job=job.phase, job_pid=job.pid, restart_at=job.restart_at,
             retry_at=self.retry_at, leaving=None if self.leave is None else self.leave.reason,
             exiting=self.leave is not None and self.leave.kind is leave.LeaveKind.EXIT,
         )
@@ -160,6 +162,8 @@ class Leadership:
                 leave.on_delete_reply(self, reply)
             case Purpose.PUBLISH:
                 lead.on_publish_reply(self, reply)
+            case Purpose.CHECK_DRAIN:
+                drain.on_reply(self, reply)
             case Purpose.DELETE_EXTRA:
                 pass
 

@@ -74,11 +74,11 @@ def on_reopen(core: Leadership, reason: str) -> None:
 
 
 def withdraw_if_unhealthy(core: Leadership) -> bool:
-    """A create that was in flight when the health check failed still lands: take
-    that node out of the queue again instead of letting it lead."""
-    if not core.health.withdrawn or core.leave is not None:
+    """A create that was in flight when the health check failed, or the host was
+    drained, still lands: take that node out of the queue again instead of letting it lead."""
+    if not (core.health.withdrawn or core.drained) or core.leave is not None:
         return False
-    begin(core, LeaveKind.REJOIN, "health check failed")
+    begin(core, LeaveKind.REJOIN, "drained" if core.drained else "health check failed")
     return True
 
 

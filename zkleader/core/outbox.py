@@ -21,6 +21,7 @@ class Purpose(enum.Enum):
     PUBLISH = "publish"
     DELETE_OWN = "delete_own"
     DELETE_EXTRA = "delete_extra"
+    CHECK_DRAIN = "check_drain"  # exists with a watch on our drain marker (drain.py)
 
 
 class Outbox:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import actions as act
+from . import drain, follow, hooks, lead
 from . import events as ev
-from . import follow, hooks, lead
 from .jobcontrol import JobPhase
 from .leave import LeaveKind
 from .outbox import Purpose
@@ -45,6 +45,7 @@ def on_connected(core: Leadership, event: ev.Connected) -> None:
         if core.me.leader:
             lead.lose_leadership(core, "read-only connection")
         return
+    drain.check(core)  # ahead of the create (drain.py); re-arms the watch kazoo forgot
     if same_session:
         core.out.log("reconnected", session=hex_id(event.session_id), lease_left=lease.left(core.now))
         resync(core)

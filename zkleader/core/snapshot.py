@@ -42,6 +42,7 @@ class Snapshot:
     token: int | None
     leading_since: float
     withdrawn: bool
+    drained: bool
     job: JobPhase
     job_pid: int | None
     restart_at: float | None
@@ -65,6 +66,8 @@ class Snapshot:
                 left = max(0.0, self.budget.stop_at(self.t_ok) - self.now)
                 return f"suspended: connection lost; the job stops in {left:.1f}s unless ZooKeeper answers"
             return "suspended: connection lost, reconnecting"
+        if self.drained and self.node is None:
+            return "drained: out of the queue until `zkleader undrain`"
         if self.withdrawn:
             return "withdrawn: health check failing"
         if self.phase is Phase.LEADING:

@@ -13,6 +13,7 @@ loop.MAX_SLEEP at a time (Loop.sleep_cap), on a clock that stops in a suspend.
 from __future__ import annotations
 
 import heapq
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..core import actions as act
@@ -88,7 +89,9 @@ class Daemon:
         self.label = host.name if incarnation == 1 else f"{host.name}#{incarnation}"
         ids = host.id_source(incarnation)
         identity = Identity(host=host.name, pid=1000 + incarnation, version="sim", started_at=f"{world.now:.3f}")
-        self.core: Leadership = world.core_factory(world.settings, identity, ids)
+        # Each host its own candidate, as in production: a drain marker names one host.
+        settings = replace(world.settings, candidate=host.name)
+        self.core: Leadership = world.core_factory(settings, identity, ids)
         #: Warm: started with the daemon, before it could ever lead (zkleader/guardian.py).
         self.guardian = Guardian(world, self)
         self.client = Client(world, host, self)

@@ -34,6 +34,8 @@ lost_relay      the server a host talks to loses the ZooKeeper leader right afte
 guardian_death  the leader job's guardian is killed, usually while workers the job
                 forked live on
 log_stall       the daemon's log stream stalls (production only queues log lines)
+drain           an operator drains a host (`zkleader drain`: its marker node appears)
+                and undrains it later (profile "drain" only)
 suspend         the whole host sleeps (daemon, kazoo, guardian and job frozen) while
                 ZooKeeper's clock runs on; briefly, or long enough to expire the session
 =============== ===================================================================
@@ -81,6 +83,7 @@ KINDS = (
     "guardian_death",
     "log_stall",
     "suspend",
+    "drain",
 )
 
 #: Faults that end a job on their own: at most Profile.max_crashes per schedule, as the
@@ -168,6 +171,8 @@ PROFILES: dict[str, Profile] = {
     ),
     #: Operators also delete followers' znodes.
     "operator": DEFAULT.only("operator", operator_delete_any=2, operator_delete=1, partition=1, kill9=1),
+    #: Drains and undrains (core/drain.py) among the faults a drained leader's handover meets.
+    "drain": DEFAULT.only("drain", drain=3, resign=1, kill9=1, sigterm=1, partition=1, lost_reply=1, operator_delete=1),
     #: The election parent's cversion starts just below 2**31: sequence numbers wrap.
     "wrap": Profile("wrap", wrap=1.0),
     #: What the lease anchor rests on: relays lost with a sync, and takeovers by a
@@ -314,6 +319,8 @@ def _params(rng: random.Random, kind: str, T: float, hosts: int) -> dict[str, An
             return {"target": "leader", "orphans": rng.random() < 0.7}
         case "kill9" | "sigterm":
             return {"target": _target(rng, hosts, 0.6)}
+        case "drain":
+            return {"target": _target(rng, hosts, 0.6), "duration": rng.uniform(0.1, 3.0) * T}
         case "operator_delete":
             return {"which": "leader"}
         case "operator_delete_any":
@@ -403,6 +410,10 @@ def inject(world: World, kind: str, params: dict[str, Any]) -> None:
         case "kill9":
             if world.kill9(host):
                 world.faults[kind] = world.faults.get(kind, 0) + 1
+        case "drain":
+            world.fault(kind, host, f"operator drains {host.name} for {params['duration']:.3f}s")
+            world.drain(host)
+            world.at(now + params["duration"], world.undrain, host)
         case "sigterm":
             if world.sigterm(host):
                 world.fault(kind, host, f"SIGTERM to {host.name}'s daemon")

@@ -388,6 +388,21 @@ class Server:
         self._fire(path, ev.WatchKind.CHANGED)
         return ("ok", path)
 
+    def create_persistent(self, path: str, cause: str) -> None:
+        """An operator's node outside the election (a drain marker, core/drain.py):
+        like ZooKeeper, its creation fires the exists watches left on its path."""
+        if path in self.nodes:
+            return
+        parent_path, name = path.rsplit("/", 1)
+        self._ensure(parent_path)
+        parent = self.nodes[parent_path]
+        self.zxid += 1
+        self.nodes[path] = Znode(path, self.zxid, 0)
+        parent.children[name] = None
+        parent.cversion = _wrap32(parent.cversion + 1)
+        self.world.record(None, "zk", f"created {path} ({cause})")
+        self._fire(path, ev.WatchKind.CHANGED)
+
     def delete_node(self, path: str, cause: str) -> None:
         node = self.nodes.pop(path)
         parent_path, name = path.rsplit("/", 1)

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core import actions as act
+from ..core import drain, exitcodes, hooks
 from ..core import events as ev
-from ..core import exitcodes, hooks
 from ..core.jobcontrol import MAX_RESTART_DELAY
 from ..core.leadership import Leadership
 from ..core.leave import LEAVE_GRACE
@@ -407,6 +407,15 @@ class World:
         self.checker.on_operator_delete(path)
         self.server.delete_node(path, "deleted by an operator")
 
+    def drain(self, host: Host) -> None:
+        """``zkleader drain`` for host: its marker appears (core/drain.py)."""
+        self.server.create_persistent(drain.marker_path(ELECTION, host.name), "zkleader drain")
+
+    def undrain(self, host: Host) -> None:
+        path = drain.marker_path(ELECTION, host.name)
+        if path in self.server.nodes:
+            self.server.delete_node(path, "zkleader undrain")
+
     def leader_host(self) -> Host | None:
         """The host whose live session owns the first node in line, if any."""
         low = self.server.lowest()
@@ -424,6 +433,7 @@ class World:
         if not self.server.up:
             self.server._back()
         for host in self.hosts:
+            self.undrain(host)  # the operator undrains every host: one leader is due again
             host.lose_next = None
             host.lose_relay_next = None
             host.fail_next_start = False
