@@ -98,3 +98,14 @@ def test_a_connection_watch_event_on_the_marker_is_not_a_change() -> None:
     _answer(d, exists=False)
     out = d.feed(ev.WatchFired(MARKER, ev.WatchKind.CONNECTION), 1)
     assert d.kinds(out) == [] and not _drain_checks(d)[1:]
+
+
+def test_a_check_that_died_with_the_connection_after_the_reconnect_is_sent_again() -> None:
+    d = Driver()
+    _follow(d, _candidate(1))
+    stale = _drain_checks(d)[-1]
+    d.feed(ev.Suspended(), 1)
+    d.feed(ev.Connected(SESSION, T), 1.1)  # same session: the old check still awaited
+    assert len(_drain_checks(d)) == 1
+    out = d.feed(ev.RequestFailed(stale.request_id, 0, ev.Failure.CONNECTION), 1.2)
+    assert [c.path for c in out if isinstance(c, act.CheckNode)] == [MARKER]  # the watch re-armed

@@ -45,8 +45,6 @@ def own_marker(settings: Settings) -> str:
     return marker_path(settings.election_path, settings.candidate)
 
 
-
-
 def check(core: Leadership) -> None:
     """exists(marker) with a watch (one per daemon); the watch fires on create and delete."""
     if core.lease.connected and not core.out.awaiting(Purpose.CHECK_DRAIN):
@@ -55,8 +53,11 @@ def check(core: Leadership) -> None:
 
 def on_reply(core: Leadership, reply: ev.Reply) -> None:
     if isinstance(reply, ev.RequestFailed):
-        # Checked again at the next (re)connect; until then the last answer stands.
-        if reply.failure is not ev.Failure.CONNECTION:
+        if reply.failure is ev.Failure.CONNECTION:
+            # It may have died after the reconnect was handled (replies and state come
+            # from different kazoo threads), which skipped its check as still awaited.
+            check(core)
+        else:  # checked again at the next (re)connect; until then the last answer stands
             core.out.log("drain_check_failed", "warning", detail=reply.detail)
         return
     assert isinstance(reply, ev.NodeChecked)
