@@ -329,3 +329,15 @@ def test_a_port_in_use_is_one_line_and_status_69_not_a_traceback(tmp_path, secti
     assert "Traceback" not in done.stderr
     (failure,) = [json.loads(line) for line in done.stderr.splitlines() if '"listen_failed"' in line]
     assert failure[section] == f"127.0.0.1:{port}" and failure["error"] == "Address already in use"
+
+
+def test_a_drained_host_says_so_and_is_no_follower(endpoints) -> None:
+    clock = Clock()
+    e = endpoints(clock=clock)
+    port = e.address[1]
+    drained = _snapshot(phase=Phase.JOINING, session_id=7, connected=True, writable=True, drained=True,
+                        now=clock.now)
+    e.observe(None, [], drained, clock.now)  # type: ignore[arg-type]
+    document = json.loads(get(port, "/status")[1])
+    assert document["role"] == "drained" and document["drained"] is True
+    assert get(port, "/follower")[0] == 503 and get(port, "/leader")[0] == 503

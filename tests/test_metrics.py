@@ -142,6 +142,16 @@ def test_a_failing_health_check_is_the_reason() -> None:
     assert ("lost", "health") in d.changes()
 
 
+def test_a_drain_is_the_reason() -> None:
+    d = Metered()
+    d.lead()
+    marker = f"{PATH}-drained/me"
+    d.feed(ev.WatchFired(marker, ev.WatchKind.CHANGED), 1.0)  # the marker appeared
+    check = [a for a in d.actions if isinstance(a, act.CheckNode) and a.path == marker][-1]
+    _leave(d, ev.NodeChecked(check.request_id, 1.0, ev.NodeStat(czxid=9, ephemeral_owner=0)), 1.0)
+    assert ("lost", "drained") in d.changes()
+
+
 def test_a_job_exit_with_on_exit_resign_is_the_reason() -> None:
     d = Metered(OnExit.RESIGN)
     d.lead()

@@ -88,6 +88,8 @@ def role(s: Snapshot) -> str:
         return "connecting"
     if not s.connected:
         return "suspended"
+    if s.drained:
+        return "drained"
     if s.withdrawn:
         return "withdrawn"
     if s.phase is Phase.LEADING:
@@ -141,6 +143,7 @@ def status_document(view: View | None, now: float, candidate: str | None, host: 
         "connected": s.connected,
         "writable": s.writable,
         "withdrawn": s.withdrawn,
+        "drained": s.drained,
         "leaving": s.leaving,
         "job": s.job.value,
         "job_pid": s.job_pid,

@@ -224,7 +224,8 @@ class Metrics:
         elif previous is None or core.leaving != previous.leaving:
             # A leave begins (or a shutdown overrides a resign's): the event says why.
             # A create landing after the health check failed is withdrawn on a reply.
-            self._leave_reason = _LEAVE_REASONS.get(type(event)) or ("health" if core.withdrawn else "other")
+            self._leave_reason = _LEAVE_REASONS.get(type(event)) or (
+                "drained" if core.drained else "health" if core.withdrawn else "other")
         if "lease_expired" in logs and self._leading:
             self._lease_expired = True
         elif self._lease_expired and core.t_ok is not None and core.budget.stop_at(core.t_ok) > now:
