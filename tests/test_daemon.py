@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -35,7 +36,8 @@ def test_five_daemons_run_exactly_one_job(healthy_zk_server, election_path, daem
     assert group.overlaps() == []
 
     # Each follower watches exactly its immediate predecessor and its own node (so it
-    # hears at once if its node is deleted); the leader only its own node.
+    # hears at once if its node is deleted); the leader only its own node. Besides, each
+    # daemon watches its own drain marker, beside the election: one watch, its own.
     client = kazoo_client(healthy_zk_server.hosts)
     children = sorted(client.get_children(election_path), key=lambda n: int(n.rsplit("-", 1)[1]))
     assert len(children) == 5
@@ -43,8 +45,10 @@ def test_five_daemons_run_exactly_one_job(healthy_zk_server, election_path, daem
     watches = parse_wchc(healthy_zk_server.four_letter("wchc"))
     for session, node in owners.items():
         index = children.index(node)
-        expected = {children[index - 1], node} if index else {node}
-        assert watches.get(session) == {f"{election_path}/{n}" for n in expected}, (node, watches.get(session))
+        expected = {f"{election_path}/{n}" for n in ({children[index - 1], node} if index else {node})}
+        candidate = json.loads(client.get(f"{election_path}/{node}")[0])["candidate"]
+        expected.add(f"{election_path}-drained/{candidate}")
+        assert watches.get(session) == expected, (node, watches.get(session))
 
 
 def parse_wchc(text: str) -> dict[int, set[str]]:

@@ -239,7 +239,10 @@ def test_a_stalled_log_stream_never_holds_up_the_kill(bugs: frozenset[Bug]) -> N
         return
     world.run_for(5.0)
     assert [j.host for j in world.checker.alive] == [h for h in world.hosts if h is not leader]
-    assert world.stats.get("guardian_kills", 0) == (1 if bugs else 0)
+    # A queued log leaves the loop free to send SIGKILL at the kill instant (the guardian
+    # may send its own at that same instant); a blocking one leaves it to the guardian.
+    assert world.stats.get("daemon_kills", 0) == (0 if bugs else 1)
+    assert world.stats.get("guardian_kills", 0) == 1 or not bugs
     settle(world)
 
 
@@ -399,9 +402,10 @@ def test_a_lease_clock_that_stops_while_the_host_sleeps_is_caught() -> None:
     """Whether the held deletion notification or the connection's reset reaches the
     woken daemon first depends on the schedule; only in the second case does the lease
     clock decide. Over a few seeds the stopping clock is caught, BOOTTIME never."""
-    caught = [_suspend_the_leader_past_its_session(seed, frozenset({Bug.STOPPING_CLOCK})) for seed in range(1, 9)]
+    seeds = range(1, 31)
+    caught = [_suspend_the_leader_past_its_session(seed, frozenset({Bug.STOPPING_CLOCK})) for seed in seeds]
     assert {v.kind for v in caught if v is not None} == {"suspend"}
-    assert [_suspend_the_leader_past_its_session(seed, frozenset()) for seed in range(1, 9)] == [None] * 8
+    assert [_suspend_the_leader_past_its_session(seed, frozenset()) for seed in seeds] == [None] * len(seeds)
 
 
 def test_a_short_sleep_excuses_nothing() -> None:

@@ -123,7 +123,8 @@ def session(config: Config, timeout: float, path: str, creates: bool) -> Iterato
         yield client
     except NoAuthError:
         who = f"user {zookeeper.auth.username}" if zookeeper.auth else "an unauthenticated client"
-        raise Refused(f"ZooKeeper refused {who} on {path} (NoAuth): "
+        doing = "writing" if creates else "reading"
+        raise Refused(f"ZooKeeper refused {who} {doing} {path} (NoAuth): "
                       "check zookeeper.auth and the ACL of the election path") from None
     finally:
         client.stop()

@@ -219,5 +219,6 @@ class JobRunner:
         self._daemon.guardian.turn()
 
     def kill(self) -> None:
+        self._jobs.world.stats_count("daemon_kills")
         self._jobs.kill_job(self._daemon)
         self._daemon.guardian.turn()
