@@ -337,7 +337,6 @@ class Guardian:
         if self._job_pid is not None:
             self._report("failed a job is already running")
             return
-        spec = json.loads(spec_text)
         launcher = self._launcher or self._fork_launcher()
         self._launcher = None
         pid, spec_w, exec_error_r = launcher
@@ -346,6 +345,8 @@ class Guardian:
         except OSError:
             pass  # a launcher killed meanwhile: reported as a job that died at once
         os.close(spec_w)
+        # Our own reading of the spec waits until the launcher has it: off the start's path.
+        spec = json.loads(spec_text)
         with os.fdopen(exec_error_r, "rb") as errors:
             failure = errors.read().decode(errors="replace")
         if failure:
