@@ -107,6 +107,11 @@ class ElectionConfig:
     #: None in what ``parse`` returns when the file names none: ``load`` puts this
     #: host's name here.
     candidate: str | None = None
+    #: Higher leads first at a failover (queue order among equals); in the node's name.
+    priority: int = 0
+    #: None: never preempt. Else a leader hands over to a higher-priority candidate
+    #: that has stayed queued this long (core/preference.py).
+    preempt_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -565,9 +570,11 @@ class _Reader:
         before = len(self.problems)
         path = self.field(entries, "election", "path", _znode_path)
         candidate = self.field(entries, "election", "candidate", _candidate, default=ElectionConfig.candidate)
-        if path is None or len(self.problems) > before:
+        priority = self.field(entries, "election", "priority", _priority, default=ElectionConfig.priority)
+        preempt_after = self.field(entries, "election", "preempt_after", _duration_or_null, default=None)
+        if path is None or priority is None or len(self.problems) > before:
             return None
-        return ElectionConfig(path=path, candidate=candidate)
+        return ElectionConfig(path=path, candidate=candidate, priority=priority, preempt_after=preempt_after)
 
     def job(self, top: dict[str, yaml.Node]) -> JobConfig | None:
         node = top.get("job")
@@ -757,6 +764,10 @@ def _duration(value: Any) -> float:
     return seconds
 
 
+def _duration_or_null(value: Any) -> float | None:
+    return None if value is None else _duration(value)
+
+
 def _positive_duration(value: Any) -> float:
     seconds = _duration(value)
     if seconds <= 0:
@@ -883,6 +894,17 @@ def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         raise ValueError(f"must be a whole number from 1 to 1000, not {_short(value)}")
+    return value
+
+
+#: Written into the node's name (core/preference.py), so bounded to a fixed width.
+PRIORITY_RANGE = range(-999, 1000)
+
+
+def _priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in PRIORITY_RANGE:
+        raise ValueError(f"must be a whole number from {PRIORITY_RANGE.start} to {PRIORITY_RANGE.stop - 1}, "
+                         f"not {_short(value)}")
     return value
 
 
