@@ -1,0 +1,345 @@
+"""Real etcd members for tests, started from Debian's ``/usr/bin/etcd`` (etcd-server).
+
+``EtcdCluster`` runs 1 or 3 (any N) members on 127.0.0.1, each on two free ports below
+the kernel's ephemeral range (``zkserver.free_port``: no outgoing connection can grab a
+stopped member's port before it restarts), with a short raft heartbeat (50 ms) and
+election timeout (500 ms) so that leader changes and lease expiry tests run in
+seconds. etcd's smallest lease TTL follows from those: ``ceil(1.5 x election
+timeout)`` = 1 s (``EtcdCluster.min_ttl``); a shorter TTL is raised to it by the server.
+
+Every member lives in its own directory under the work directory you give it:
+
+    <dir>/<name>/data/        --data-dir (kept across restarts: same member)
+    <dir>/<name>/etcd.log     stdout+stderr (zap JSON lines), appended across
+                              restarts; ``log_tail()`` returns its end
+
+Only processes started here are ever signalled, by their pid. Each etcd is started
+through ``setpriv --pdeathsig KILL`` when the caller is the main thread, so a test run
+that is itself SIGKILLed does not leave members behind.
+
+Clients reach the members directly (``endpoints``) or through a ``FaultProxy``
+(``proxy()``), which forwards bytes and knows nothing of gRPC: its silent partition,
+heal and reset work for etcd's HTTP/2 streams as they do for ZooKeeper's; its
+opcode-based rules (``lose_reply_to``, ``on_reply``) parse ZooKeeper frames and do not
+apply here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from pathlib import Path
+from typing import Any, Sequence
+
+from .faultproxy import FaultProxy
+from .zkserver import LOOPBACK, _tail, free_port, wait_until
+
+__all__ = ["EtcdCluster", "EtcdMember", "EtcdStartError", "ETCD_BINARY"]
+
+ETCD_BINARY = os.environ.get("ZKLEADER_ETCD", "/usr/bin/etcd")
+
+
+class EtcdStartError(RuntimeError):
+    """A member did not come up; the message carries its log tail."""
+
+
+# Everything started by this module, so that an interpreter exit kills leftovers.
+_live: "weakref.WeakSet[EtcdMember]" = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for member in list(_live):
+        try:
+            member.stop(kill=True)
+        except Exception:
+            pass
+
+
+class EtcdMember:
+    """One etcd member of an ``EtcdCluster``: start, stop(kill), kill, pause/resume
+    (SIGSTOP/SIGCONT: it keeps its sockets and answers nothing), restart (same ports,
+    same data, same member id)."""
+
+    def __init__(self, cluster: "EtcdCluster", index: int, workdir: Path) -> None:
+        self._cluster_ref = weakref.ref(cluster)
+        self.index = index
+        self.name = f"etcd{index + 1}"
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.dir / "data"
+        self.log_path = self.dir / "etcd.log"
+        self.host = LOOPBACK
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the client URL (the form ``etcd.endpoints`` takes)."""
+        return f"{self.host}:{self.client_port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.client_port)
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def command(self) -> list[str]:
+        cluster = self._cluster_ref()
+        assert cluster is not None
+        client_url = f"http://{self.endpoint}"
+        return [
+            ETCD_BINARY,
+            "--name", self.name,
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", client_url,
+            "--advertise-client-urls", client_url,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", cluster.initial_cluster,
+            "--initial-cluster-state", "new",
+            "--initial-cluster-token", cluster.token,
+            "--heartbeat-interval", str(cluster.heartbeat_ms),
+            "--election-timeout", str(cluster.election_ms),
+            "--logger", "zap",
+            "--log-outputs", "stderr",
+            *cluster.extra_args,
+        ]
+
+    def _spawn(self) -> None:
+        cmd = self.command()
+        if threading.current_thread() is threading.main_thread() and shutil.which("setpriv"):
+            # The member dies with the test process even if that is SIGKILLed.
+            # (PDEATHSIG follows the *thread* that forked, hence main thread only.)
+            cmd = ["setpriv", "--pdeathsig", "KILL", "--", *cmd]
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== {time.strftime('%H:%M:%S')} etcdcluster: starting {self.name} "
+                      f"on {self.endpoint} =====\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.dir),
+                start_new_session=True,  # a Ctrl-C in the terminal goes to pytest, which cleans up
+                close_fds=True)
+        _live.add(self)
+
+    def start(self) -> "EtcdMember":
+        """Starts the process (no-op if running); readiness is the cluster's to judge:
+        a member of a 3-member cluster serves only once a quorum has a leader."""
+        with self._lock:
+            if not self.running:
+                if shutil.which(ETCD_BINARY) is None:
+                    raise EtcdStartError(f"{ETCD_BINARY} not found (install Debian's etcd-server)")
+                self._spawn()
+        return self
+
+    def stop(self, kill: bool = False, timeout: float = 10.0) -> None:
+        """SIGTERM (or SIGKILL with ``kill``) to the pid started here, and reap it; a
+        member that ignores SIGTERM for ``timeout`` seconds gets SIGKILL."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                return
+            try:
+                if not kill:
+                    os.kill(proc.pid, signal.SIGCONT)  # a paused member must run to act on SIGTERM
+                proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash)."""
+        self.stop(kill=True)
+
+    def pause(self) -> None:
+        pid = self.pid
+        if pid:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        pid = self.pid
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+
+    def restart(self, kill: bool = False) -> "EtcdMember":
+        self.stop(kill=kill)
+        return self.start()
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        """etcd's own probe (``GET /health``): true once this member has a leader and
+        a quorum read went through."""
+        if not self.running:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=timeout) as answer:
+                return json.loads(answer.read()).get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    def log_tail(self, lines: int = 60) -> str:
+        return _tail(self.log_path, lines)
+
+    def __repr__(self) -> str:
+        return f"<EtcdMember {self.name} {self.endpoint} pid={self.pid}>"
+
+
+class EtcdCluster:
+    """``size`` etcd members on 127.0.0.1 (3 by default), a fresh cluster per instance.
+
+    ``heartbeat_ms``/``election_ms`` are etcd's ``--heartbeat-interval`` and
+    ``--election-timeout``; ``extra_args`` go to every member. Use as a context
+    manager or call ``close()``: it SIGKILLs only the pids it started.
+    """
+
+    def __init__(self, workdir: str | os.PathLike[str], size: int = 3, *, heartbeat_ms: int = 50,
+                 election_ms: int = 500, extra_args: Sequence[str] = ()) -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self.dir = Path(workdir)
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.extra_args = tuple(extra_args)
+        self.token = f"zkleader-{os.getpid()}-{id(self):x}"
+        self.members = [EtcdMember(self, i, self.dir / f"etcd{i + 1}") for i in range(size)]
+
+    @property
+    def initial_cluster(self) -> str:
+        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """``host:port`` of every member, in member order."""
+        return [m.endpoint for m in self.members]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of every member: what ``FaultProxy`` takes as upstreams."""
+        return [m.address for m in self.members]
+
+    @property
+    def election_timeout(self) -> float:
+        return self.election_ms / 1000
+
+    @property
+    def min_ttl(self) -> int:
+        """The smallest lease TTL the members grant (etcd's minLeaseTTL:
+        ceil(1.5 x election timeout) in whole seconds); a shorter request is raised."""
+        return math.ceil(1.5 * self.election_ms / 1000)
+
+    def __getitem__(self, index: int) -> EtcdMember:
+        return self.members[index]
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def start(self, timeout: float = 30.0) -> "EtcdCluster":
+        """Starts every member and waits until all of them are healthy."""
+        for m in self.members:
+            m.start()
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0, members: Sequence[int] | None = None) -> None:
+        """Until every running member (or those named) answers ``/health`` true."""
+        chosen = [self.members[i] for i in members] if members is not None else [m for m in self.members if m.running]
+
+        def ready() -> bool:
+            for m in chosen:
+                if not m.running:
+                    raise EtcdStartError(f"{m.name} exited ({m._proc.returncode if m._proc else None})\n"
+                                         f"--- {m.log_path} ---\n{m.log_tail(30)}")
+            return all(m.healthy() for m in chosen)
+
+        try:
+            wait_until(ready, timeout, interval=0.05, message="etcd members healthy")
+        except TimeoutError as err:
+            tails = "\n".join(f"--- {m.name} ---\n{m.log_tail(15)}" for m in chosen)
+            raise EtcdStartError(f"{err}\n{tails}") from None
+
+    def leader(self) -> int | None:
+        """Index of the member that says it is the raft leader (its own id is the leader
+        id it reports), the highest term winning over a deposed leader that has not
+        heard yet; None when no member leads."""
+        best: tuple[int, int] | None = None
+        for m in self.members:
+            status = self.status(m.index)
+            if status is not None and status.get("leader") == status["header"]["member_id"]:
+                term = int(status.get("raftTerm", 0))
+                if best is None or term > best[0]:
+                    best = (term, m.index)
+        return None if best is None else best[1]
+
+    def status(self, index: int, timeout: float = 1.0) -> dict[str, Any] | None:
+        """The member's Maintenance.Status as JSON (its member id, the leader's id, raft
+        term and index), through the gateway etcd 3.4 serves at /v3/; None when it does
+        not answer. Test bed only: the daemon talks gRPC."""
+        m = self.members[index]
+        if not m.running:
+            return None
+        request = urllib.request.Request(f"http://{m.endpoint}/v3/maintenance/status", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                value: dict[str, Any] = json.loads(answer.read())
+                return value
+        except (OSError, ValueError):
+            return None
+
+    def raft_term(self) -> int:
+        """The highest raft term any running member reports (grows with each election)."""
+        terms = [int(s.get("raftTerm", 0)) for i in range(len(self)) if (s := self.status(i)) is not None]
+        return max(terms, default=0)
+
+    def wait_leader(self, timeout: float = 15.0, exclude: int | None = None) -> int:
+        """Until a member other than ``exclude`` leads; returns its index."""
+        def other_leader() -> int | None:
+            index = self.leader()
+            return None if index is None or index == exclude else index + 1  # 0 would read as false
+
+        return int(wait_until(other_leader, timeout, interval=0.05, message="an etcd leader")) - 1  # type: ignore[call-overload]
+
+    def proxy(self, name: str = "etcdproxy") -> FaultProxy:
+        """A FaultProxy with one loopback port per member (``proxy.server_hosts``):
+        partition, heal and reset the path of a client to any member. Close it."""
+        return FaultProxy(self.addresses, name=name)
+
+    def close(self) -> None:
+        """SIGKILLs every member started here. Idempotent."""
+        for m in self.members:
+            m.stop(kill=True)
+            _live.discard(m)
+
+    def __enter__(self) -> "EtcdCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<EtcdCluster {','.join(self.endpoints)}>"
