@@ -25,10 +25,11 @@ from typing import Any, TypeVar
 
 import pyetcd  # type: ignore[import-untyped]
 import pytest
+import structlog
 
 from zkleader.core import actions as act
 from zkleader.core import events as ev
-from zkleader.etcd import EtcdConfig, EtcdShell
+from zkleader.etcd import EtcdConfig, EtcdShell, revokes_live_leases
 from zkleader.testing.etcdcluster import EtcdCluster
 
 pytestmark = pytest.mark.etcd
@@ -207,11 +208,11 @@ def test_the_lease_of_a_client_killed_with_sigkill_expires_within_ttl(shell, ele
                                                                      etcd: EtcdCluster) -> None:
     script = textwrap.dedent(f"""
         import sys, time
-        from zkleader.etcd import EtcdConfig, EtcdShell
+        from zkleader.etcd import EtcdConfig, EtcdShell, revokes_live_leases
         from zkleader.core import actions as act, events as ev
         def post(event):
             if isinstance(event, ev.Created):
-                print(event.name, flush=True)
+                print("created", event.name, flush=True)
         shell = EtcdShell(EtcdConfig(endpoints={tuple(etcd.endpoints)!r}, lease_ttl={TTL}), post)
         shell.start()
         shell.execute(act.CreateNode(1, {prefix(election, "k")!r}, b"{{}}"))
@@ -219,7 +220,9 @@ def test_the_lease_of_a_client_killed_with_sigkill_expires_within_ttl(shell, ele
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        name = child.stdout.readline().strip() if child.stdout else ""
+        assert child.stdout is not None
+        # structlog's default logger prints to stdout too (the version warning).
+        name = next(line.split()[1] for line in child.stdout if line.startswith("created "))
         assert name.startswith(prefix(election, "k"))
         watcher, events = shell()
         watcher.execute(act.CheckNode(1, name, watch=True))
@@ -273,6 +276,25 @@ def test_a_silent_partition_moves_the_client_to_another_member(shell, election: 
         assert events.next(ev.NodeChecked).stat is not None
     finally:
         proxy.close()
+
+
+def test_a_server_whose_stalled_leader_revokes_live_leases_is_warned_about(etcd: EtcdCluster) -> None:
+    with structlog.testing.capture_logs() as logs:
+        events = Events()
+        s = EtcdShell(EtcdConfig(endpoints=(etcd.endpoints[0],), lease_ttl=TTL), events.post)
+        s.start()
+        events.next(ev.Connected)
+        s.close()
+    (warning,) = [entry for entry in logs if entry["event"] == "etcd_revokes_live_leases"]
+    assert warning["version"] == "3.4.23" and "15247" in warning["problem"]  # Debian 12's etcd-server
+
+
+@pytest.mark.parametrize(("version", "affected"), [
+    ("3.3.27", True), ("3.4.23", True), ("3.4.30", False), ("3.5.12", True), ("3.5.13", False), ("3.6.0", False),
+    ("unknown", False),
+])
+def test_which_etcd_versions_revoke_live_leases(version: str, affected: bool) -> None:
+    assert revokes_live_leases(version) is affected
 
 
 # ---------------------------------------------------------------- etcd's lease facts

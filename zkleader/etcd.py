@@ -72,6 +72,7 @@ import datetime
 import json
 import queue
 import random
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -137,6 +138,7 @@ class EtcdShell:
         # A random first endpoint, as kazoo shuffles its hosts: daemons spread over members.
         self._next_endpoint = random.randrange(len(config.endpoints))
         self._endpoint: str | None = None
+        self._checked_endpoints: set[str] = set()
         self._attempt = 0
         self._closed = threading.Event()
         self._connected = threading.Event()
@@ -353,6 +355,9 @@ class EtcdShell:
             if self._lease is None:
                 lease = client.lease(self._config.lease_ttl)
                 self._lease, self._ttl = lease.id, int(lease.ttl)
+            if endpoint not in self._checked_endpoints:
+                self._check_version(endpoint, client.status().version)
+                self._checked_endpoints.add(endpoint)
         except Exception as err:  # any failure: try the next endpoint
             failure, detail = _failure(err)
             if failure is ev.Failure.NO_AUTH:
@@ -370,6 +375,17 @@ class EtcdShell:
         self._tell_session(self._lease)
         self._post(ev.Connected(session_id=self._lease, negotiated_timeout=float(self._ttl)))
         return True
+
+    def _check_version(self, endpoint: str, version: str) -> None:
+        """Once per endpoint, as the ZooKeeper shell checks tickTime: a warning, never a
+        refusal (the server may be upgraded under us, and refusing would be an outage)."""
+        if revokes_live_leases(version):
+            self._log.warning(
+                "etcd_revokes_live_leases", endpoint=endpoint, version=version,
+                problem=f"etcd {version} at {endpoint} lets a leader that stalled (slow disk, CPU starvation, "
+                        "a paused VM) for longer than the lease TTL revoke, once it runs again, leases that the "
+                        "new leader kept alive (etcd-io/etcd#15247): the leader's key can vanish while its job "
+                        "runs; upgrade etcd to 3.4.30, 3.5.13 or later")
 
     def _connection_failed(self, client: Any, detail: str) -> None:
         """Worker thread: the connection ``client`` stopped answering. Once per
@@ -433,6 +449,21 @@ class EtcdShell:
     def _tell_session(self, lease: int | None) -> None:
         if self._on_session is not None:
             self._on_session(lease, b"")
+
+
+#: The first release of each line with the fix for etcd-io/etcd#15247 (etcd-io/etcd#16822,
+#: backported to 3.4 by #17465 and to 3.5); 3.6 was released with it.
+_FIXED_LEASE_REVOKE: dict[tuple[int, ...], tuple[int, ...]] = {(3, 4): (3, 4, 30), (3, 5): (3, 5, 13)}
+
+
+def revokes_live_leases(version: str) -> bool:
+    """Whether etcd ``version`` (as Status reports it, "3.4.23") has the stalled-leader
+    lease revocation: measured on Debian 12's 3.4.23 (/work/shared/notes/etcd-timing.md)."""
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    if len(numbers) < 3:
+        return False
+    fixed = _FIXED_LEASE_REVOKE.get(numbers[:2])
+    return numbers[:2] < (3, 4) or (fixed is not None and numbers < fixed)
 
 
 def node_path(prefix: str, create_revision: int) -> str:
