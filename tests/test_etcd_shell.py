@@ -278,6 +278,25 @@ def test_a_silent_partition_moves_the_client_to_another_member(shell, election: 
         proxy.close()
 
 
+def test_a_lease_outlives_a_quorum_loss_longer_than_its_ttl(shell, election: str, etcd: EtcdCluster) -> None:
+    """No leader, no expiry: a lease's countdown runs only on a leader, and the leader
+    elected when the quorum returns gives it TTL + ET. The daemon's own lease clock has
+    stopped the job long before (it hears no keep-alive answer)."""
+    a, events = shell(endpoints=[etcd.endpoints[0]])
+    first = next(e for e in events.seen if isinstance(e, ev.Connected)).session_id
+    name = create(a, events, election, "a")
+    etcd[1].kill()
+    etcd[2].kill()
+    events.next(ev.Suspended, timeout=TTL)
+    time.sleep(TTL + 1)
+    assert not [e for e in events.drain() if isinstance(e, (ev.Connected, ev.SessionLost))]
+    etcd[1].start()
+    etcd[2].start()
+    assert events.next(ev.Connected, timeout=15).session_id == first
+    a.execute(act.CheckNode(1, name, watch=False, sync=True))
+    assert events.next(ev.NodeChecked).stat == ev.NodeStat(int(name[-10:]), first)
+
+
 def test_a_server_whose_stalled_leader_revokes_live_leases_is_warned_about(etcd: EtcdCluster) -> None:
     with structlog.testing.capture_logs() as logs:
         events = Events()
