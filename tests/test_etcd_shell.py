@@ -260,6 +260,33 @@ def test_a_killed_member_costs_a_reconnect_not_the_lease(shell, election: str, e
     assert events.next(ev.NodeChecked).stat == ev.NodeStat(int(name[-10:]), first)
 
 
+def test_a_dropped_connection_reconnects_to_another_member_with_the_same_lease(shell, election: str,
+                                                                               etcd: EtcdCluster) -> None:
+    """DropConnection (a heartbeat unanswered for a whole interval): at once, not at a
+    deadline, even with a request stuck on a silent member. A 6 s lease puts that
+    deadline (T/3) at 2 s."""
+    proxy = etcd.proxy()
+    try:
+        a, events = shell(endpoints=proxy.server_hosts, ttl=6)
+        first = next(e for e in events.seen if isinstance(e, ev.Connected)).session_id
+        name = create(a, events, election, "a")
+        a.execute(act.CheckNode(1, name, watch=True))
+        events.next(ev.NodeChecked)
+        through = proxy.server_hosts.index(a.endpoint)
+        proxy.partition(servers=[through])
+        a.execute(act.CheckNode(2, name, watch=False, sync=True))  # stuck on the silent member
+        dropped = time.monotonic()
+        a.execute(act.DropConnection())
+        assert events.next(ev.RequestFailed).failure is ev.Failure.CONNECTION
+        events.next(ev.Suspended)
+        assert time.monotonic() - dropped < 1.0  # the request's own deadline is 2 s away
+        assert events.next(ev.WatchFired).kind is ev.WatchKind.CONNECTION
+        assert events.next(ev.Connected, timeout=TTL + SLACK).session_id == first
+        assert a.endpoint != proxy.server_hosts[through]
+    finally:
+        proxy.close()
+
+
 def test_a_silent_partition_moves_the_client_to_another_member(shell, election: str, etcd: EtcdCluster) -> None:
     proxy = etcd.proxy()
     try:
@@ -389,4 +416,7 @@ def test_the_shells_lease_survives_an_etcd_leader_change(shell, election: str, e
     a.execute(act.CheckNode(1, name, watch=False, sync=True))
     checked = events.next(ev.NodeChecked)
     assert checked.stat == ev.NodeStat(int(name[-10:]), first) and checked.relayed_at is not None
-    assert not [e for e in events.seen if isinstance(e, (ev.Suspended, ev.SessionLost))]
+    # A keep-alive that the follower forwarded to the dead leader may time out: that
+    # costs a reconnect (Suspended, Connected), never the lease.
+    assert not [e for e in events.seen if isinstance(e, ev.SessionLost)]
+    assert {e.session_id for e in events.seen if isinstance(e, ev.Connected)} == {first}

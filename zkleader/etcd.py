@@ -188,9 +188,12 @@ class EtcdShell:
                 self._tell_session(None)
                 self.close()
             case act.DropConnection():
+                # Closed here, as kazoo closes its socket: a request stuck on the silent
+                # server fails now instead of at its deadline; the worker reconnects.
                 with self._lock:
                     client = self._client
                 if client is not None:
+                    client.close()
                     self._work.put(lambda: self._connection_failed(client, "dropped on request"))
             case _:
                 raise TypeError(f"not an etcd action: {action!r}")
