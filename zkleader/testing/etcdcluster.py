@@ -27,11 +27,13 @@ apply here.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import math
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -44,9 +46,28 @@ from typing import Any, Sequence
 from .faultproxy import FaultProxy
 from .zkserver import LOOPBACK, _tail, free_port, wait_until
 
-__all__ = ["EtcdCluster", "EtcdMember", "EtcdStartError", "ETCD_BINARY"]
+__all__ = ["ClientTls", "EtcdCluster", "EtcdMember", "EtcdStartError", "ETCD_BINARY"]
 
 ETCD_BINARY = os.environ.get("ZKLEADER_ETCD", "/usr/bin/etcd")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientTls:
+    """TLS on the members' client port, client certificates required: PEM files of the
+    CA that signed both sides, and the server's certificate and key (valid for the name
+    ``localhost``, which the endpoints then use; ``zksecure.make_pki`` makes such a
+    set). ``client_cert``/``client_key`` are what the test bed's own probes present."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca)
+        context.load_cert_chain(self.client_cert, self.client_key)
+        return context
 
 
 class EtcdStartError(RuntimeError):
@@ -79,7 +100,8 @@ class EtcdMember:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "etcd.log"
-        self.host = LOOPBACK
+        # A TLS member is reached by the one name its certificate carries.
+        self.host = "localhost" if cluster.tls is not None else LOOPBACK
         self.client_port = free_port()
         self.peer_port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -96,7 +118,7 @@ class EtcdMember:
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"http://{LOOPBACK}:{self.peer_port}"
 
     @property
     def pid(self) -> int | None:
@@ -110,12 +132,16 @@ class EtcdMember:
     def command(self) -> list[str]:
         cluster = self._cluster_ref()
         assert cluster is not None
-        client_url = f"http://{self.endpoint}"
+        tls = cluster.tls
+        client_url = f"{'https' if tls else 'http'}://{self.endpoint}"
+        listen_url = f"{'https' if tls else 'http'}://{LOOPBACK}:{self.client_port}"
+        secure = ["--cert-file", tls.server_cert, "--key-file", tls.server_key, "--client-cert-auth",
+                  "--trusted-ca-file", tls.ca] if tls else []
         return [
             ETCD_BINARY,
             "--name", self.name,
             "--data-dir", str(self.data_dir),
-            "--listen-client-urls", client_url,
+            "--listen-client-urls", listen_url,
             "--advertise-client-urls", client_url,
             "--listen-peer-urls", self.peer_url,
             "--initial-advertise-peer-urls", self.peer_url,
@@ -126,6 +152,7 @@ class EtcdMember:
             "--election-timeout", str(cluster.election_ms),
             "--logger", "zap",
             "--log-outputs", "stderr",
+            *secure,
             *cluster.extra_args,
         ]
 
@@ -198,7 +225,7 @@ class EtcdMember:
         if not self.running:
             return False
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=timeout) as answer:
+            with _open(self, "/health", None, timeout) as answer:
                 return json.loads(answer.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -210,22 +237,34 @@ class EtcdMember:
         return f"<EtcdMember {self.name} {self.endpoint} pid={self.pid}>"
 
 
+def _open(member: EtcdMember, path: str, body: bytes | None, timeout: float) -> Any:
+    """An HTTP(S) request to the member's client port (POST with a body): etcd's own
+    probe endpoints, for the test bed's readiness checks."""
+    cluster = member._cluster_ref()
+    tls = cluster.tls if cluster is not None else None
+    url = f"{'https' if tls else 'http'}://{member.endpoint}{path}"
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    return urllib.request.urlopen(request, timeout=timeout, context=tls.context() if tls else None)
+
+
 class EtcdCluster:
     """``size`` etcd members on 127.0.0.1 (3 by default), a fresh cluster per instance.
 
     ``heartbeat_ms``/``election_ms`` are etcd's ``--heartbeat-interval`` and
-    ``--election-timeout``; ``extra_args`` go to every member. Use as a context
+    ``--election-timeout``; ``extra_args`` go to every member; ``tls`` puts the client
+    port behind TLS with client certificates required. Use as a context
     manager or call ``close()``: it SIGKILLs only the pids it started.
     """
 
     def __init__(self, workdir: str | os.PathLike[str], size: int = 3, *, heartbeat_ms: int = 50,
-                 election_ms: int = 500, extra_args: Sequence[str] = ()) -> None:
+                 election_ms: int = 500, extra_args: Sequence[str] = (), tls: ClientTls | None = None) -> None:
         if size < 1:
             raise ValueError("size must be >= 1")
         self.dir = Path(workdir)
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.extra_args = tuple(extra_args)
+        self.tls = tls
         self.token = f"zkleader-{os.getpid()}-{id(self):x}"
         self.members = [EtcdMember(self, i, self.dir / f"etcd{i + 1}") for i in range(size)]
 
@@ -303,9 +342,8 @@ class EtcdCluster:
         m = self.members[index]
         if not m.running:
             return None
-        request = urllib.request.Request(f"http://{m.endpoint}/v3/maintenance/status", data=b"{}", method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:
+            with _open(m, "/v3/maintenance/status", b"{}", timeout) as answer:
                 value: dict[str, Any] = json.loads(answer.read())
                 return value
         except (OSError, ValueError):
