@@ -29,7 +29,8 @@ import structlog
 
 from zkleader.core import actions as act
 from zkleader.core import events as ev
-from zkleader.etcd import EtcdConfig, EtcdShell, revokes_live_leases
+from zkleader.core import candidacy
+from zkleader.etcd import EtcdConfig, EtcdShell, RevisionOutOfRange, node_key, node_path, revokes_live_leases
 from zkleader.testing.etcdcluster import EtcdCluster
 
 pytestmark = pytest.mark.etcd
@@ -208,7 +209,7 @@ def test_the_lease_of_a_client_killed_with_sigkill_expires_within_ttl(shell, ele
                                                                      etcd: EtcdCluster) -> None:
     script = textwrap.dedent(f"""
         import sys, time
-        from zkleader.etcd import EtcdConfig, EtcdShell, revokes_live_leases
+        from zkleader.etcd import EtcdConfig, EtcdShell
         from zkleader.core import actions as act, events as ev
         def post(event):
             if isinstance(event, ev.Created):
@@ -314,7 +315,9 @@ def test_a_lease_outlives_a_quorum_loss_longer_than_its_ttl(shell, election: str
     name = create(a, events, election, "a")
     etcd[1].kill()
     etcd[2].kill()
-    events.next(ev.Suspended, timeout=TTL)
+    # If etcd[0] led, it renews leases until it notices the lost quorum (CheckQuorum,
+    # up to 2 x ET); then a keep-alive misses its T/3 deadline.
+    events.next(ev.Suspended, timeout=2 * etcd.election_timeout + 2 * TTL / 3 + SLACK)
     time.sleep(TTL + 1)
     assert not [e for e in events.drain() if isinstance(e, (ev.Connected, ev.SessionLost))]
     etcd[1].start()
@@ -341,6 +344,24 @@ def test_a_server_whose_stalled_leader_revokes_live_leases_is_warned_about(etcd:
 ])
 def test_which_etcd_versions_revoke_live_leases(version: str, affected: bool) -> None:
     assert revokes_live_leases(version) is affected
+
+
+@pytest.mark.parametrize("revision", [1, 42, 2**31, 2**32 - 1])
+def test_a_create_revision_names_a_node_the_core_orders_by_it(revision: int) -> None:
+    path = node_path(f"/e/zkl-{'a' * 32}-", revision)
+    assert node_key(path) == (f"/e/zkl-{'a' * 32}-", revision)
+    entry = candidacy.parse(path.rsplit("/", 1)[1])
+    assert entry is not None and entry.sequence == revision
+
+
+def test_a_revision_the_core_would_misorder_is_refused() -> None:
+    """2**32 + 5 still has ten digits, and the core reads it as sequence 5 (ZooKeeper's
+    32-bit wrap): it would sort before every older candidate. When the core orders
+    64-bit sequences this test fails, and the shell's refusal can go."""
+    misread = candidacy.parse(f"zkl-{'a' * 32}-{2**32 + 5}")
+    assert misread is not None and misread.sequence == 5
+    with pytest.raises(RevisionOutOfRange):
+        node_path(f"/e/zkl-{'a' * 32}-", 2**32)
 
 
 # ---------------------------------------------------------------- etcd's lease facts

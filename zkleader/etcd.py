@@ -117,6 +117,14 @@ class _Armed:
     watch_id: int | None = None
 
 
+class RevisionOutOfRange(Exception):
+    """A create revision the core cannot order: core/candidacy.py reads a sequence as
+    ZooKeeper's 32-bit counter (10 digits, taken modulo 2**32), and etcd's revisions are
+    64-bit. A revision of 2**32 or more would sort as a small one, so a newer candidate
+    could take itself for the lowest while the real lowest leads: refuse instead (the
+    create or listing fails, nobody new leads) until the core orders 64-bit sequences."""
+
+
 class _Gone(Exception):
     """The lease no longer exists on the server (a keep-alive answered TTL 0)."""
 
@@ -248,7 +256,7 @@ class EtcdShell:
         for kv in answer.kvs:
             rest = kv.key.decode("utf-8", "replace")[len(parent):]
             if "/" not in rest:  # ZooKeeper lists direct children only
-                children.append(rest + f"{kv.create_revision:0{SEQUENCE_DIGITS}d}")
+                children.append(rest + sequence(kv.create_revision))
         return ev.ChildrenListed(rid, sent_at, tuple(children))
 
     def _check(self, client: Any, rid: int, sent_at: float, path: str, watch: bool, sync: bool) -> ev.Event:
@@ -471,7 +479,16 @@ def revokes_live_leases(version: str) -> bool:
 
 def node_path(prefix: str, create_revision: int) -> str:
     """The node's name as the core knows it: the key, then its create revision."""
-    return f"{prefix}{create_revision:0{SEQUENCE_DIGITS}d}"
+    return prefix + sequence(create_revision)
+
+
+def sequence(create_revision: int) -> str:
+    """A create revision as the sequence suffix core/candidacy.py parses (%010d)."""
+    if create_revision >= 2**32:
+        raise RevisionOutOfRange(f"etcd revision {create_revision} is beyond the 32-bit sequence the queue "
+                                 "order uses; this etcd cluster cannot hold an election until zkleader orders "
+                                 "64-bit sequences")
+    return f"{create_revision:0{SEQUENCE_DIGITS}d}"
 
 
 def node_key(path: str) -> tuple[str, int | None]:
@@ -505,6 +522,6 @@ def _failure(exc: BaseException, path: str = "") -> tuple[ev.Failure, str]:
                     grpc.StatusCode.UNAUTHENTICATED):  # an expired auth token: a reconnect authenticates again
             return ev.Failure.CONNECTION, detail
         return ev.Failure.SERVER_ERROR, detail
-    if isinstance(exc, etcd_errors.Etcd3Exception):
+    if isinstance(exc, (etcd_errors.Etcd3Exception, RevisionOutOfRange)):
         return ev.Failure.SERVER_ERROR, detail
     return ev.Failure.CONNECTION, detail
