@@ -19,6 +19,7 @@ The .deb comes from ``scripts/package`` (built once per module; about 15 s).
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -53,6 +54,53 @@ def deb(systemd_capable) -> Path:
                                                                                **APT_ENV})
     assert cached.returncode == 0, f"could not put {DEPENDENCIES} into the apt cache:\n{cached.stderr}"
     return path
+
+
+def test_the_package_holds_what_hosts_need(deb: Path, tmp_path: Path):
+    """Its files and control data, read from the .deb itself (no host needed)."""
+    from zkleader import __version__
+
+    assert deb.name == f"zkleader_{__version__}_all.deb"
+    field = lambda name: subprocess.run(["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True,
+                                        check=True).stdout.strip()
+    assert field("Version") == __version__
+    depends = field("Depends")
+    for dep in ("python3-structlog", "python3-systemd", "python3-yaml"):
+        assert dep in depends, depends
+    assert "python3-kazoo" not in depends and "python3-prometheus-client" not in depends, depends
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tmp_path / "x")], check=True)
+    root = tmp_path / "x"
+    assert (root / "DEBIAN" / "conffiles").read_text().split() == ["/etc/zkleader/zkleader.yaml"]
+    assert (root / "etc/zkleader/zkleader.yaml").read_text() == (REPO / "config" / "example.yaml").read_text()
+    # README uncompressed: the units' and the catalog's Documentation= point at it
+    assert (root / "usr/share/doc/zkleader/README.md").read_text() == (REPO / "README.md").read_text()
+    assert (root / "usr/lib/systemd/catalog/zkleader.catalog").read_text() == \
+        (REPO / "systemd" / "zkleader.catalog").read_text()
+    for page in ("usr/share/man/man8/zkleader.8.gz", "usr/share/man/man5/zkleader.yaml.5.gz"):
+        assert (root / page).exists(), page
+    link = root / "usr/bin/zkleader"
+    assert os.path.normpath(link.parent.relative_to(root).joinpath(link.readlink())) == "usr/lib/zkleader/bin/zkleader"
+    # no pip, no setuptools, no byte-code in the venv: apt is how it changes
+    site = root / "usr/lib/zkleader/lib/python3.11/site-packages"
+    assert {p.name for p in site.iterdir() if p.is_dir() and not p.name.endswith(".dist-info")} == \
+        {"zkleader", "kazoo", "prometheus_client"}, sorted(p.name for p in site.iterdir())
+    assert not list(root.rglob("__pycache__"))
+    # the units are the repository's, but for where the daemon lives
+    for unit in ("zkleader.service", "zkleader@.service"):
+        ours = (REPO / "systemd" / unit).read_text().splitlines()
+        packaged = (root / "lib/systemd/system" / unit).read_text().splitlines()
+        assert len(ours) == len(packaged), unit
+        changed = [(a, b) for a, b in zip(ours, packaged) if a != b]
+        assert changed and all("/opt/zkleader" in a and "/opt/zkleader" not in b for a, b in changed), changed
+        assert any(b.startswith("ExecStart=/usr/bin/zkleader run -c /etc/zkleader/") for _, b in changed), changed
+    # the maintainer scripts stop the service on remove, never enable or start it on install
+    prerm = (root / "DEBIAN" / "prerm").read_text()
+    assert "deb-systemd-invoke stop 'zkleader.service'" in prerm and "zkleader@*.service" in prerm
+    # (dh_installsystemd --no-enable: postinst re-enables only a unit the admin had enabled)
+    lines = [line.strip() for line in (root / "DEBIAN" / "postinst").read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    enables = [i for i, line in enumerate(lines) if line.startswith("deb-systemd-helper enable")]
+    assert enables and all("was-enabled" in lines[i - 1] for i in enables), lines
 
 
 def journal_events(host: harness.SystemdHost) -> list[dict]:

@@ -1,0 +1,81 @@
+"""The wheel and the sdist (issue 16, item 3): built with `python -m build`, clean
+under `twine check --strict`, and the wheel installs with its systemd extra into a
+fresh venv of Debian's python3, whose `zkleader --version` is the one version.
+
+Needs the network to PyPI for the fresh venv's dependencies (as pip on a host
+does); skips without Debian's python3-build or twine (scripts/bootstrap installs
+both)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from zkleader import __version__
+
+REPO = Path(__file__).resolve().parents[1]
+DEBIAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory) -> tuple[Path, Path]:
+    if shutil.which("twine", path=DEBIAN_ENV["PATH"]) is None or \
+            subprocess.run(["/usr/bin/python3", "-c", "import build"], capture_output=True).returncode != 0:
+        pytest.skip("needs Debian's python3-build and twine (scripts/bootstrap)")
+    out = tmp_path_factory.mktemp("dist")
+    done = subprocess.run(["/usr/bin/python3", "-m", "build", "--no-isolation", "--skip-dependency-check",
+                           "--outdir", str(out), str(REPO)], capture_output=True, text=True, timeout=300,
+                          env=DEBIAN_ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / f"zkleader-{__version__}.tar.gz", out / f"zkleader-{__version__}-py3-none-any.whl"
+
+
+def test_twine_check_is_clean(dists):
+    done = subprocess.run(["twine", "check", "--strict", *map(str, dists)], capture_output=True, text=True,
+                          timeout=120, env=DEBIAN_ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("PASSED") == 2, done.stdout
+
+
+def test_the_wheel_holds_the_package_and_its_metadata(dists):
+    _, wheel = dists
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        metadata = z.read(f"zkleader-{__version__}.dist-info/METADATA").decode()
+        entry_points = z.read(f"zkleader-{__version__}.dist-info/entry_points.txt").decode()
+    assert "zkleader/cli.py" in names and "zkleader/reference.py" in names
+    assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n]
+    assert f"Version: {__version__}" in metadata
+    assert "Provides-Extra: systemd" in metadata and "systemd-python>=235; extra == 'systemd'" in metadata
+    assert "zkleader = zkleader.cli:main" in entry_points
+
+
+def test_the_sdist_can_build_the_deb(dists):
+    """It carries debian/, the units, the catalog, the example configuration and the tests."""
+    import tarfile
+
+    sdist, _ = dists
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    for needed in ("debian/rules", "debian/control", "debian/bundled-requirements.txt", "systemd/zkleader.service",
+                   "systemd/zkleader.catalog", "config/example.yaml", "README.md", "tests/test_reference.py"):
+        assert needed in names, needed
+
+
+def test_pip_install_with_the_systemd_extra_into_a_fresh_venv(dists, tmp_path):
+    _, wheel = dists
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[systemd]"],
+                          capture_output=True, text=True, timeout=600, env=DEBIAN_ENV)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    version = subprocess.run([str(venv / "bin" / "zkleader"), "--version"], capture_output=True, text=True,
+                             timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"zkleader {__version__}", version
+    journal = subprocess.run([str(venv / "bin" / "python"), "-c", "import systemd.journal, zkleader.cli"],
+                             capture_output=True, text=True, timeout=60)
+    assert journal.returncode == 0, journal.stderr
