@@ -36,8 +36,9 @@ def test_five_daemons_run_exactly_one_job(healthy_zk_server, election_path, daem
     assert group.overlaps() == []
 
     # Each follower watches exactly its immediate predecessor and its own node (so it
-    # hears at once if its node is deleted); the leader only its own node. Besides, each
-    # daemon watches its own drain marker, beside the election: one watch, its own.
+    # hears at once if its node is deleted); the leader its own node and the freeze,
+    # handover and preempt markers (core/preference.py). Besides, each daemon watches
+    # its own drain marker, beside the election: one watch, its own.
     client = kazoo_client(healthy_zk_server.hosts)
     children = sorted(client.get_children(election_path), key=lambda n: int(n.rsplit("-", 1)[1]))
     assert len(children) == 5
@@ -48,6 +49,8 @@ def test_five_daemons_run_exactly_one_job(healthy_zk_server, election_path, daem
         expected = {f"{election_path}/{n}" for n in ({children[index - 1], node} if index else {node})}
         candidate = json.loads(client.get(f"{election_path}/{node}")[0])["candidate"]
         expected.add(f"{election_path}-drained/{candidate}")
+        if not index:
+            expected |= {f"{election_path}-frozen", f"{election_path}-handover", f"{election_path}-preempt"}
         assert watches.get(session) == expected, (node, watches.get(session))
 
 

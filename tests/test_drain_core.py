@@ -109,3 +109,35 @@ def test_a_check_that_died_with_the_connection_after_the_reconnect_is_sent_again
     assert len(_drain_checks(d)) == 1
     out = d.feed(ev.RequestFailed(stale.request_id, 0, ev.Failure.CONNECTION), 1.2)
     assert [c.path for c in out if isinstance(c, act.CheckNode)] == [MARKER]  # the watch re-armed
+
+
+def test_a_drain_undone_at_once_is_seen_undone_whatever_the_order_of_the_answers() -> None:
+    """Found by the simulation's control profile (seeds 1000275, 1000502): a drain undone
+    while the check the drain's watch sent was in flight, or while the node's deletion
+    was, left the host drained forever. The undrain's watch fires with the first check
+    still unanswered: a second check goes out anyway (answers come in order, the last
+    stands), and forgetting the candidacy as its node goes no longer drops it."""
+    d = Driver()
+    d.feed(ev.Connected(SESSION, T), 0)
+    _answer(d, exists=True)  # drained at connect
+    name = d.own_name()
+    d.feed(ev.Created(d.last(act.CreateNode).request_id, 0, f"{PATH}/{name}"), 0)
+    delete = d.last(act.DeleteNode)
+    out = d.feed(ev.WatchFired(MARKER, ev.WatchKind.DELETED), 0.01)  # undrained at once
+    assert [c.path for c in out if isinstance(c, act.CheckNode)] == [MARKER]
+    d.feed(ev.Deleted(delete.request_id, 0.02), 0.02)  # the node went: the candidacy is forgotten
+    out = _answer(d, exists=False, now=0.03)
+    assert "undrained" in _events(out) and d.kinds(out) == ["CreateNode"] and not d.view.drained
+
+    # The same with a check in flight when the marker goes: its stale "exists" comes first.
+    d = Driver()
+    _follow(d, _candidate(5))
+    d.feed(ev.WatchFired(MARKER, ev.WatchKind.CHANGED), 1.0)  # drained
+    stale = _drain_checks(d)[-1]
+    d.feed(ev.WatchFired(MARKER, ev.WatchKind.DELETED), 1.01)  # and undrained
+    fresh = _drain_checks(d)[-1]
+    assert fresh.request_id != stale.request_id
+    d.feed(ev.NodeChecked(stale.request_id, 1.0, ev.NodeStat(czxid=9, ephemeral_owner=0)), 1.02)
+    d.feed(ev.Deleted(d.last(act.DeleteNode).request_id, 1.03), 1.03)
+    out = d.feed(ev.NodeChecked(fresh.request_id, 1.01, None), 1.04)
+    assert "undrained" in _events(out) and d.kinds(out) == ["CreateNode"]

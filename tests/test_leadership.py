@@ -30,10 +30,18 @@ class Driver:
         self.core = Leadership(settings, Identity("host", 1, "0", "now"), new_candidacy_id=lambda: next(ids))
         self.actions: list[act.Action] = []
         self.answered: set[int] = set()
+        #: The freeze and handover markers' data every ReadNodes gets at once, or None
+        #: to leave them unanswered.
+        self.markers: tuple[bytes | None, bytes | None] | None = (None, None)
 
     def feed(self, event: ev.Event, now: float) -> list[act.Action]:
         out = self.core.handle(event, now)
         self.actions.extend(out)
+        if self.markers is not None:
+            # A server answers in order: the marker read sent before a heartbeat is
+            # answered before it (tests/test_preference.py answers them by hand).
+            for read in [a for a in out if isinstance(a, act.ReadNodes)]:
+                out = out + self.feed(ev.NodesRead(read.request_id, now, self.markers), now)
         return out
 
     @property
@@ -59,7 +67,8 @@ class Driver:
         """The actions but logs, heartbeats (which go out on their own cadence) and the
         drop of a connection whose heartbeat the test left unanswered."""
         return [type(a).__name__ for a in out
-                if not isinstance(a, (act.Log, act.DropConnection)) and not _is_heartbeat(a) and not _is_drain_check(a)]
+                if not isinstance(a, (act.Log, act.DropConnection, act.ReadNodes)) and not _is_heartbeat(a)
+                and not _is_drain_check(a) and not _is_marker_watch(a)]
 
     def own_name(self, seq: int = 5) -> str:
         return f"zkl-{self.view.candidacy_id}-{seq:010d}"
@@ -77,7 +86,7 @@ class Driver:
         self.answered.add(check.request_id)
         out = self.feed(ev.NodeChecked(check.request_id, now, ev.NodeStat(czxid=77, ephemeral_owner=SESSION), synced=True,
                                        relayed_at=now), now)
-        assert self.kinds(out) == ["StartJob", "PublishLeadership"]
+        assert self.kinds(out) == ["StartJob", "ListChildren", "PublishLeadership"]
         self.feed(ev.JobStarted(pid=999), now)
 
 
@@ -88,6 +97,11 @@ def _is_heartbeat(action: act.Action) -> bool:
 def _is_drain_check(action: act.Action) -> bool:
     """The drain marker's check at each connect (tests/test_drain_core.py covers it)."""
     return isinstance(action, act.CheckNode) and action.path == f"{PATH}-drained/me"
+
+
+def _is_marker_watch(action: act.Action) -> bool:
+    """A leader's watches on the freeze, handover and preempt markers (tests/test_preference.py)."""
+    return isinstance(action, act.CheckNode) and action.path in (f"{PATH}-{m}" for m in ("frozen", "handover", "preempt"))
 
 
 def _candidate(seq: int, letter: str = "f") -> str:
@@ -271,31 +285,37 @@ def test_connection_watch_event_is_not_a_deletion() -> None:
     assert [a.path for a in _heartbeats(out)] == [f"{PATH}/{name}"]  # it was the lowest: no listing
 
 
-def test_deleting_the_lowest_predecessor_confirms_at_once_without_a_listing() -> None:
-    """Nothing lower than our node can appear after our listing (sequence numbers only
-    grow), so the deletion of the lowest node goes straight to the synced heartbeat on
-    our own node, and its answer starts the job: one round trip after the watch."""
+def test_deleting_the_lowest_predecessor_lists_reads_and_confirms_in_one_round_trip() -> None:
+    """The deletion of the lowest node sends the listing, the synced read of the freeze
+    and handover markers and the heartbeat together (a candidate of higher priority may
+    have joined since our last listing: preference.py); answered in that order, the
+    heartbeat's answer starts the job: one round trip after the watch."""
     d = Driver()
     pred = _candidate(5)
     name = _follow(d, pred)
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
-    assert _listings(out) == []
+    requests = [a for a in out if isinstance(a, (act.ListChildren, act.ReadNodes, act.CheckNode))]
+    assert [type(a).__name__ for a in requests] == ["ListChildren", "ReadNodes", "CheckNode"]
+    read = requests[1]
+    assert isinstance(read, act.ReadNodes) and read.sync and read.paths == (f"{PATH}-frozen", f"{PATH}-handover")
     (beat,) = _heartbeats(out)
     assert beat.path == f"{PATH}/{name}" and beat.watch
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (name,)), 1.0)
     assert d.view.phase is Phase.CONFIRMING and d.view.predecessor is None and d.view.position == 0
     out = d.feed(ev.NodeChecked(beat.request_id, 1.0, ev.NodeStat(czxid=88, ephemeral_owner=SESSION), synced=True,
                                 relayed_at=1.0), 1.01)
-    assert d.kinds(out) == ["StartJob", "PublishLeadership"]
+    assert d.kinds(out) == ["StartJob", "ListChildren", "PublishLeadership"]
     assert d.last(act.StartJob).token == 88 and d.view.phase is Phase.LEADING
 
 
-def test_a_fast_confirmation_that_finds_our_node_gone_rejoins() -> None:
+def test_a_confirmation_that_finds_our_node_gone_rejoins() -> None:
     """The heartbeat is what proves our node still stands: deleted meanwhile (an
     operator, a lost-reply recovery), the daemon joins again instead of leading."""
     d = Driver()
     pred = _candidate(5)
-    _follow(d, pred)
+    name = _follow(d, pred)
     (beat,) = _heartbeats(d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0))
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (name,)), 1.0)
     out = d.feed(ev.NodeChecked(beat.request_id, 1.0, None, synced=True, relayed_at=1.0), 1.01)
     assert d.kinds(out) == ["CreateNode"] and not d.view.leader and d.view.node is None
 
@@ -315,7 +335,7 @@ def test_deleting_a_predecessor_with_candidates_below_it_lists_again() -> None:
     d.beat(1.01)
     assert not d.view.leader and d.view.phase is Phase.FOLLOWING
     out = d.feed(ev.WatchFired(f"{PATH}/{lowest}", ev.WatchKind.DELETED), 2.0)
-    assert _listings(out) == [] and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
+    assert len(_listings(out)) == 1 and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
 
 
 def test_after_a_listing_the_confirming_heartbeat_is_already_on_its_way() -> None:
@@ -326,7 +346,7 @@ def test_after_a_listing_the_confirming_heartbeat_is_already_on_its_way() -> Non
     lowest, pred = _candidate(4, "a"), _candidate(5)
     name = _follow(d, lowest, pred)
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
-    assert [type(a).__name__ for a in out if not isinstance(a, act.Log)] == ["ListChildren", "CheckNode"]
+    assert [type(a).__name__ for a in out if not isinstance(a, act.Log)] == ["ListChildren", "ReadNodes", "CheckNode"]
     out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (name,)), 1.0)
     assert _heartbeats(out) == [] and d.view.phase is Phase.CONFIRMING
     out = d.beat(1.01)
@@ -336,7 +356,7 @@ def test_after_a_listing_the_confirming_heartbeat_is_already_on_its_way() -> Non
 def test_a_persistent_look_alike_does_not_count_as_a_candidate_below_us() -> None:
     """A persistent node shaped like ours between the lowest node and us is no
     candidate: once known, the lowest node is our predecessor, and its deletion
-    confirms at once."""
+    confirms at once, pipelined behind the listing."""
     d = Driver()
     lowest, junk = _candidate(2, "a"), _candidate(4, "e")
     name = _follow(d, lowest, junk)
@@ -344,7 +364,9 @@ def test_a_persistent_look_alike_does_not_count_as_a_candidate_below_us() -> Non
     d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 0.1, (lowest, junk, name)), 0.1)
     assert d.view.predecessor == lowest and d.view.position == 1
     out = d.feed(ev.WatchFired(f"{PATH}/{lowest}", ev.WatchKind.DELETED), 1.0)
-    assert _listings(out) == [] and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
+    assert len(_listings(out)) == 1 and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (junk, name)), 1.0)
+    assert d.view.phase is Phase.CONFIRMING
 
 
 def test_the_fast_confirmation_waits_for_a_listing_in_flight_and_skips_a_leave() -> None:
@@ -366,7 +388,7 @@ def test_the_fast_confirmation_waits_for_a_listing_in_flight_and_skips_a_leave()
     assert check.path == f"{PATH}/{pred}" and check.watch
     d.feed(ev.NodeChecked(check.request_id, 0.8, ev.NodeStat(5, ephemeral_owner=0x77)), 0.8)
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 0.9)
-    assert _listings(out) == [] and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
+    assert len(_listings(out)) == 1 and [b.path for b in _heartbeats(out)] == [f"{PATH}/{name}"]
     assert not any(isinstance(a, act.Log) and a.event == "leadership_lost" for a in d.actions)
 
     leaving = Driver()

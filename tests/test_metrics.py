@@ -52,9 +52,10 @@ class Metered(Driver):
 def _takeover(d: Metered, deleted_at: float = 1.0, answered_at: float = 1.004, started_at: float = 1.008) -> None:
     """Follow the leader, see its node deleted, confirm, start the job."""
     pred = _candidate(5)
-    _follow(d, pred)
+    name = _follow(d, pred)
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), deleted_at)
     (beat,) = [a for a in out if isinstance(a, act.CheckNode) and a.sync]
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, deleted_at, (name,)), answered_at)
     d.answered.add(beat.request_id)
     d.feed(ev.NodeChecked(beat.request_id, deleted_at, ev.NodeStat(88, SESSION), synced=True, relayed_at=deleted_at),
            answered_at)

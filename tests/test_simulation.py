@@ -439,7 +439,7 @@ def test_ci_sweep_of_random_schedules() -> None:
     assert summary.leader_changes > CI_SCHEDULES // 2  # ~0.9 per schedule
 
 
-@pytest.mark.parametrize("profile", ["strict", "network", "chatty", "crashes"])
+@pytest.mark.parametrize("profile", ["strict", "network", "chatty", "crashes", "control"])
 def test_other_profiles(profile: str) -> None:
     summary = explore(range(10**6, 10**6 + 300), profile, spin_is_violation=False)
     assert not unexplained(summary.findings), reports(unexplained(summary.findings))
@@ -529,6 +529,15 @@ class SkipsOwnerCheck(Leadership):
         return super().handle(event, now)
 
 
+class IgnoresFreeze(Leadership):
+    """(13) The takeover reads the freeze marker and leads all the same."""
+
+    def handle(self, event: ev.Event, now: float) -> list[act.Action]:
+        if self.control is not None and self.control.frozen is not None:
+            self.control = dataclasses.replace(self.control, frozen=None)
+        return super().handle(event, now)
+
+
 @dataclasses.dataclass(frozen=True)
 class BugCase:
     factory: type[Leadership] | None
@@ -571,6 +580,8 @@ BUG_CASES = {
     "11-guardian-ignores-lease": BugCase(
         None, "stalls", SAFETY, budget=40, bugs=frozenset({Bug.GUARDIAN_IGNORES_LEASE})
     ),
+    # A takeover that ignores a freeze: caught at the job's start.
+    "13-ignores-freeze": BugCase(IgnoresFreeze, "control", frozenset({"frozen"}), budget=100),
     # A dead daemon's session closed before its job is reaped: caught at the close.
     "12-release-before-reap": BugCase(
         None, "crashes", SAFETY | {"close_before_reap"}, budget=40, bugs=frozenset({Bug.RELEASE_BEFORE_REAP})

@@ -60,6 +60,8 @@ def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
         tick_time=loaded.zookeeper.tick_time,
         hooks=loaded.hooks.kinds if loaded.hooks else frozenset(),
         hook_timeout=loaded.hooks.timeout if loaded.hooks else config.HooksConfig.timeout,
+        priority=loaded.election.priority,
+        preempt_after=loaded.election.preempt_after,
     )
 
 

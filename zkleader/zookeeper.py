@@ -88,10 +88,19 @@ class ZooKeeperShell:
     def execute(self, action: act.Action) -> None:
         sent_at = self._clock()
         match action:
-            case act.CreateNode(request_id=rid, path_prefix=prefix, data=data):
-                self._check_election_acl(prefix.rsplit("/", 1)[0] or "/")
-                result = self.client.create_async(prefix, data, ephemeral=True, sequence=True, makepath=True)
+            case act.CreateNode(request_id=rid, path_prefix=prefix, data=data, sequential=sequential,
+                                ephemeral=ephemeral):
+                if sequential:
+                    self._check_election_acl(prefix.rsplit("/", 1)[0] or "/")
+                result = self.client.create_async(prefix, data, ephemeral=ephemeral, sequence=sequential,
+                                                  makepath=True)
                 self._reply(result, rid, sent_at, lambda path: ev.Created(rid, sent_at, path), prefix)
+            case act.ReadNodes(request_id=rid, paths=paths, sync=sync):
+                # One reply for all: ZooKeeper answers in order, so when the last read's
+                # callback runs the others are set; a node that does not exist is None.
+                synced = self.client.sync_async(paths[0]) if sync else None
+                reads = [self.client.get_async(path) for path in paths]
+                self._reply_reads(reads, rid, sent_at, paths, synced)
             case act.ListChildren(request_id=rid, path=path, sync=sync):
                 # Pipelined like CheckNode's: the listing waits for the sync.
                 synced = self.client.sync_async(path) if sync else None
@@ -151,6 +160,23 @@ class ZooKeeperShell:
                 self._post(ev.RequestFailed(request_id, sent_at, failure, detail))
 
         result.rawlink(done)
+
+    def _reply_reads(self, reads: list[Any], request_id: int, sent_at: float, paths: tuple[str, ...],
+                     synced: Any) -> None:
+        """Posts one NodesRead for a ReadNodes: each get's data, None for a node that
+        does not exist; any other failure (of a get, or of the sync) fails the whole."""
+
+        def done(_: Any) -> None:
+            for read, path in ((synced, paths[0]), *zip(reads, paths)):
+                if read is None or read.successful() or isinstance(read.exception, NoNodeError):
+                    continue
+                failure, detail = _failure(read.exception if read.ready() else None, path, self._identity())
+                self._post(ev.RequestFailed(request_id, sent_at, failure, detail))
+                return
+            data = tuple(read.value[0] if read.successful() else None for read in reads)
+            self._post(ev.NodesRead(request_id, sent_at, data))
+
+        reads[-1].rawlink(done)
 
     def _on_watch(self, event: WatchedEvent) -> None:
         if event.type == EventType.NONE:

@@ -15,11 +15,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class CreateNode:
-    """Create an ephemeral sequential znode named prefix + sequence, making parents."""
+    """Create an ephemeral sequential znode named prefix + sequence, making parents.
+    A marker (``sequential=False, ephemeral=False``: a handover request,
+    preference.py) is created at ``path_prefix`` itself and outlives the session."""
 
     request_id: int
     path_prefix: str
     data: bytes
+    sequential: bool = True
+    ephemeral: bool = True
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,17 @@ class CheckNode:
     request_id: int
     path: str
     watch: bool
+    sync: bool = False
+
+
+@dataclass(frozen=True)
+class ReadNodes:
+    """getData of each path (None for a path that does not exist), answered as one
+    ``NodesRead``; with sync, preceded by a sync, so the answer is at least as new as
+    every write the ZooKeeper leader had applied when the sync reached it."""
+
+    request_id: int
+    paths: tuple[str, ...]
     sync: bool = False
 
 
@@ -155,6 +170,6 @@ class Reopen:
 
 
 Action = (
-    CreateNode | ListChildren | CheckNode | PublishLeadership | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession
+    CreateNode | ListChildren | CheckNode | ReadNodes | PublishLeadership | DeleteNode | StartJob | SignalJob | KillJob | Log | CloseSession
     | GuardLease | DropConnection | AnnounceStopping | RunHealthCheck | RunHook | Exit | Reopen
 )

@@ -18,6 +18,21 @@ PREFIX = "zkl-"
 _NAME = re.compile(r"^zkl-([0-9a-f]{32})-(\d{10}|-\d{9,10})$")
 
 
+#: Where the priority sits in a candidacy id, and the bias that keeps it positive.
+_MARK_AT, _MARK, _BIAS = 12, "f", 0x800
+
+
+def with_priority(candidacy_id: str, priority: int) -> str:
+    """A fresh 32-hex id with ``priority`` (-999..999, config.PRIORITY_RANGE) in it."""
+    return f"{candidacy_id[:_MARK_AT]}{_MARK}{priority + _BIAS:03x}{candidacy_id[_MARK_AT + 4:]}"
+
+
+def priority_of(candidacy_id: str) -> int:
+    if candidacy_id[_MARK_AT] != _MARK:
+        return 0
+    return int(candidacy_id[_MARK_AT + 1:_MARK_AT + 4], 16) - _BIAS
+
+
 @dataclass(frozen=True, order=True)
 class Entry:
     """One well-formed node of the queue, ordered by sequence number."""
@@ -25,6 +40,10 @@ class Entry:
     sequence: int
     name: str
     candidacy_id: str
+
+    @property
+    def priority(self) -> int:
+        return priority_of(self.candidacy_id)
 
 
 def node_prefix(election_path: str, candidacy_id: str) -> str:
@@ -71,15 +90,20 @@ class Queue:
         """0 for the leader, 1 for the next in line, and so on."""
         return sum(1 for e in self.entries if e.sequence < entry.sequence)
 
+    def between(self, first: Entry, last: Entry) -> tuple[Entry, ...]:
+        """The entries strictly after ``first`` and before ``last``."""
+        return tuple(e for e in self.entries if first.sequence < e.sequence < last.sequence)
+
 
 class Candidacy:
     """This daemon's place in the queue: the id its node's name carries, the node, who
     it watches, and whether it leads. Forgotten as a whole when the node goes: the next
     candidacy gets a fresh id, and so a fresh node."""
 
-    def __init__(self, new_id: Callable[[], str]) -> None:
-        self._new_id = new_id
-        self.id = new_id()
+    def __init__(self, new_id: Callable[[], str], priority: int = 0) -> None:
+        self._new_id = lambda: with_priority(new_id(), priority)
+        self.id = self._new_id()
+        self.priority = priority
         self.node: str | None = None
         #: A create's reply was lost: the node may exist; look before creating again.
         self.create_unknown = False
@@ -95,6 +119,8 @@ class Candidacy:
         self.own_watched = False
         #: The node that led in our latest listing (status only).
         self.leader_node: str | None = None
+        #: Our latest listing of the queue (preference.py decides with it).
+        self.queue: Queue | None = None
         #: Persistent look-alike nodes: no candidates, skipped by every daemon alike.
         self.not_candidates: set[str] = set()
         #: Candidacy ids this process gave up: a node of theirs that shows up in a
@@ -102,17 +128,13 @@ class Candidacy:
         self.abandoned: tuple[str, ...] = ()
         self.leading_since = 0.0
 
-    def next_in_line(self) -> bool:
-        """Our latest listing had exactly one candidate below us, the predecessor we
-        watch: once it is deleted, ours is the lowest node (see follow.on_predecessor_deleted)."""
-        return self.predecessor is not None and self.position == 1
-
     def forget(self) -> None:
         self.leader = False
         self.token = None
         self.node = None
         self.predecessor = None
         self.position = None
+        self.queue = None
         self.create_unknown = False
         self.own_watched = False
         self.abandoned = (*self.abandoned[-15:], self.id)

@@ -45,9 +45,12 @@ def own_marker(settings: Settings) -> str:
     return marker_path(settings.election_path, settings.candidate)
 
 
-def check(core: Leadership) -> None:
-    """exists(marker) with a watch (one per daemon); the watch fires on create and delete."""
-    if core.lease.connected and not core.out.awaiting(Purpose.CHECK_DRAIN):
+def check(core: Leadership, changed: bool = False) -> None:
+    """exists(marker) with a watch (one per daemon); the watch fires on create and delete.
+    changed (the watch fired): ask again even while a check is in flight, whose answer
+    may predate the change (a drain undone at once); the answers come in order, and
+    the last one stands."""
+    if core.lease.connected and (changed or not core.out.awaiting(Purpose.CHECK_DRAIN)):
         core.out.request(Purpose.CHECK_DRAIN, lambda rid: act.CheckNode(rid, own_marker(core.settings), watch=True))
 
 

@@ -98,6 +98,15 @@ class NodeChecked:
 
 
 @dataclass(frozen=True)
+class NodesRead:
+    """A ``ReadNodes`` answer: each path's data, None where the node does not exist."""
+
+    request_id: int
+    sent_at: float
+    data: tuple[bytes | None, ...]
+
+
+@dataclass(frozen=True)
 class DataSet:
     request_id: int
     sent_at: float
@@ -117,7 +126,7 @@ class RequestFailed:
     detail: str = ""
 
 
-Reply = Created | ChildrenListed | NodeChecked | DataSet | Deleted | RequestFailed
+Reply = Created | ChildrenListed | NodeChecked | NodesRead | DataSet | Deleted | RequestFailed
 
 
 class WatchKind(enum.Enum):
@@ -208,6 +217,7 @@ Event = (
     | Created
     | ChildrenListed
     | NodeChecked
+    | NodesRead
     | DataSet
     | Deleted
     | RequestFailed

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 from . import actions as act
-from . import candidacy, drain, hooks, lead, leave, session
+from . import candidacy, drain, hooks, lead, leave, preference, session
 from . import events as ev
 from .outbox import Purpose
 from .snapshot import Phase
@@ -137,6 +137,7 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     if entry is None:
         lead.rejoin_without_node(core, "own node deleted")
         return
+    me.queue = queue
     position = queue.position(entry)
     predecessor = queue.predecessor(entry)
     if me.position is None:
@@ -144,9 +145,11 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     me.position = position
     if predecessor is None:
         me.predecessor = None
-        if not me.leader:
+        if me.leader:
+            preference.consider(core)
+        else:  # holding too (a reconnect lost the freeze watch): the markers are read again
             core.phase = Phase.CONFIRMING
-            lead.heartbeat(core)
+            preference.confirm(core)
         return
     if me.leader:
         # Someone sits before our node (impossible unless sequence numbers wrapped):
@@ -162,6 +165,7 @@ def on_list_reply(core: Leadership, reply: ev.Reply) -> None:
     core.out.request(
         Purpose.CHECK_PREDECESSOR, lambda rid: act.CheckNode(rid, core.path(predecessor.name), watch=True)
     )
+    preference.consider(core)
 
 
 def on_predecessor_reply(core: Leadership, reply: ev.Reply) -> None:
@@ -193,7 +197,9 @@ def on_watch(core: Leadership, event: ev.WatchFired) -> None:
     if event.kind is ev.WatchKind.CONNECTION:
         return  # a connection loss, not a deletion; watches are re-armed on reconnect
     if event.path == drain.own_marker(core.settings):
-        drain.check(core)  # created or deleted: the answer says which, and re-arms the watch
+        drain.check(core, changed=True)  # created or deleted: the answer says which, and re-arms the watch
+        return
+    if preference.on_watch(core, event):
         return
     if me.node is not None and event.path == core.path(me.node):
         me.own_watched = False
@@ -210,37 +216,23 @@ def on_watch(core: Leadership, event: ev.WatchFired) -> None:
 
 
 def on_predecessor_deleted(core: Leadership) -> None:
-    """Our predecessor's node is gone. When it was the lowest candidate of our latest
-    listing, confirm at once, as ``on_list_reply`` does for the lowest node (phase
-    CONFIRMING, the synced heartbeat on our own node), without listing the queue
-    again: one round trip less between the deletion and the job's start.
+    """Our predecessor's node is gone: list the queue again, and when the daemon could
+    lead, send its confirmation right behind the listing (``preference.confirm``: the
+    synced read of the freeze and handover markers, then the heartbeat) rather than
+    after the listing's answer. ZooKeeper answers one session's requests in order, and
+    the shell posts the answers in that order, so the listing's answer is handled
+    first; only if it found our node lowest (phase CONFIRMING) does the heartbeat's
+    answer make us leader (``lead.on_heartbeat_reply``). Otherwise the read and the
+    heartbeat only renew the lease's anchor and re-check our node, both harmless for a
+    follower. One round trip from the deletion to the decision either way.
 
-    Why no listing is needed: a sequence number is the parent's child counter, so a
-    node numbered below ours was created before ours, and every server applies creates
-    in that one order; the listing held our node, so it held every lower node not yet
-    deleted. It had only the predecessor, now gone for good (a sequential name is never
-    created twice). What it skipped stays no candidate: persistent look-alikes
-    (``not_candidates``) and names not ours in shape. A daemon's node created later
-    sorts above ours: daemons create only sequential nodes, and the counter would have
-    to wrap through 2^32 child changes first. So a new listing could show nothing below us
-    that a daemon made; only a node made by hand under a chosen name can sort below ours
-    later. Such a node runs no job: a persistent one would be skipped anyway
-    (``not_a_candidate``), a foreign session's ephemeral one is passed over here where a
-    listing would have queued behind it (tests/test_hostile.py).
-    The heartbeat still proves through the ZooKeeper leader (sync) that our node exists
-    and belongs to this session, and its answer handles the rest as after a listing
-    (``lead.own_node_holds``: deleted meanwhile, or owned by another session, rejoins).
-
-    Otherwise the queue is listed again: someone may remain between the predecessor
-    and us (our listing can be old: candidates below may have left since without our
-    hearing of it); or a listing is in flight (kazoo runs replies and watches on two
-    threads, so that listing's answer may still show the predecessor and would unseat
-    a leader confirmed meanwhile: "a lower node appeared"); or the daemon leads
-    already, is leaving or withdrawn by its health check, or is disconnected (a watch
-    posted before the loss: the reconnect lists and re-arms anyway). A create whose
-    reply was lost (``create_unknown``) has no node and so no predecessor to match.
-    When the daemon could lead, the confirming heartbeat is pipelined behind the new
-    listing (``confirm_in_advance``) rather than sent after its answer."""
+    The queue is always listed, even when the predecessor was the lowest of our last
+    listing: a candidate of higher priority may have joined since, and it should lead
+    (preference.py). Not when the daemon leads already, is leaving or withdrawn by its
+    health check, or is disconnected (a watch posted before the loss: the reconnect
+    lists and re-arms anyway); nor when a listing is in flight, whose answer may still
+    show the predecessor (kazoo runs replies and watches on two threads): that answer
+    leads to a confirmation of its own."""
     me = core.me
     could_lead = (
         not me.leader
@@ -250,25 +242,6 @@ def on_predecessor_deleted(core: Leadership) -> None:
         and not core.out.awaiting(Purpose.LIST)
         and not core.out.awaiting(Purpose.RECOVER)
     )
-    if not could_lead:
-        relist(core)
-        return
-    if not me.next_in_line():
-        relist(core)
-        confirm_in_advance(core)
-        return
-    me.predecessor = None
-    me.position = 0
-    core.phase = Phase.CONFIRMING
-    lead.heartbeat(core)
-
-
-def confirm_in_advance(core: Leadership) -> None:
-    """The heartbeat that would confirm our leadership, sent right behind the listing
-    that tells whether we lead, instead of after its answer: one round trip instead of
-    two from the deletion to the job. ZooKeeper answers one session's requests in
-    order, and the shell posts the answers in that order, so the listing's answer is
-    handled first; only if it found our node lowest (phase CONFIRMING) does the
-    heartbeat's answer make us leader (``lead.on_heartbeat_reply``). Otherwise it only
-    renews the lease's anchor and re-checks our node, both harmless for a follower."""
-    lead.heartbeat(core)
+    relist(core)
+    if could_lead:
+        preference.confirm(core)

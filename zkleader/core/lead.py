@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from . import actions as act
 from . import events as ev
-from . import exitcodes, follow, hooks, leave, session
+from . import exitcodes, follow, hooks, leave, preference, session
 from .jobcontrol import JobPhase
 from .outbox import Purpose
 from .settings import OnExit
@@ -50,7 +50,8 @@ def on_heartbeat_reply(core: Leadership, reply: ev.Reply) -> None:
     me.own_watched = True
     if reply.synced and reply.relayed_at is not None:
         core.lease.renew(reply.relayed_at)
-    if not me.leader and core.phase is Phase.CONFIRMING and core.leave is None and not core.health.withdrawn:
+    if not me.leader and core.phase is Phase.CONFIRMING and core.leave is None and not core.health.withdrawn \
+            and preference.may_take_over(core):
         # The first heartbeat rarely anchors a lease of its own (only kazoo's pings
         # were answered before it); the next one, tickTime/2 after this answer,
         # does (timing.LeaseBudget.first_renewal).
@@ -63,6 +64,7 @@ def on_heartbeat_reply(core: Leadership, reply: ev.Reply) -> None:
         core.job.quick_exits = 0
         core.out.log("leader_acquired", node=me.node, token=me.token)
         hooks.acquired(core)
+        preference.on_acquired(core)
         data = {**core.node_data(), "node": me.node, "token": me.token}
         core.out.request(Purpose.PUBLISH, lambda rid: act.PublishLeadership(rid, core.settings.election_path, data))
 
@@ -125,6 +127,7 @@ def enforce(core: Leadership) -> None:
     if job.kill_due is not None and now >= job.kill_due:
         job.kill_now(now, "stop_timeout elapsed or the lease ran out")
     core.health.poll(now)
+    preference.poll(core)
     if core.retry_at is not None and now >= core.retry_at:
         core.retry_at = None
         follow.retry(core)
@@ -153,6 +156,9 @@ def on_job_exited(core: Leadership, event: ev.JobExited) -> None:
         return
     match core.settings.on_exit:
         case OnExit.RESTART:
+            core.job.schedule_restart(core.now, ran, core.settings)
+        case OnExit.RESIGN if core.frozen is not None:
+            core.out.log("resign_refused", "warning", reason="the election is frozen: the job restarts instead")
             core.job.schedule_restart(core.now, ran, core.settings)
         case OnExit.RESIGN:
             core.out.log("resigned", "warning", reason="job exited and job.on_exit is resign")

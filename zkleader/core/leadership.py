@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import actions as act
-from . import drain, follow, hooks, lead, leave, session
+from . import drain, follow, hooks, lead, leave, preference, session
 from . import events as ev
 from .candidacy import Candidacy
 from .healthgate import HealthGate, Verdict
@@ -44,11 +44,19 @@ class Leadership:
         self.now = 0.0
         self.out = Outbox()
         self.lease = Lease(settings)
-        self.me = Candidacy(new_candidacy_id)
+        self.me = Candidacy(new_candidacy_id, settings.priority)
         self.job = JobControl(self.out)
         self.health = HealthGate(settings.health, self.out)
         #: An operator drained this host (drain.py): the last answer about its marker.
         self.drained = False
+        #: The freeze and handover markers as last read (preference.py); None until
+        #: read for the confirmation in progress.
+        self.control: preference.Control | None = None
+        #: The freeze as this daemon last learned it (leading, or holding).
+        self.frozen: preference.Marker | None = None
+        #: Our node is lowest but the election is frozen: waiting for the thaw.
+        self.holding = False
+        self.preempt = preference.Preemption()
         self.phase = Phase.CONNECTING
         self.leave: leave.Leave | None = None
         self.retry_at: float | None = None
@@ -70,7 +78,8 @@ class Leadership:
 
     def next_deadline(self) -> float | None:
         """The next instant at which a Tick may produce actions."""
-        candidates = [self.retry_at, self.job.restart_at, self.health.due, self.job.kill_due, self.lease.stall_deadline]
+        candidates = [self.retry_at, self.job.restart_at, self.health.due, self.job.kill_due, self.lease.stall_deadline,
+                      preference.preempt_due(self)]
         if self.job.alive:
             candidates.append(self.lease.stop_at())
         if lead.wants_heartbeat(self):
@@ -90,7 +99,9 @@ class Leadership:
             attempt=lease.attempt, attempt_host=lease.attempt_host, t_ok=lease.t_ok, budget=lease.budget,
             candidacy_id=me.id, node=me.node, position=me.position, predecessor=me.predecessor,
             leader_node=me.leader_node, leader=me.leader, token=me.token, leading_since=me.leading_since,
-            withdrawn=self.health.withdrawn, drained=self.drained, job=job.phase, job_pid=job.pid, restart_at=job.restart_at,
+            withdrawn=self.health.withdrawn, drained=self.drained, priority=me.priority,
+            frozen=None if self.frozen is None else (self.frozen.by, self.frozen.at), holding=self.holding,
+            preempt_at=preference.preempt_due(self), job=job.phase, job_pid=job.pid, restart_at=job.restart_at,
             retry_at=self.retry_at, leaving=None if self.leave is None else self.leave.reason,
             exiting=self.leave is not None and self.leave.kind is leave.LeaveKind.EXIT,
         )
@@ -110,7 +121,8 @@ class Leadership:
                 leave.refused(self, "authentication failed")
             case ev.ConnectionAttempt():
                 session.on_attempt(self, event)
-            case ev.Created() | ev.ChildrenListed() | ev.NodeChecked() | ev.DataSet() | ev.Deleted() | ev.RequestFailed():
+            case ev.Created() | ev.ChildrenListed() | ev.NodeChecked() | ev.NodesRead() | ev.DataSet() | ev.Deleted() \
+                    | ev.RequestFailed():
                 self._on_reply(event)
             case ev.WatchFired():
                 follow.on_watch(self, event)
@@ -164,13 +176,21 @@ class Leadership:
                 lead.on_publish_reply(self, reply)
             case Purpose.CHECK_DRAIN:
                 drain.on_reply(self, reply)
-            case Purpose.DELETE_EXTRA:
+            case Purpose.READ_CONTROL:
+                preference.on_read(self, reply)
+            case Purpose.WATCH_CONTROL:
+                preference.on_watch_reply(self, reply)
+            case Purpose.POKE:
+                preference.on_poke_reply(self, reply)
+            case Purpose.DELETE_EXTRA | Purpose.EVICT | Purpose.CLEAR_HANDOVER:
                 pass
 
     def _on_health(self, event: ev.HealthChecked) -> None:
         match self.health.result(event, self.now, self.settings.health):
             case Verdict.WITHDRAW:
-                if self.leave is None and (self.me.node is not None or self.me.create_unknown
+                if self.me.leader and self.frozen is not None:
+                    self.out.log("health_failing_frozen", "warning", by=self.frozen.by)
+                elif self.leave is None and (self.me.node is not None or self.me.create_unknown
                                            or self.out.awaiting(Purpose.CREATE)):
                     leave.begin(self, leave.LeaveKind.REJOIN, "health check failed")
             case Verdict.ADMIT:
@@ -198,9 +218,12 @@ class Leadership:
         if self.me.leader:
             hooks.lost(self, self.leave.reason if self.leave is not None else "candidacy ended")
         self.me.forget()
+        self.control, self.frozen, self.holding = None, None, False
+        self.preempt = preference.Preemption()
         self.lease.forget_heartbeats()
         self.job.restart_at = None
-        self.out.stop_awaiting(Purpose.DELETE_EXTRA)
+        # The drain marker's check is the host's, not the candidacy's: its answer still counts.
+        self.out.stop_awaiting(Purpose.DELETE_EXTRA, Purpose.CHECK_DRAIN)
         if self.phase is not Phase.STOPPED:
             self.phase = Phase.JOINING if self.lease.session_id is not None else Phase.CONNECTING
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import actions as act
 from . import events as ev
-from . import exitcodes, follow, hooks, lead
+from . import exitcodes, follow, hooks, lead, preference
 from .jobcontrol import JobPhase
 from .outbox import Purpose
 from .snapshot import Phase
@@ -36,6 +36,9 @@ class Leave:
     reason: str
     exit_code: int = exitcodes.OK
     deadline: float | None = None
+    #: Nodes between ours and the candidate we hand over or yield to (preference.py):
+    #: deleted just before our own, so that candidate is lowest when it wakes.
+    evict: tuple[str, ...] = ()
 
 
 def begin(core: Leadership, kind: LeaveKind, reason: str, exit_code: int = exitcodes.OK) -> None:
@@ -63,6 +66,8 @@ def on_resign(core: Leadership) -> None:
     if not core.me.leader or core.leave is not None:
         core.out.log("resign_ignored", reason="not the leader", position=core.me.position)
         return
+    if preference.refuses_resign(core):
+        return
     core.out.log("resigning", token=core.me.token)
     begin(core, LeaveKind.REJOIN, "resign requested")
 
@@ -82,13 +87,19 @@ def withdraw_if_unhealthy(core: Leadership) -> bool:
     return True
 
 
+#: Requests whose refusal costs no safety: the informative leader record, and the
+#: preference protocol's writes (without them a handover only takes more hops).
+_ADVISORY = (Purpose.PUBLISH, Purpose.EVICT, Purpose.CLEAR_HANDOVER, Purpose.POKE)
+
+
 def on_refused(core: Leadership, purpose: Purpose, detail: str) -> None:
     """NoAuth: the election path's ACL refuses this client. The published leader
     record is only informative, so a refused publish is a warning (otherwise every
     successor would refuse to lead in turn and no host would lead at all).
     Anything else: leave in order, job reaped before the node or session goes."""
-    if purpose is Purpose.PUBLISH:
-        core.out.log("publish_failed", "warning", detail=detail)
+    if purpose in _ADVISORY:
+        core.out.log("publish_failed" if purpose is Purpose.PUBLISH else "not_authorized_advisory", "warning",
+                     purpose=purpose.value, detail=detail)
         return
     core.out.log("not_authorized", "error", purpose=purpose.value, detail=detail)
     if purpose is Purpose.DELETE_OWN:
@@ -116,6 +127,10 @@ def progress(core: Leadership) -> None:
         return
     if node is not None and core.lease.connected and core.lease.session_id is not None:
         if not core.out.awaiting(Purpose.DELETE_OWN):
+            for name in leave.evict:
+                path = core.path(name)
+                core.out.request(Purpose.EVICT, lambda rid, path=path: act.DeleteNode(rid, path))
+            leave.evict = ()
             core.out.request(Purpose.DELETE_OWN, lambda rid: act.DeleteNode(rid, core.path(node)))
         if leave.deadline is not None and core.now >= leave.deadline:
             finish(core)

@@ -22,6 +22,11 @@ class Purpose(enum.Enum):
     DELETE_OWN = "delete_own"
     DELETE_EXTRA = "delete_extra"
     CHECK_DRAIN = "check_drain"  # exists with a watch on our drain marker (drain.py)
+    READ_CONTROL = "read_control"  # the freeze and handover markers, synced (preference.py)
+    WATCH_CONTROL = "watch_control"  # exists watches on those markers: the leader's, or a frozen-out waker's
+    EVICT = "evict"  # a node between a yielding daemon and the candidate it yields to
+    CLEAR_HANDOVER = "clear_handover"  # a handover request that is done or void
+    POKE = "poke"  # a follower that outranks the leader wakes it (the preempt marker)
 
 
 class Outbox:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import actions as act
-from . import drain, follow, hooks, lead
+from . import drain, follow, hooks, lead, preference
 from . import events as ev
 from .jobcontrol import JobPhase
 from .leave import LeaveKind
@@ -86,6 +86,7 @@ def resync(core: Leadership) -> None:
         return
     if core.me.leader:
         lead.heartbeat(core)
+        preference.rearm(core)
     elif core.me.create_unknown:
         follow.recover(core)
     elif core.me.node is not None:

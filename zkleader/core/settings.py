@@ -43,6 +43,9 @@ class Settings:
     hooks: frozenset[str] = frozenset()
     #: hooks.timeout: the before_lead hook's own limit, within the lease's (core/hooks.py).
     hook_timeout: float = 10.0
+    #: election.priority and election.preempt_after (preference.py).
+    priority: int = 0
+    preempt_after: float | None = None
 
 
 @dataclass(frozen=True)

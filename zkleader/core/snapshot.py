@@ -43,6 +43,15 @@ class Snapshot:
     leading_since: float
     withdrawn: bool
     drained: bool
+    #: election.priority, as our node's name carries it.
+    priority: int
+    #: (by, at) of the freeze this daemon knows of (it watches the marker only while
+    #: leading or holding), else None.
+    frozen: tuple[str, str] | None
+    #: Our node is lowest, but the election is frozen: nobody leads until the thaw.
+    holding: bool
+    #: When this follower asks the leader to hand over to it (preemption), or None.
+    preempt_at: float | None
     job: JobPhase
     job_pid: int | None
     restart_at: float | None
@@ -73,7 +82,11 @@ class Snapshot:
         if self.phase is Phase.LEADING:
             job = f"job pid {self.job_pid}" if self.job_pid else f"job {self.job.value}"
             since = self.now - self.leading_since
-            return f"leading {self.election_path} as {self.node} for {since:.0f}s (token {self.token}, {job})"
+            frozen = f", frozen by {self.frozen[0]}" if self.frozen else ""
+            return f"leading {self.election_path} as {self.node} for {since:.0f}s (token {self.token}, {job}{frozen})"
+        if self.holding:
+            by = f" by {self.frozen[0]}" if self.frozen else ""
+            return f"frozen{by}: next to lead {self.election_path} as {self.node}; nobody leads until `zkleader thaw`"
         if self.phase is Phase.FOLLOWING:
             return f"following {self.predecessor} (position {self.position}); leader {self.leader_node}"
         return f"{self.phase.value} {self.election_path}"

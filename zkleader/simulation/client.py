@@ -241,6 +241,8 @@ class Client:
                     event = ev.ChildrenListed(rid, req.sent_at, value)
                 case act.CreateNode():
                     event = ev.Created(rid, req.sent_at, value)
+                case act.ReadNodes():
+                    event = ev.NodesRead(rid, req.sent_at, value)
                 case act.DeleteNode():
                     event = ev.Deleted(rid, req.sent_at)
                 case act.PublishLeadership():
@@ -289,7 +291,8 @@ class Client:
                 self.close()
             case act.DropConnection():
                 self._drop("a heartbeat went unanswered")
-            case act.CheckNode() | act.ListChildren() | act.CreateNode() | act.PublishLeadership() | act.DeleteNode():
+            case act.CheckNode() | act.ListChildren() | act.ReadNodes() | act.CreateNode() | act.PublishLeadership() \
+                    | act.DeleteNode():
                 if isinstance(action, act.DeleteNode):
                     self.deleted.add(action.path)
                 self._submit(action, self.host.local(self.world.now))

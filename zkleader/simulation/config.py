@@ -74,6 +74,9 @@ class WorldConfig:
     ignore_stop: float = 0.03
     #: Deliberate bugs switched on in the model's shells (tests only).
     bugs: frozenset[Bug] = field(default_factory=frozenset)
+    #: election.priority of each host, by index (empty: all 0), and election.preempt_after.
+    priorities: tuple[int, ...] = ()
+    preempt_after: float | None = None
 
     @property
     def retry_max_delay(self) -> float:

@@ -90,7 +90,7 @@ class Daemon:
         ids = host.id_source(incarnation)
         identity = Identity(host=host.name, pid=1000 + incarnation, version="sim", started_at=f"{world.now:.3f}")
         # Each host its own candidate, as in production: a drain marker names one host.
-        settings = replace(world.settings, candidate=host.name)
+        settings = replace(world.settings, candidate=host.name, priority=world.priority(host))
         self.core: Leadership = world.core_factory(settings, identity, ids)
         #: Warm: started with the daemon, before it could ever lead (zkleader/guardian.py).
         self.guardian = Guardian(world, self)

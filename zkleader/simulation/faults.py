@@ -38,6 +38,10 @@ drain           an operator drains a host (`zkleader drain`: its marker node app
                 and undrains it later (profile "drain" only)
 suspend         the whole host sleeps (daemon, kazoo, guardian and job frozen) while
                 ZooKeeper's clock runs on; briefly, or long enough to expire the session
+freeze          an operator freezes the election (`zkleader freeze`) and thaws it
+                later (profile "control" only)
+handover        an operator asks the leader to hand over to a named host's candidate
+                (`zkleader resign --to`; profile "control" only)
 =============== ===================================================================
 """
 
@@ -84,6 +88,8 @@ KINDS = (
     "log_stall",
     "suspend",
     "drain",
+    "freeze",
+    "handover",
 )
 
 #: Faults that end a job on their own: at most Profile.max_crashes per schedule, as the
@@ -138,6 +144,10 @@ class Profile:
     max_crashes: int = 3
     #: The share of jobs that ignore the stop signal.
     ignore_stop: float = 0.03
+    #: Each host's election.priority is drawn from these (empty: all 0).
+    priorities: tuple[int, ...] = ()
+    #: Probability that election.preempt_after is set (to 0.2..2 session timeouts).
+    preempt: float = 0.0
 
     def without(self, *kinds: str, name: str | None = None) -> Profile:
         weights = {k: (0.0 if k in kinds else w) for k, w in self.weights.items()}
@@ -186,6 +196,12 @@ PROFILES: dict[str, Profile] = {
     #: die (kill -9): only the guardian stops a stalled leader's job in time, and only its
     #: release frees a dead one's node before the session expires.
     "stalls": replace(DEFAULT.only("stalls", pause=3, partition=1, chatty=1, kill9=1), watchdog=0.0),
+    #: Who leads (core/preference.py): hosts of several priorities, often preempting,
+    #: freezes and handovers to a named host among the faults a takeover meets.
+    "control": replace(
+        DEFAULT.only("control", freeze=2, handover=2, kill9=1, sigterm=1, resign=1, partition=1, lost_reply=1,
+                     drain=0.5, operator_delete=0.5),
+        priorities=(0, 0, 1, 2), preempt=0.6, hosts=(2, 3, 4, 5)),
 }
 
 
@@ -208,7 +224,9 @@ class ScheduleSpec:
             f"seed {self.seed} profile {self.profile}: {c.hosts} hosts, T={c.session_timeout:g}s "
             f"(tick {c.tick_time:g}s, max {c.max_session_timeout}), stop_timeout={c.stop_timeout:.3f}s, "
             f"on_exit={c.on_exit.value}, restart_delay={c.restart_delay:g}s, reuse_ids={c.reuse_ids}, "
-            f"sequence_start={c.sequence_start}, watchdog={c.watchdog:g}s; faults for {self.duration:.2f}s: "
+            f"sequence_start={c.sequence_start}, watchdog={c.watchdog:g}s"
+            + (f", priorities={c.priorities}, preempt_after={c.preempt_after}" if c.priorities else "")
+            + f"; faults for {self.duration:.2f}s: "
             + ", ".join(f"{k}x{n}" for k, n in sorted(kinds.items()))
         )
 
@@ -269,6 +287,9 @@ def random_spec(seed: int, profile: Profile | str = DEFAULT) -> ScheduleSpec:
         t += rng.expovariate(profile.rate / T)
         if t >= duration:
             break
+    if profile.priorities:  # drawn last: the other profiles' schedules stay as they were
+        config = replace(config, priorities=tuple(rng.choice(profile.priorities) for _ in range(config.hosts)),
+                         preempt_after=round(rng.uniform(0.2, 2.0) * T, 3) if rng.random() < profile.preempt else None)
     return ScheduleSpec(seed, profile.name, config, duration, tuple(plan))
 
 
@@ -321,6 +342,10 @@ def _params(rng: random.Random, kind: str, T: float, hosts: int) -> dict[str, An
             return {"target": _target(rng, hosts, 0.6)}
         case "drain":
             return {"target": _target(rng, hosts, 0.6), "duration": rng.uniform(0.1, 3.0) * T}
+        case "freeze":
+            return {"duration": rng.uniform(0.2, 3.0) * T}
+        case "handover":
+            return {"target": rng.randrange(hosts)}
         case "operator_delete":
             return {"which": "leader"}
         case "operator_delete_any":
@@ -366,6 +391,11 @@ def inject(world: World, kind: str, params: dict[str, Any]) -> None:
             assert path is not None
             world.fault(kind, None, f"operator deletes {path.rsplit('/', 1)[-1]}")
             world.operator_delete(path)
+            return
+        case "freeze":
+            world.fault(kind, None, f"operator freezes the election for {params['duration']:.3f}s")
+            world.freeze()
+            world.at(now + params["duration"], world.thaw)
             return
     host = pick(world, params["target"])
     match kind:
@@ -414,6 +444,9 @@ def inject(world: World, kind: str, params: dict[str, Any]) -> None:
             world.fault(kind, host, f"operator drains {host.name} for {params['duration']:.3f}s")
             world.drain(host)
             world.at(now + params["duration"], world.undrain, host)
+        case "handover":
+            if world.hand_over(host):
+                world.fault(kind, host, f"operator asks the leader to hand over to {host.name}")
         case "sigterm":
             if world.sigterm(host):
                 world.fault(kind, host, f"SIGTERM to {host.name}'s daemon")

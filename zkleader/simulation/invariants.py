@@ -11,6 +11,10 @@ Safety (always):
 * fencing: tokens of successive leaderships strictly increase; a token is only
   reused by a restart of the job within the same leadership.
 * double_start: a daemon never starts a job while its previous one is alive.
+* frozen: while the election is frozen (core/preference.py) no new leadership starts
+  its job, once the daemon's marker read was answered after the freeze began (a read
+  answered before it saw no freeze: that takeover raced the operator and won). A
+  leadership in force when the freeze began may (re)start its job.
 * close_before_reap: a session is closed (by its daemon, or released by the guardian
   of a daemon that died) only once every process of the jobs its daemon started is
   dead: the close deletes the node, and the successor may start at once.
@@ -48,11 +52,15 @@ Liveness (after the faults stop, all links healed, all daemons running):
   a watch on it (nobody waits forever on a node that is gone);
 * spin: a core whose next deadline is already past would make the production loop
   spin at 100% CPU.
+* preference: with preemption configured, the job ends on a host of the highest
+  priority among the live ones.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from ..core import preference
 
 if TYPE_CHECKING:
     from .client import Client
@@ -106,6 +114,9 @@ class Checker:
         self.dirty = True
         #: Jobs SIGKILLed in their daemon's first loop pass after their host woke.
         self.killed_on_waking: set[Job] = set()
+        #: When the election was last frozen, and the tokens of the leaderships then.
+        self.frozen_at = 0.0
+        self.frozen_tokens: set[int] = set()
 
     # ------------------------------------------------------------- reporting
 
@@ -136,10 +147,29 @@ class Checker:
         node = world.server.nodes.get(job.znode)
         if node is not None and node.czxid != job.token:
             self.violate("fencing", f"{job.describe()}: token is not its znode's czxid {node.czxid}")
+        self._check_frozen(job)
         self.alive.append(job)
         self.dirty = True
         world.timeline.record(world.now, job.daemon.label, "job", f"{job.describe()} is alive", None)
         self.after_step()
+
+    def on_freeze(self) -> None:
+        """The leaderships of the moment may go on (re)starting their job."""
+        self.frozen_at = self.world.now
+        leaders = (host.live_daemon.core.snapshot() for host in self.world.hosts if host.live_daemon is not None)
+        self.frozen_tokens = {job.token for job in self.alive} | {c.token for c in leaders if c.token is not None}
+
+    def _check_frozen(self, job: Job) -> None:
+        server = self.world.server
+        if preference.frozen_path(server.election_parent) not in server.nodes or job.token in self.frozen_tokens:
+            return
+        node = server.nodes.get(job.znode)
+        session = server.sessions.get(node.owner) if node is not None else None
+        read_at = session.control_read_at if session is not None else None
+        if read_at is not None and read_at > self.frozen_at:
+            self.violate("frozen", f"{job.describe()} started while the election was frozen (since "
+                                   f"{self.frozen_at:.3f}; its daemon's marker read was answered at {read_at:.3f})")
+        self.frozen_tokens.add(job.token)  # it raced the freeze and won: the frozen leadership
 
     def on_death(self, job: Job) -> None:
         self.alive.remove(job)
@@ -314,6 +344,9 @@ class Checker:
                 if pred not in server.nodes or conn is None or pred not in conn.watched:
                     return False
         children = server.election_children()
+        if world.cfg.preempt_after is not None and \
+                world.priority(job.daemon.host) != max(world.priority(host) for host in world.hosts):
+            return False  # a preferred host is still to take over
         return len(children) == len(owners) == len(world.hosts)
 
     def quiesced(self, bound: float) -> None:
@@ -367,6 +400,12 @@ class Checker:
         for node in server.election_children():
             if node.owner not in sessions:
                 self.violate("nodes", f"{node.path} of session 0x{node.owner:x} is left in the queue")
+        if world.cfg.preempt_after is not None:
+            top = max(world.priority(host) for host in world.hosts)
+            leader = jobs[0].daemon.host
+            if world.priority(leader) != top:
+                self.violate("preference", f"{leader.name} (priority {world.priority(leader)}) leads at the end, "
+                                           f"below the top priority {top}: " + self._census())
 
     def _census(self) -> str:
         world = self.world

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .world import Host, World
 
 #: What a client sends as a request: the core's ZooKeeper actions that get an answer.
-Request = act.CreateNode | act.ListChildren | act.CheckNode | act.PublishLeadership | act.DeleteNode
+Request = act.CreateNode | act.ListChildren | act.CheckNode | act.ReadNodes | act.PublishLeadership | act.DeleteNode
 
 
 def _wrap32(value: int) -> int:
@@ -39,18 +39,20 @@ def _wrap32(value: int) -> int:
 
 
 class Znode:
-    __slots__ = ("path", "czxid", "owner", "cversion", "children")
+    __slots__ = ("path", "czxid", "owner", "cversion", "children", "data")
 
-    def __init__(self, path: str, czxid: int, owner: int, cversion: int = 0) -> None:
+    def __init__(self, path: str, czxid: int, owner: int, cversion: int = 0, data: bytes = b"") -> None:
         self.path = path
         self.czxid = czxid
         self.owner = owner
         self.cversion = cversion
         self.children: dict[str, None] = {}
+        self.data = data
 
 
 class Session:
-    __slots__ = ("id", "timeout", "last_heard", "relay_due", "alive", "conn", "ephemerals", "check_at", "host", "ended")
+    __slots__ = ("id", "timeout", "last_heard", "relay_due", "alive", "conn", "ephemerals", "check_at", "host", "ended",
+                 "control_read_at")
 
     def __init__(self, sid: int, timeout: float, now: float, host: Host) -> None:
         self.id = sid
@@ -66,6 +68,9 @@ class Session:
         self.check_at: float | None = None
         self.host = host
         self.ended: tuple[float, str] | None = None
+        #: When the server last answered this session's read of the freeze and handover
+        #: markers (core/preference.py): the checker's "frozen" invariant.
+        self.control_read_at: float | None = None
 
 
 class Conn:
@@ -324,8 +329,18 @@ class Server:
             case act.ListChildren(path=path):
                 node = self.nodes.get(path)
                 result = ("err", ev.Failure.NO_NODE) if node is None else ("ok", tuple(node.children))
-            case act.CreateNode(path_prefix=prefix):
+            case act.CreateNode(path_prefix=prefix, sequential=True):
                 result = self._create(s, prefix)
+            case act.CreateNode(path_prefix=path, data=data, ephemeral=ephemeral):
+                # A marker (a follower's poke of the leader, core/preference.py).
+                if path in self.nodes:
+                    result = ("err", ev.Failure.NODE_EXISTS)
+                else:
+                    self.create_persistent(path, f"by 0x{s.id:x}", data, owner=s if ephemeral else None)
+                    result = ("ok", path)
+            case act.ReadNodes(paths=paths):
+                s.control_read_at = self.world.now
+                result = ("ok", tuple(None if (node := self.nodes.get(p)) is None else node.data for p in paths))
             case act.PublishLeadership(path=path):
                 if path not in self.nodes:
                     result = ("err", ev.Failure.NO_NODE)
@@ -388,16 +403,19 @@ class Server:
         self._fire(path, ev.WatchKind.CHANGED)
         return ("ok", path)
 
-    def create_persistent(self, path: str, cause: str) -> None:
-        """An operator's node outside the election (a drain marker, core/drain.py):
-        like ZooKeeper, its creation fires the exists watches left on its path."""
+    def create_persistent(self, path: str, cause: str, data: bytes = b"", owner: Session | None = None) -> None:
+        """A node outside the election (a drain marker, core/drain.py; a freeze,
+        handover or preempt marker, core/preference.py), ephemeral when it has an
+        owner: like ZooKeeper, its creation fires the exists watches left on its path."""
         if path in self.nodes:
             return
         parent_path, name = path.rsplit("/", 1)
         self._ensure(parent_path)
         parent = self.nodes[parent_path]
         self.zxid += 1
-        self.nodes[path] = Znode(path, self.zxid, 0)
+        self.nodes[path] = Znode(path, self.zxid, owner.id if owner is not None else 0, data=data)
+        if owner is not None:
+            owner.ephemerals[path] = None
         parent.children[name] = None
         parent.cversion = _wrap32(parent.cversion + 1)
         self.world.record(None, "zk", f"created {path} ({cause})")

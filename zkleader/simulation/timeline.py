@@ -108,7 +108,9 @@ def describe(obj: Any, local: float | None = None) -> str:
         extra = ", watch" if isinstance(obj, act.CheckNode) and obj.watch else ""
         return f"{type(obj).__name__}(#{obj.request_id}, {_short(obj.path)}{extra})"
     if isinstance(obj, act.CreateNode):
-        return f"CreateNode(#{obj.request_id}, {_short(obj.path_prefix)}*)"
+        return f"CreateNode(#{obj.request_id}, {_short(obj.path_prefix)}{'*' if obj.sequential else ''})"
+    if isinstance(obj, act.ReadNodes):
+        return f"ReadNodes(#{obj.request_id}, {', '.join(_short(p) for p in obj.paths)})"
     if type(obj).__name__ == "PublishLeadership":
         return f"PublishLeadership(#{obj.request_id}, {obj.path}, token={obj.data.get('token')})"
     if hasattr(obj, "request_id") and hasattr(obj, "sent_at"):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core import actions as act
-from ..core import drain, exitcodes, hooks
+from ..core import drain, exitcodes, hooks, preference
 from ..core import events as ev
 from ..core.jobcontrol import MAX_RESTART_DELAY
 from ..core.leadership import Leadership
@@ -121,6 +121,7 @@ class World:
             watchdog=config.watchdog,
             tick_time=config.tick_time,  # the core's lease bounds the session-touch relay with it
             hooks=frozenset(hooks.KINDS),  # every transition hook is emitted; daemon.HookRecorder takes them
+            preempt_after=config.preempt_after,
         )
         self.timeline = Timeline(config.trace_limit)
         #: Timeline.record without the call: (time, who, kind, what, host-local time).
@@ -416,6 +417,36 @@ class World:
         if path in self.server.nodes:
             self.server.delete_node(path, "zkleader undrain")
 
+    def priority(self, host: Host) -> int:
+        return self.cfg.priorities[host.index] if self.cfg.priorities else 0
+
+    def freeze(self) -> None:
+        """``zkleader freeze`` (core/preference.py): the marker appears; the checker
+        notes which leaderships may go on running their job meanwhile."""
+        path = preference.frozen_path(ELECTION)
+        if path not in self.server.nodes:
+            self.checker.on_freeze()
+            self.server.create_persistent(path, "zkleader freeze", b'{"by":"operator"}')
+
+    def thaw(self) -> None:
+        path = preference.frozen_path(ELECTION)
+        if path in self.server.nodes:
+            self.server.delete_node(path, "zkleader thaw")
+
+    def hand_over(self, host: Host) -> bool:
+        """``zkleader resign --to`` naming host's current node, as the CLI does it:
+        refused while frozen or while a request stands; a void one is replaced."""
+        daemon = host.live_daemon
+        node = daemon.core.snapshot().node if daemon is not None else None
+        path = preference.handover_path(ELECTION)
+        if node is None or f"{ELECTION}/{node}" not in self.server.nodes \
+                or preference.frozen_path(ELECTION) in self.server.nodes:
+            return False
+        if path in self.server.nodes:
+            self.server.delete_node(path, "void handover request replaced")
+        self.server.create_persistent(path, "zkleader resign --to", preference.handover_data(node, "operator", "resign --to"))
+        return True
+
     def leader_host(self) -> Host | None:
         """The host whose live session owns the first node in line, if any."""
         low = self.server.lowest()
@@ -434,6 +465,11 @@ class World:
             self.server._back()
         for host in self.hosts:
             self.undrain(host)  # the operator undrains every host: one leader is due again
+        self.thaw()
+        handover = preference.handover_path(ELECTION)
+        if handover in self.server.nodes:
+            self.server.delete_node(handover, "operator clears the handover request")
+        for host in self.hosts:
             host.lose_next = None
             host.lose_relay_next = None
             host.fail_next_start = False
@@ -471,7 +507,11 @@ class World:
         backoff = 0.0
         if cfg.on_exit is OnExit.RESTART and self.jobs_crashed:
             backoff = min(cfg.restart_delay * 2 ** min(self.jobs_crashed, 16), max(MAX_RESTART_DELAY, cfg.restart_delay))
-        return 2 * T + cfg.tick_time + cfg.stop_timeout + LEAVE_GRACE + reconnect + cfg.restart_sec + backoff + 1.0
+        # A preferred host that was not leading at the heal asks after preempt_after, and
+        # the leader then stops its job and hands over.
+        preempt = 0.0 if cfg.preempt_after is None else cfg.preempt_after + cfg.stop_timeout + T + 0.5
+        return (2 * T + cfg.tick_time + cfg.stop_timeout + LEAVE_GRACE + reconnect + cfg.restart_sec + backoff + 1.0
+                + preempt)
 
     # ------------------------------------------------------------------ trace
 

@@ -269,7 +269,8 @@ class DaemonGroup:
         for name, daemon in self.daemons.items():
             if not daemon.alive():
                 continue
-            states = [e["event"] for e in daemon.events() if e["event"] in ("leader_acquired", "leadership_lost", "stopped")]
+            states = [e["event"] for e in daemon.events()
+                      if e["event"] in ("leader_acquired", "leadership_lost", "handover", "stopped")]
             if states and states[-1] == "leader_acquired":
                 leading.append(name)
         return leading
