@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zkleader",
         description="Elect one leader among hosts through ZooKeeper and run a leader-only job on it.",
         epilog="Exit statuses: 0 ok, 1 internal error, 2 usage, 3 job exited (on_exit: exit), "
-        "4 the election has no leader (status) or this host is not in it (resign), "
-        "69 ZooKeeper unreachable or the job cannot be supervised here, 75 timed out waiting (resign --wait), "
+        "4 the election has no leader (status), this host is not in it (resign) or the --to candidate is not queued, "
+        "69 ZooKeeper unreachable or the job cannot be supervised here, 75 timed out waiting (--wait), "
+        "or refused for now (frozen, a handover pending), "
         "77 ZooKeeper authentication failed, 78 invalid configuration.",
     )
     parser.add_argument("--version", action="version", version=f"zkleader {__version__}")
@@ -36,14 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
                                  "4 when nobody is queued, 69 when ZooKeeper is unreachable.")
     status.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
     status.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
-    resign = commands.add_parser("resign", help="make this host's daemon step down (like SIGUSR1)",
+    resign = commands.add_parser("resign", help="make this host's daemon step down (like SIGUSR1), "
+                                 "or hand over to a named candidate (--to)",
                                  description="If this host leads, its daemon stops the job, deletes its node "
                                  "(the next host takes over at once) and queues again at the back. "
-                                 "On a follower it does nothing and says so.")
+                                 "On a follower it does nothing and says so. With --to, from any host: the leader "
+                                 "stops its job and hands over to that candidate, even when it is not next in line; "
+                                 "refused (exit 4) when it is not queued, (exit 75) while frozen or while another "
+                                 "handover is pending.")
     resign.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
-    resign.add_argument("--wait", action="store_true", help="return once another host leads")
+    resign.add_argument("--to", metavar="CANDIDATE", help="the candidate (election.candidate) to hand over to")
+    resign.add_argument("--wait", action="store_true", help="return once another host (with --to: that one) leads")
     resign.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="with --wait: give up after this long (exit 75; default 60)")
+    for name, does in (("freeze", "freeze the whole election for maintenance: the leader keeps its job, nobody "
+                                  "takes over or hands over until `zkleader thaw`"),
+                       ("thaw", "end the freeze: failovers and handovers happen again")):
+        command = commands.add_parser(name, help=does, description=f"{does[0].upper()}{does[1:]}. "
+                                      "Exit 0 when done or already so, 69 when ZooKeeper is unreachable, 77 refused.")
+        command.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
     for name, does in (("drain", "take this host out of the queue until `zkleader undrain`, across restarts"),
                        ("undrain", "let this host queue again, at the back")):
         command = commands.add_parser(name, help=does, description=f"{does[0].upper()}{does[1:]}. "
@@ -71,13 +83,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: valid (election {loaded.election.path}, candidate {loaded.election.candidate}, "
               f"session_timeout {loaded.zookeeper.session_timeout:g}s, stop_timeout {loaded.job.stop_timeout:g}s)")
         return exitcodes.OK
-    if args.command in ("status", "resign", "drain", "undrain"):
+    if args.command in ("status", "resign", "drain", "undrain", "freeze", "thaw"):
         try:
             if args.command == "status":
                 return _status(loaded, args.json)
+            if args.command == "resign" and args.to is not None:
+                return _resign_to(loaded, args.to, args.wait, args.timeout)
             if args.command == "resign":
                 return _resign(loaded, args.wait, args.timeout)
+            if args.command in ("freeze", "thaw"):
+                return _freeze(loaded, args.command == "freeze")
             return _drain(loaded, args.command == "drain", args.wait, args.timeout)
+        except status.Refusal as err:
+            print(f"zkleader: {err}", file=sys.stderr)
+            return err.code
         except status.Refused as err:
             print(f"zkleader: {err}", file=sys.stderr)
             return exitcodes.AUTH_FAILED
@@ -102,6 +121,10 @@ def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
     if mine[0].position != 0:
         print(f"this host is not the leader (position {mine[0].position}); nothing to do")
         return exitcodes.OK
+    if election.frozen is not None:
+        print(f"zkleader: {loaded.election.path} is frozen (by {election.frozen.by} since {election.frozen.since}): "
+              "nobody hands over until `zkleader thaw`", file=sys.stderr)
+        return exitcodes.TIMEOUT
     problem = status.signal_local_daemon(mine[0])
     if problem:
         print(f"zkleader: cannot ask the daemon to resign: {problem}", file=sys.stderr)
@@ -118,6 +141,41 @@ def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
             return exitcodes.OK
     print(f"zkleader: no other host took over within {timeout:g}s", file=sys.stderr)
     return exitcodes.TIMEOUT
+
+
+def _resign_to(loaded: config.Config, target: str, wait: bool, timeout: float) -> int:
+    """The request is a marker the leader watches (core/preference.py): it stops its
+    job, then hands over; --wait watches the election for the target leading."""
+    entry, leader = status.request_handover(loaded, target)
+    path = loaded.election.path
+    if leader is None:
+        print(f"{target} leads {path} already; nothing to do")
+        return exitcodes.OK
+    print(f"asked {leader.candidate} on {leader.host} to hand {path} over to {target} (position {entry.position})")
+    if not wait:
+        return exitcodes.OK
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = status.read(loaded).leader
+        if now is not None and now.candidate == target:
+            print(f"{target} on {now.host} leads now (token {now.token})")
+            return exitcodes.OK
+    print(f"zkleader: {target} did not take over within {timeout:g}s", file=sys.stderr)
+    return exitcodes.TIMEOUT
+
+
+def _freeze(loaded: config.Config, frozen: bool) -> int:
+    path = loaded.election.path
+    if not status.set_frozen(loaded, frozen):
+        print(f"{path} is {'already' if frozen else 'not'} frozen; nothing to do")
+    elif frozen:
+        leader = status.read(loaded).leader
+        who = f"{leader.candidate} on {leader.host} keeps leading" if leader else "nobody leads, and nobody will"
+        print(f"froze {path}: {who} until `zkleader thaw`")
+    else:
+        print(f"thawed {path}: failovers and handovers happen again")
+    return exitcodes.OK
 
 
 def _drain(loaded: config.Config, drained: bool, wait: bool, timeout: float) -> int:

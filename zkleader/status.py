@@ -1,4 +1,5 @@
-"""`zkleader status` and `zkleader resign`: what ZooKeeper says about an election.
+"""`zkleader status`, `resign`, `drain`, `freeze`: what ZooKeeper says about an
+election, and the markers operators set beside it.
 
 Status reads ZooKeeper, not the local daemon, so it answers from any host and
 even when the local daemon is down. Its --json output is a stable interface
@@ -8,6 +9,8 @@ even when the local daemon is down. Its --json output is a stable interface
 from __future__ import annotations
 
 import contextlib
+import datetime
+import getpass
 import json
 import logging
 import os
@@ -24,7 +27,7 @@ from kazoo.exceptions import NoAuthError, NodeExistsError, NoNodeError
 
 from .config import Config
 from .connection import Client, TlsRefusals, client_options
-from .core import candidacy, drain
+from .core import candidacy, drain, exitcodes, preference
 
 SCHEMA_VERSION = 1
 
@@ -55,6 +58,28 @@ class Candidate:
     #: made it by hand. The daemons skip it (no session can ever remove it), so it
     #: is never the leader here either.
     ephemeral: bool = True
+    #: election.priority, from the node's name (core/candidacy.py).
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """`zkleader freeze` is in force: who froze the election, and since when (the
+    marker's creation, by ZooKeeper's clock)."""
+
+    by: str
+    since: str
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A handover request that still stands (core/preference.py): to whom, why."""
+
+    to: str
+    to_candidate: str | None
+    by: str
+    reason: str
+    since: str
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,8 @@ class Election:
     ignored: tuple[str, ...]
     #: Candidates an operator drained (`zkleader drain`): out of the queue until undrained.
     drained: tuple[str, ...] = ()
+    frozen: Frozen | None = None
+    handover: Handover | None = None
 
     def to_json(self) -> str:
         document: dict[str, Any] = {"schema": SCHEMA_VERSION, **asdict(self)}
@@ -146,6 +173,75 @@ def set_drained(config: Config, drained: bool, timeout: float = 5.0) -> bool:
         return True
 
 
+class Refusal(Exception):
+    """An operator's request the election's state refuses; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def operator() -> str:
+    """Who asks, for the markers' ``by`` (the one behind sudo, where there is one)."""
+    return f"{os.environ.get('SUDO_USER') or getpass.getuser()}@{socket.gethostname()}"
+
+
+def _now_text() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def set_frozen(config: Config, frozen: bool, timeout: float = 5.0) -> bool:
+    """Create (freeze) or delete (thaw) the election's freeze marker; True when that
+    changed anything, False when it already was so."""
+    marker = preference.frozen_path(config.election.path)
+    data = json.dumps({"by": operator(), "at": _now_text()}, separators=(",", ":")).encode()
+    with session(config, timeout, marker, creates=True) as client:
+        try:
+            if frozen:
+                client.create(marker, data, makepath=True)
+            else:
+                client.delete(marker)
+        except (NodeExistsError, NoNodeError):
+            return False
+        return True
+
+
+def request_handover(config: Config, target: str, timeout: float = 5.0) -> tuple[Candidate, Candidate | None]:
+    """Ask the leader to hand over to the candidate named ``target`` (core/preference.py):
+    the target's queue entry, and the leader (None when the target leads already). Raises
+    Refusal when the target is not queued, nobody leads, the election is frozen or
+    another handover is pending."""
+    path = config.election.path
+    marker = preference.handover_path(path)
+    with session(config, timeout, marker, creates=True) as client:
+        election = _read(client, config)
+        if election.frozen is not None:
+            raise Refusal(f"{path} is frozen (by {election.frozen.by} since {election.frozen.since}): "
+                          "nobody hands over until `zkleader thaw`", exitcodes.TIMEOUT)
+        queued = [c for c in election.queue if c.ephemeral and c.candidate == target]
+        if not queued:
+            names = ", ".join(_printable(c.candidate or "?") for c in election.queue if c.ephemeral) or "nobody"
+            raise Refusal(f"{_printable(target)} is not in the queue of {path} (not running, failing its health "
+                          f"check, or drained); queued: {names}", exitcodes.NOT_FOUND)
+        leader = election.leader
+        assert leader is not None  # the queue holds a daemon's node
+        if queued[0].node == leader.node:
+            return queued[0], None
+        pending = election.handover
+        if pending is not None and any(c.node == pending.to for c in election.queue):
+            raise Refusal(f"a handover to {_printable(pending.to_candidate or pending.to)} is pending "
+                          f"(asked by {pending.by} since {pending.since})", exitcodes.TIMEOUT)
+        data = preference.handover_data(queued[0].node, operator(), "resign --to", _now_text())
+        with contextlib.suppress(NoNodeError):
+            client.delete(marker)  # void: its target left the queue
+        try:
+            client.create(marker, data, makepath=True)
+        except NodeExistsError:
+            raise Refusal("another handover was asked for at the same moment; look at `zkleader status`",
+                          exitcodes.TIMEOUT) from None
+        return queued[0], leader
+
+
 def _read(client: KazooClient, config: Config) -> Election:
     path = config.election.path
     try:
@@ -179,6 +275,7 @@ def _read(client: KazooClient, config: Config) -> Election:
                 age_seconds=round(max(0.0, now - stat.ctime / 1000), 1),
                 this_host=(candidate, host) == me,
                 ephemeral=stat.ephemeralOwner != 0,
+                priority=entry.priority,
             )
         )
     leader = next((c for c in entries if c.ephemeral), None)
@@ -188,7 +285,32 @@ def _read(client: KazooClient, config: Config) -> Election:
         drained = tuple(sorted(client.get_children(drain.markers_path(path))))
     except NoNodeError:
         drained = ()
-    return Election(path, config.zookeeper.connection_string, leader, since, tuple(entries), queue.ignored, drained)
+    return Election(path, config.zookeeper.connection_string, leader, since, tuple(entries), queue.ignored, drained,
+                    *_markers(client, path, entries))
+
+
+def _markers(client: KazooClient, path: str, entries: list[Candidate]) -> tuple[Frozen | None, Handover | None]:
+    """The freeze and the handover request in force, as the daemons read them."""
+    read: list[tuple[bytes, Any] | None] = []
+    for marker in (preference.frozen_path(path), preference.handover_path(path)):
+        try:
+            read.append(client.get(marker))
+        except NoNodeError:
+            read.append(None)
+    control = preference.parse_control(*(None if r is None else r[0] for r in read))
+    frozen = handover = None
+    if control.frozen is not None and read[0] is not None:
+        frozen = Frozen(_printable(control.frozen.by), _iso(read[0][1].ctime))
+    request = control.handover
+    if request is not None and read[1] is not None:
+        target = next((c for c in entries if c.node == request.to), None)
+        handover = Handover(request.to, target.candidate if target else None, _printable(request.by),
+                            _printable(request.reason), _iso(read[1][1].ctime))
+    return frozen, handover
+
+
+def _iso(ctime_ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ctime_ms / 1000, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def render(election: Election) -> str:
@@ -196,15 +318,26 @@ def render(election: Election) -> str:
     leader = election.leader
     if leader is None:
         lines.append("leader    none: no candidate is queued")
+    elif election.frozen is not None and election.leader_since is None:
+        lines.append(f"leader    none running: {_printable(leader.candidate or '?')} on {_printable(leader.host or '?')} "
+                     "is first in line and takes over at `zkleader thaw`")
     else:
         since = election.leader_since or "unknown"
         lines.append(f"leader    {_printable(leader.candidate or '?')} on {_printable(leader.host or '?')} "
                      f"(pid {leader.pid}), since {_printable(since)}, token {leader.token}")
+    if election.frozen is not None:
+        lines.append(f"frozen    since {election.frozen.since} by {election.frozen.by}: nobody takes over or hands "
+                     "over until `zkleader thaw`")
+    if election.handover is not None:
+        request = election.handover
+        target = _printable(request.to_candidate) if request.to_candidate else f"{request.to} (no longer queued)"
+        lines.append(f"handover  to {target}, asked by {request.by} ({request.reason}) at {request.since}")
     if election.queue:
-        header = ("POS", "CANDIDATE", "HOST", "PID", "AGE", "NODE", "")
+        header = ("POS", "CANDIDATE", "HOST", "PID", "PRI", "AGE", "NODE", "")
         rows = [header] + [
             (str(c.position), _printable(c.candidate or "?"), _printable(c.host or "?"), str(c.pid or "?"),
-             _age(c.age_seconds), c.node, "<- this host" if c.this_host else "" if c.ephemeral else "<- persistent")
+             str(c.priority), _age(c.age_seconds), c.node,
+             "<- this host" if c.this_host else "" if c.ephemeral else "<- persistent")
             for c in election.queue
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
