@@ -377,7 +377,7 @@ daemon + guardian (`/proc/PID/pagemap`): their PSS on a host where nothing else 
 
 {chr(10).join(f'![{p}]({p})' for p in pictures)}
 
-## Notes
+{control_section(results)}## Notes
 
 - Every in-process candidate has its own session and runs the real code: zkleader's candidates are the daemon's own
   loop (`zkleader.daemon.Daemon` with `Leadership`, `ZooKeeperShell`, `JobRunner` and a warm guardian each, tapped
@@ -389,6 +389,26 @@ daemon + guardian (`/proc/PID/pagemap`): their PSS on a host where nothing else 
   zkleader's guardians (separate processes); section 5 has the real figures.
 """
     (out / "bench.md").write_text(text)
+
+
+def control_section(results: dict[str, Any]) -> str:
+    """`zkleader resign --to` against a plain resign, real daemons (bench/control.py)."""
+    c = results.get("control")
+    if not c:
+        return ""
+    to, nxt = c["resign_to_last_ms"], c["resign_next_ms"]
+    return f"""## 7. Handover to a named candidate (real daemons, {c['n']} in the queue, {c['trials']} trials each)
+
+From the request (the handover marker created / SIGUSR1 sent) to the new leader's job running, ms:
+
+| | p50 | p99 | max |
+|---|---|---|---|
+| `resign --to` the last of {c['n']} (the {c['n'] - 2} nodes between deleted, rejoining at the back) | {fmt(to['p50'], 1)} | {fmt(to['p99'], 1)} | {fmt(to['max'], 1)} |
+| `resign` to the next in line | {fmt(nxt['p50'], 1)} | {fmt(nxt['p99'], 1)} | {fmt(nxt['max'], 1)} |
+
+Overlaps: {c['overlaps']}. Both include the old job's stop (the detector job exits on SIGTERM at once).
+
+"""
 
 
 def console_table(results: dict[str, Any]) -> str:
@@ -411,6 +431,10 @@ def console_table(results: dict[str, Any]) -> str:
             st = e["sigstop"]
             lines.append(f"  SIGSTOP 2T: {st['overlaps']} overlaps in {st['count']}, reaped before the earliest expiry "
                          f"{st['reaped_before_expiry']} of {st['count']}")
+    c = results.get("control")
+    if c:
+        lines.append(f"  resign --to the last of {c['n']}: p50 {fmt(c['resign_to_last_ms']['p50'], 1)} ms; resign to the "
+                     f"next: p50 {fmt(c['resign_next_ms']['p50'], 1)} ms; overlaps {c['overlaps']}")
     for row in (results.get("daemons") or {}).get("footprint") or []:
         lines.append(f"  footprint {row['design']} {row['role']}: PSS {row['pss_mb']:.1f} MB (alone "
                      f"{fmt(row.get('alone_mb'), 1)}), CPU {row['cpu_pct']:.3f} %")

@@ -583,6 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", choices=["c", "python"], default="c",
                         help="the marker job: C (default; its first instruction is the measurement) or Python")
     parser.add_argument("--skip-cells", action="store_true", help="skip the in-process cells")
+    parser.add_argument("--control-n", type=int, default=20,
+                        help="candidates of the resign --to trials (real daemons; default 20)")
+    parser.add_argument("--control-trials", type=int, help="resign --to / resign trials (default 10; quick 5)")
+    parser.add_argument("--skip-control", action="store_true", help="skip the resign --to trials")
     parser.add_argument("--skip-daemons", "--no-footprint", action="store_true",
                         help="skip the real-daemon part (footprint, SIGTERM, kill -9, SIGSTOP)")
     parser.add_argument("--skip-footprint", action="store_true", help="real daemons: skip the idle footprint")
@@ -608,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     # Groups of one design run their SIGSTOP trials in parallel, about 5 trials each.
     args.stop_groups = {design: max(1, min(args.stop_groups, math.ceil(args.stop_trials[design] / 5)))
                         for design in args.real_designs}
-    from . import processes, report
+    from . import control, processes, report
 
     # Read before the first cell is saved: --merge-into is usually results/bench.json itself.
     base = json.loads(args.merge_into.read_text()) if args.merge_into is not None else None
@@ -645,6 +649,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"real daemons (zkleader run / the kazoo recipe as a process), 3 per group, 3-node ensemble, "
                 f"T = {args.real_session_timeout:g} s")
             results["daemons"] = processes.measure(workdir / "daemons", args, )
+            save(results, args.out)
+        if not args.skip_control:
+            trials = args.control_trials or (5 if args.quick else 10)
+            log(f"resign --to the last of {args.control_n} real daemons vs resign to the next in line, {trials} each")
+            results["control"] = control.measure(workdir / "control", args.control_n, trials, args.tick_ms)
             save(results, args.out)
         for topology in ([] if args.skip_cells else args.topologies):
             for kind in ("zookeeper", "etcd"):
