@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -132,14 +133,22 @@ def _resign(loaded: config.Config, wait: bool, timeout: float) -> int:
     print(f"asked the daemon (pid {mine[0].pid}) to resign leadership of {loaded.election.path}")
     if not wait:
         return exitcodes.OK
+    return _await_leader(loaded, lambda leader: leader.node != mine[0].node, timeout, "no other host")
+
+
+def _await_leader(loaded: config.Config, wanted: Callable[[status.Candidate], bool], timeout: float,
+                  who: str) -> int:
+    """--wait: until a leader ``wanted`` has published its leadership (so it confirmed
+    it, not merely came first in line), or TIMEOUT."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        leader = status.read(loaded).leader
-        if leader is not None and leader.node != mine[0].node:
+        election = status.read(loaded)
+        leader = election.leader
+        if leader is not None and election.leader_since is not None and wanted(leader):
             print(f"{leader.candidate} on {leader.host} leads now (token {leader.token})")
             return exitcodes.OK
-    print(f"zkleader: no other host took over within {timeout:g}s", file=sys.stderr)
+    print(f"zkleader: {who} took over within {timeout:g}s", file=sys.stderr)
     return exitcodes.TIMEOUT
 
 
@@ -154,15 +163,7 @@ def _resign_to(loaded: config.Config, target: str, wait: bool, timeout: float) -
     print(f"asked {leader.candidate} on {leader.host} to hand {path} over to {target} (position {entry.position})")
     if not wait:
         return exitcodes.OK
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = status.read(loaded).leader
-        if now is not None and now.candidate == target:
-            print(f"{target} on {now.host} leads now (token {now.token})")
-            return exitcodes.OK
-    print(f"zkleader: {target} did not take over within {timeout:g}s", file=sys.stderr)
-    return exitcodes.TIMEOUT
+    return _await_leader(loaded, lambda leader: leader.candidate == target, timeout, f"{target} never")
 
 
 def _freeze(loaded: config.Config, frozen: bool) -> int:
