@@ -30,7 +30,7 @@ import structlog
 from zkleader.core import actions as act
 from zkleader.core import events as ev
 from zkleader.core import candidacy
-from zkleader.etcd import EtcdConfig, EtcdShell, RevisionOutOfRange, node_key, node_path, revokes_live_leases
+from zkleader.etcd import EtcdConfig, EtcdShell, node_key, node_path, revokes_live_leases
 from zkleader.testing.etcdcluster import EtcdCluster
 
 pytestmark = pytest.mark.etcd
@@ -346,7 +346,7 @@ def test_which_etcd_versions_revoke_live_leases(version: str, affected: bool) ->
     assert revokes_live_leases(version) is affected
 
 
-@pytest.mark.parametrize("revision", [1, 42, 2**31, 2**32 - 1])
+@pytest.mark.parametrize("revision", [1, 42, 2**31, 2**32 - 1, 2**32, 2**32 + 5, 10**10, 2**63 - 1])
 def test_a_create_revision_names_a_node_the_core_orders_by_it(revision: int) -> None:
     path = node_path(f"/e/zkl-{'a' * 32}-", revision)
     assert node_key(path) == (f"/e/zkl-{'a' * 32}-", revision)
@@ -354,14 +354,17 @@ def test_a_create_revision_names_a_node_the_core_orders_by_it(revision: int) -> 
     assert entry is not None and entry.sequence == revision
 
 
-def test_a_revision_the_core_would_misorder_is_refused() -> None:
-    """2**32 + 5 still has ten digits, and the core reads it as sequence 5 (ZooKeeper's
-    32-bit wrap): it would sort before every older candidate. When the core orders
-    64-bit sequences this test fails, and the shell's refusal can go."""
-    misread = candidacy.parse(f"zkl-{'a' * 32}-{2**32 + 5}")
-    assert misread is not None and misread.sequence == 5
-    with pytest.raises(RevisionOutOfRange):
-        node_path(f"/e/zkl-{'a' * 32}-", 2**32)
+def test_a_revision_past_32_bits_sorts_after_older_candidates() -> None:
+    """2**32 + 5 has ten digits, as ZooKeeper's sequences do: read modulo 2**32 it
+    would sort before every older candidate and two daemons could lead."""
+    older, newer = (node_path(f"/e/zkl-{c * 32}-", r).rsplit("/", 1)[1] for c, r in (("a", 2**32 - 1), ("b", 2**32 + 5)))
+    queue = candidacy.Queue.from_children((newer, older))
+    assert [e.name for e in queue.entries] == [older, newer]
+
+
+def test_a_marker_path_is_no_node() -> None:
+    assert node_key("/e-frozen") == ("/e-frozen", None)
+    assert node_key("/e-drained/host-12") == ("/e-drained/host-12", None)
 
 
 # ---------------------------------------------------------------- etcd's lease facts

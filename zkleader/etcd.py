@@ -16,7 +16,7 @@ The mapping (README, "How it elects", for ZooKeeper):
   fresh, so the key is unique) in one transaction: if its create revision is 0 (it does
   not exist), put it with the lease; else read it. ZooKeeper's sequence number is the
   key's **create revision**, which etcd assigns at the put: the shell names the node
-  ``<key's last segment><create revision, 10 digits>``, exactly the shape
+  ``<key's last segment><create revision, %010d>`` (ten digits, more past 9999999999), the shape
   ``core/candidacy.py`` parses, and maps such a name back to its key (a name whose
   revision is not the key's create revision names a node that no longer exists).
   Create revisions are unique and grow with every write of the whole cluster, so the
@@ -92,8 +92,9 @@ from .post import Post
 #: (the same listener ZooKeeperShell takes; the password is always empty here).
 SessionListener = Callable[[int | None, bytes], None]
 
-#: Digits of the sequence in a node's name: core/candidacy.py parses ZooKeeper's %010d.
-SEQUENCE_DIGITS = 10
+#: A node path: the key (it ends with "-"), then its create revision as %010d prints
+#: it (ten digits, up to nineteen for a 64-bit revision), the shape core/candidacy.py parses.
+_NODE_PATH = re.compile(r"^(.*-)(\d{10}|[1-9]\d{10,18})$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,14 +116,6 @@ class _Armed:
 
     path: str
     watch_id: int | None = None
-
-
-class RevisionOutOfRange(Exception):
-    """A create revision the core cannot order: core/candidacy.py reads a sequence as
-    ZooKeeper's 32-bit counter (10 digits, taken modulo 2**32), and etcd's revisions are
-    64-bit. A revision of 2**32 or more would sort as a small one, so a newer candidate
-    could take itself for the lowest while the real lowest leads: refuse instead (the
-    create or listing fails, nobody new leads) until the core orders 64-bit sequences."""
 
 
 class _Gone(Exception):
@@ -483,20 +476,17 @@ def node_path(prefix: str, create_revision: int) -> str:
 
 
 def sequence(create_revision: int) -> str:
-    """A create revision as the sequence suffix core/candidacy.py parses (%010d)."""
-    if create_revision >= 2**32:
-        raise RevisionOutOfRange(f"etcd revision {create_revision} is beyond the 32-bit sequence the queue "
-                                 "order uses; this etcd cluster cannot hold an election until zkleader orders "
-                                 "64-bit sequences")
-    return f"{create_revision:0{SEQUENCE_DIGITS}d}"
+    """A create revision as the sequence suffix core/candidacy.py parses (%010d: ten
+    digits or more; the core reads a non-negative sequence whole, 64 bits)."""
+    return f"{create_revision:010d}"
 
 
 def node_key(path: str) -> tuple[str, int | None]:
     """The key of a node path, and the create revision its name carries (None for a
     path that is not a node's, such as the election path's own key)."""
-    stem, digits = path[:-SEQUENCE_DIGITS], path[-SEQUENCE_DIGITS:]
-    if len(path) > SEQUENCE_DIGITS and digits.isdigit() and stem.endswith("-"):
-        return stem, int(digits)
+    match = _NODE_PATH.match(path)
+    if match:
+        return match.group(1), int(match.group(2))
     return path, None
 
 
@@ -522,6 +512,6 @@ def _failure(exc: BaseException, path: str = "") -> tuple[ev.Failure, str]:
                     grpc.StatusCode.UNAUTHENTICATED):  # an expired auth token: a reconnect authenticates again
             return ev.Failure.CONNECTION, detail
         return ev.Failure.SERVER_ERROR, detail
-    if isinstance(exc, (etcd_errors.Etcd3Exception, RevisionOutOfRange)):
+    if isinstance(exc, etcd_errors.Etcd3Exception):
         return ev.Failure.SERVER_ERROR, detail
     return ev.Failure.CONNECTION, detail

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 PREFIX = "zkl-"
 #: ZooKeeper prints the sequence with Java's %010d: ten digits, or a minus sign and
-#: nine or ten digits for a wrapped (negative) counter ("-000000005").
-_NAME = re.compile(r"^zkl-([0-9a-f]{32})-(\d{10}|-\d{9,10})$")
+#: nine or ten digits for a wrapped (negative) counter ("-000000005"). The etcd shell
+#: prints a key's 64-bit create revision the same way: ten digits, or up to nineteen
+#: without a leading zero (%010d pads only to ten), never negative.
+_NAME = re.compile(r"^zkl-([0-9a-f]{32})-(\d{10}|[1-9]\d{10,18}|-\d{9,10})$")
 
 
 #: Where the priority sits in a candidacy id, and the bias that keeps it positive.
@@ -57,8 +59,13 @@ def parse(name: str) -> Entry | None:
         return None
     # ZooKeeper's sequence is a signed 32-bit counter printed with %010d: after
     # 2147483647 it goes on at -2147483648. Read as unsigned, the order survives that
-    # wrap (the next one comes after 4,294,967,296 creations under one parent).
-    return Entry(sequence=int(match.group(2)) & 0xFFFFFFFF, name=name, candidacy_id=match.group(1))
+    # wrap (the next one comes after 4,294,967,296 creations under one parent). Only a
+    # negative one needs the wrap: ZooKeeper never prints more than 2147483647 (so a
+    # non-negative one reads the same either way), while an etcd create revision is a
+    # 64-bit count that never wraps and must be read whole, 2**32 and beyond.
+    sequence = int(match.group(2))
+    return Entry(sequence=sequence & 0xFFFFFFFF if sequence < 0 else sequence, name=name,
+                 candidacy_id=match.group(1))
 
 
 @dataclass(frozen=True)
