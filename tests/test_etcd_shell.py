@@ -169,6 +169,46 @@ def test_each_action_answers_with_the_zookeeper_shells_events(shell, election: s
     assert admin(etcd).get(key) == (None, None)
 
 
+def test_markers_reads_and_exists_watches_answer_as_from_zookeeper(shell, election: str, etcd: EtcdCluster) -> None:
+    """The preference and drain markers (core/preference.py, core/drain.py): created at
+    their path itself, with the lease (ephemeral) or without any; a second create is
+    NODE_EXISTS; ReadNodes answers every path, None where absent; an exists watch on a
+    marker that does not exist yet fires on its creation, then on its deletion."""
+    a, a_events = shell()
+    b, b_events = shell()
+    lease = next(e for e in a_events.seen if isinstance(e, ev.Connected)).session_id
+    frozen, preempt, drained = f"{election}-frozen", f"{election}-preempt", f"{election}-drained/host-1"
+
+    b.execute(act.CheckNode(1, frozen, watch=True))
+    assert b_events.next(ev.NodeChecked).stat is None
+    a.execute(act.CreateNode(2, frozen, b"by a", sequential=False, ephemeral=False))
+    assert a_events.next(ev.Created).name == frozen
+    assert b_events.next(ev.WatchFired, timeout=5) == ev.WatchFired(frozen, ev.WatchKind.CHANGED)
+    assert admin(etcd).get(frozen)[1].lease_id == 0  # outlives every session
+    b.execute(act.CreateNode(3, frozen, b"by b", sequential=False, ephemeral=False))
+    assert b_events.next(ev.RequestFailed).failure is ev.Failure.NODE_EXISTS
+    assert admin(etcd).get(frozen)[0] == b"by a"
+
+    a.execute(act.CreateNode(4, preempt, b"", sequential=False, ephemeral=True))
+    assert a_events.next(ev.Created).name == preempt
+    a.execute(act.CheckNode(5, preempt, watch=False, sync=True))
+    assert a_events.next(ev.NodeChecked).stat.ephemeral_owner == lease  # type: ignore[union-attr]
+    admin(etcd).put(drained, b"drained")
+
+    for sync in (False, True):
+        b.execute(act.ReadNodes(6, (frozen, f"{election}-handover", drained), sync=sync))
+        assert b_events.next(ev.NodesRead).data == (b"by a", None, b"drained")
+
+    b.execute(act.CheckNode(7, frozen, watch=True))
+    assert b_events.next(ev.NodeChecked).stat is not None
+    a.execute(act.DeleteNode(8, frozen))
+    a_events.next(ev.Deleted)
+    assert b_events.next(ev.WatchFired, timeout=5) == ev.WatchFired(frozen, ev.WatchKind.DELETED)
+    a.close()  # the ephemeral marker goes with the lease; the other one stays
+    assert admin(etcd).get(preempt) == (None, None)
+    assert admin(etcd).get(drained)[0] == b"drained"
+
+
 def test_a_follower_hears_its_predecessors_deletion_once_and_nobody_elses(shell, election: str) -> None:
     shells = [shell() for _ in range(3)]
     names = [create(s, e, election, letter) for (s, e), letter in zip(shells, "abc")]

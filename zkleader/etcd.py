@@ -174,8 +174,13 @@ class EtcdShell:
     def execute(self, action: act.Action) -> None:
         sent_at = self._clock()
         match action:
-            case act.CreateNode(request_id=rid, path_prefix=prefix, data=payload):
+            case act.CreateNode(request_id=rid, path_prefix=prefix, data=payload, sequential=True):
                 self._submit(rid, sent_at, prefix, lambda client: self._create(client, rid, sent_at, prefix, payload))
+            case act.CreateNode(request_id=rid, path_prefix=path, data=payload, ephemeral=ephemeral):
+                self._submit(rid, sent_at, path,
+                             lambda client: self._create_marker(client, rid, sent_at, path, payload, ephemeral))
+            case act.ReadNodes(request_id=rid, paths=paths, sync=sync):
+                self._submit(rid, sent_at, paths[0], lambda client: self._read(client, rid, sent_at, paths, sync))
             case act.ListChildren(request_id=rid, path=path, sync=sync):
                 self._submit(rid, sent_at, path, lambda client: self._list(client, rid, sent_at, path, sync))
             case act.CheckNode(request_id=rid, path=path, watch=watch, sync=sync):
@@ -240,6 +245,31 @@ class EtcdShell:
                                         f"{prefix} exists and belongs to lease {meta.lease_id:x}")
             revision = meta.create_revision  # our own create, whose reply was lost
         return ev.Created(rid, sent_at, node_path(prefix, revision))
+
+    def _create_marker(self, client: Any, rid: int, sent_at: float, path: str, data: bytes,
+                       ephemeral: bool) -> ev.Event:
+        """A marker (core/preference.py, core/drain.py) at ``path`` itself: with our lease
+        when ephemeral (it goes with the session, as an ephemeral znode), else with no
+        lease at all (it outlives every session). One transaction, so that of two
+        daemons poking at once exactly one creates it and the other hears NODE_EXISTS,
+        as from ZooKeeper. No lost-reply check as for a candidacy key: the core treats a
+        marker that exists, its own or not, alike."""
+        txn = client.transactions
+        put = txn.put(path, data, self._lease) if ephemeral else txn.put(path, data)
+        created, _ = client.transaction(compare=[txn.create(path) == 0], success=[put], failure=[])
+        if not created:
+            return ev.RequestFailed(rid, sent_at, ev.Failure.NODE_EXISTS, f"{path} exists")
+        return ev.Created(rid, sent_at, path)
+
+    def _read(self, client: Any, rid: int, sent_at: float, paths: tuple[str, ...], sync: bool) -> ev.Event:
+        """Each key's value, None where it does not exist. With sync, every get is
+        linearizable (etcd's counterpart of a sync before ZooKeeper's reads): the
+        answer is at least as new as every write committed before the read was sent."""
+        data = []
+        for path in paths:
+            answer = client.get_response(path, serializable=not sync)
+            data.append(bytes(answer.kvs[0].value) if answer.kvs else None)
+        return ev.NodesRead(rid, sent_at, tuple(data))
 
     def _list(self, client: Any, rid: int, sent_at: float, path: str, sync: bool) -> ev.Event:
         parent = path.rstrip("/") + "/"
