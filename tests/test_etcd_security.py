@@ -12,10 +12,11 @@ import pyetcd  # type: ignore[import-untyped]
 import pytest
 from pyetcd import etcdrpc  # type: ignore[import-untyped]
 
-from zkleader.config import TlsConfig
+from zkleader.config import EtcdAuthConfig, EtcdConfig, TlsConfig
 from zkleader.core import actions as act
 from zkleader.core import events as ev
-from zkleader.etcd import EtcdConfig, EtcdShell
+from zkleader.etcd import EtcdShell
+from zkleader.security import Secret
 from zkleader.testing.etcdcluster import ClientTls, EtcdCluster
 from zkleader.testing.zksecure import Pki, make_pki, pki_tools_missing
 
@@ -63,10 +64,10 @@ def _client(cluster: EtcdCluster, pki: Pki) -> Any:
                          timeout=5)
 
 
-def _shell(cluster: EtcdCluster, tls: TlsConfig, password: str | None) -> tuple[EtcdShell, Events]:
+def _shell(cluster: EtcdCluster, tls: TlsConfig, password: str) -> tuple[EtcdShell, Events]:
     events = Events()
-    shell = EtcdShell(EtcdConfig(endpoints=tuple(cluster.endpoints), lease_ttl=2, tls=tls, username="zkl",
-                                 password=password), events.post)
+    auth = EtcdAuthConfig("zkl", "/the/password/file", Secret(password))
+    shell = EtcdShell(EtcdConfig(endpoints=tuple(cluster.endpoints), lease_ttl=2, tls=tls, auth=auth), events.post)
     shell.start()
     return shell, events
 

@@ -30,7 +30,8 @@ import structlog
 from zkleader.core import actions as act
 from zkleader.core import events as ev
 from zkleader.core import candidacy
-from zkleader.etcd import EtcdConfig, EtcdShell, node_key, node_path, revokes_live_leases
+from zkleader.config import EtcdConfig
+from zkleader.etcd import EtcdShell, node_key, node_path, revoke, revokes_live_leases
 from zkleader.testing.etcdcluster import EtcdCluster
 
 pytestmark = pytest.mark.etcd
@@ -484,3 +485,17 @@ def test_the_shells_lease_survives_an_etcd_leader_change(shell, election: str, e
     # costs a reconnect (Suspended, Connected), never the lease.
     assert not [e for e in events.seen if isinstance(e, ev.SessionLost)]
     assert {e.session_id for e in events.seen if isinstance(e, ev.Connected)} == {first}
+
+
+def test_revoke_releases_a_dead_daemons_lease_by_its_id(election: str, etcd: EtcdCluster) -> None:
+    """release.py's etcd half: the keys go at once; a lease already gone counts as
+    released; no member answering is False once ``within`` has passed, not a hang."""
+    lease = admin(etcd).lease(60)
+    admin(etcd).put(f"{election}/zkl-{'a' * 32}-", b"{}", lease)
+    config = EtcdConfig(endpoints=("127.0.0.1:1", *etcd.endpoints), lease_ttl=TTL)  # a dead endpoint first
+    assert revoke(config, lease.id, within=5)
+    assert admin(etcd).get(f"{election}/zkl-{'a' * 32}-") == (None, None)
+    assert revoke(config, lease.id, within=5)  # gone already
+    started = time.monotonic()
+    assert not revoke(EtcdConfig(endpoints=("127.0.0.1:1",), lease_ttl=TTL), lease.id, within=1)
+    assert time.monotonic() - started < 1 + SLACK

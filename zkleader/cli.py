@@ -81,9 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         for warning in loaded.warnings:
             print(f"zkleader: warning: {warning}", file=sys.stderr)
+        lease = (f"etcd lease_ttl {loaded.etcd.lease_ttl}s" if loaded.etcd is not None
+                 else f"session_timeout {loaded.zookeeper.session_timeout:g}s")
         print(f"{path}: valid (election {loaded.election.path}, candidate {loaded.election.candidate}, "
-              f"session_timeout {loaded.zookeeper.session_timeout:g}s, stop_timeout {loaded.job.stop_timeout:g}s)")
+              f"{lease}, stop_timeout {loaded.job.stop_timeout:g}s)")
         return exitcodes.OK
+    if args.command in ("status", "resign", "drain", "undrain", "freeze", "thaw") and loaded.etcd is not None:
+        # These commands read and write the election through ZooKeeper (status.py); on
+        # etcd they would talk to a ZooKeeper that is not there. Permanent, so not 69.
+        print(f"zkleader: {args.command} is not yet supported on etcd ({path} has an etcd section); "
+              "only run and validate are", file=sys.stderr)
+        return exitcodes.CONFIG
     if args.command in ("status", "resign", "drain", "undrain", "freeze", "thaw"):
         try:
             if args.command == "status":

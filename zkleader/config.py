@@ -16,6 +16,7 @@ arguments is the ZooKeeper shell's business (connection.py).
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import reprlib
@@ -99,6 +100,40 @@ class ZooKeeperConfig:
     @property
     def connection_string(self) -> str:
         return ",".join(self.hosts) + (self.chroot or "")
+
+
+@dataclass(frozen=True)
+class EtcdAuthConfig:
+    """etcd.auth: the etcd user (etcd's user/password auth) all daemons of an election
+    share. The password is read from password_file by ``load``, as zookeeper.auth's;
+    ``password`` is a key only to be refused."""
+
+    username: str
+    password_file: str
+    password: Secret | None = field(default=None, repr=False)
+    warning: str | None = field(default=None, compare=False, repr=False, metadata=_NOT_A_KEY)
+
+
+#: etcd grants leases in whole seconds; the lease budget sets the real floor (timing.py).
+ETCD_LEASE_TTL_RANGE = range(1, 3601)
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """The ``etcd:`` section, the alternative to ``zookeeper:`` (issue 17; etcd.py):
+    endpoints as ``host:port``, the lease TTL T in whole seconds (etcd's unit), TLS as
+    for ZooKeeper (gRPC always checks the server's hostname: ``verify_hostname: false``
+    is refused rather than silently not honoured), and an etcd user."""
+
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    lease_ttl: int = 10
+    tls: TlsConfig | None = None
+    auth: EtcdAuthConfig | None = None
+
+    @property
+    def endpoint_string(self) -> str:
+        """The endpoints as one string, for logs and as the servers the fd store names."""
+        return ",".join(self.endpoints)
 
 
 @dataclass(frozen=True)
@@ -217,12 +252,30 @@ class Config:
     metrics: MetricsConfig | None = None
     http: HttpConfig | None = None
     hooks: HooksConfig | None = None
+    #: Set instead of a ``zookeeper:`` section (never both): the election runs on etcd,
+    #: and ``zookeeper`` holds unused defaults.
+    etcd: EtcdConfig | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
         """Problems that do not stop the daemon (one line each, file:line: key: ...)."""
-        auth = self.zookeeper.auth
+        auth = self.etcd.auth if self.etcd is not None else self.zookeeper.auth
         return (auth.warning,) if auth is not None and auth.warning else ()
+
+    @property
+    def lease_timing(self) -> tuple[float, float]:
+        """(T, tick_time) for the lease budget (timing.py): ZooKeeper's session timeout
+        and tickTime, or etcd's lease TTL and no relay allowance: only the etcd leader
+        renews a lease, before it answers the keep-alive (etcd-timing.md)."""
+        if self.etcd is not None:
+            return float(self.etcd.lease_ttl), ETCD_TICK_TIME
+        return self.zookeeper.session_timeout, self.zookeeper.tick_time
+
+
+#: The relay allowance of etcd's lease rule: none. A ZooKeeper follower reports session
+#: touches to its leader up to tickTime/2 late; an etcd keep-alive is answered only after
+#: the etcd leader's lessor renewed the lease (/work/shared/notes/etcd-timing.md).
+ETCD_TICK_TIME = 0.0
 
 
 @dataclass(frozen=True)
@@ -276,12 +329,14 @@ def load(path: str) -> Config:
     secret = reader.read_files()
     if reader.problems or parsed is None:
         raise ConfigError(reader.problems)
-    zookeeper, election = parsed.zookeeper, parsed.election
+    zookeeper, election, etcd = parsed.zookeeper, parsed.election, parsed.etcd
     if zookeeper.auth is not None and secret is not None:
         zookeeper = replace(zookeeper, auth=replace(zookeeper.auth, password=secret[0], warning=secret[1]))
+    if etcd is not None and etcd.auth is not None and secret is not None:
+        etcd = replace(etcd, auth=replace(etcd.auth, password=secret[0], warning=secret[1]))
     if election.candidate is None:
         election = replace(election, candidate=socket.gethostname())
-    return replace(parsed, zookeeper=zookeeper, election=election)
+    return replace(parsed, zookeeper=zookeeper, election=election, etcd=etcd)
 
 
 def parse(text: str, source: str = "<config>") -> Config:
@@ -317,8 +372,10 @@ class _Reader:
         self.source = source
         self.problems: list[Problem] = []
         self._constructor = yaml.SafeLoader("")
-        self._password_file: tuple[str, yaml.Node] | None = None
-        self._tls_files: tuple[TlsConfig, dict[str, yaml.Node]] | None = None
+        #: The password file, its node and its dotted key (zookeeper.auth or etcd.auth).
+        self._password_file: tuple[str, yaml.Node, str] | None = None
+        #: The TLS files, their nodes and the section they came from (zookeeper or etcd).
+        self._tls_files: tuple[TlsConfig, dict[str, yaml.Node], str] | None = None
         #: An explicit ACL list, its node, and the user whose password it must match.
         self._acl_list: tuple[tuple[AclEntry, ...], yaml.Node, str] | None = None
 
@@ -346,8 +403,7 @@ class _Reader:
         problems; returns the password and the warning about its file's mode, if any."""
         secret: tuple[Secret, str | None] | None = None
         if self._password_file is not None:
-            path, node = self._password_file
-            key = "zookeeper.auth.password_file"
+            path, node, key = self._password_file
             try:
                 password, mode = security.read_secret(path)
             except ValueError as err:
@@ -357,9 +413,9 @@ class _Reader:
                 line = node.start_mark.line + 1
                 secret = (password, str(Problem(self.source, line, key, exposed)) if exposed else None)
         if self._tls_files is not None:
-            tls, nodes = self._tls_files
+            tls, nodes, section = self._tls_files
             for name, problem in security.check_tls_files(tls.ca, tls.cert, tls.key).items():
-                self.problem(nodes.get(name), f"zookeeper.tls.{name}", problem)
+                self.problem(nodes.get(name), f"{section}.tls.{name}", problem)
         if self._acl_list is not None and secret is not None:
             entries, node, username = self._acl_list
             problem = security.digest_problem(entries, username, secret[0])
@@ -428,6 +484,7 @@ class _Reader:
         if top is None:
             return None
         zookeeper = self.zookeeper(top)
+        etcd = self.etcd(top)
         election = self.election(top)
         job = self.job(top)
         logging_ = self.logging(top)
@@ -435,9 +492,19 @@ class _Reader:
         health = self.health(top)
         metrics = self.metrics(top)
         http = self.http(top, metrics)
-        hooks = self.hooks(top, zookeeper, job)
+        hooks = self.hooks(top, zookeeper, etcd, job)
         if zookeeper is None or election is None or job is None or logging_ is None or len(self.problems) > before:
             return None
+        if "etcd" in top and etcd is None:
+            return None
+        if etcd is not None:
+            problem = _etcd_budget_problem(etcd.lease_ttl, job)
+            if problem:
+                entries = self.mapping(top["etcd"], "etcd", EtcdConfig) or {}
+                self.problem(entries.get("lease_ttl") or top["etcd"], "etcd.lease_ttl", problem)
+                return None
+            return Config(self.source, zookeeper, election, job, logging_, health, metrics, http=http, hooks=hooks,
+                          etcd=etcd)
         problem = timing.budget_problem(zookeeper.session_timeout, job.stop_timeout, tick_time=zookeeper.tick_time,
                                         reap_allowance=job.reap_allowance)
         if problem:
@@ -457,7 +524,7 @@ class _Reader:
         )
         tick_time = self.field(entries, "zookeeper", "tick_time", _positive_duration, default=ZooKeeperConfig.tick_time)
         auth = self.auth(entries)
-        tls = self.tls(entries)
+        tls = self.tls(entries, "zookeeper")
         if len(self.problems) > before:
             return None
         assert session_timeout is not None and tick_time is not None
@@ -489,34 +556,87 @@ class _Reader:
         username = self.field(auth, "zookeeper.auth", "username", security.check_username)
         password_file = self.field(auth, "zookeeper.auth", "password_file", security.secret_path)
         if password_file is not None:
-            self._password_file = (password_file, auth["password_file"])
+            self._password_file = (password_file, auth["password_file"], "zookeeper.auth.password_file")
         if len(self.problems) > before or scheme is None or username is None or password_file is None:
             return None
         return AuthConfig(scheme, username, password_file)
 
-    def tls(self, entries: dict[str, yaml.Node]) -> TlsConfig | None:
+    def etcd(self, top: dict[str, yaml.Node]) -> EtcdConfig | None:
+        """The ``etcd:`` section, or None without one. Refused next to a ``zookeeper:``
+        section: one daemon elects on one backend (without either, ZooKeeper's defaults
+        apply, as before etcd existed)."""
+        node = top.get("etcd")
+        if node is None:
+            return None
+        if "zookeeper" in top:
+            line = top["zookeeper"].start_mark.line + 1
+            self.problem(node, "etcd", f"a zookeeper section is set too (line {line}): an election runs on "
+                         "ZooKeeper or on etcd; keep one of the two sections")
+            return None
+        entries = self.mapping(node, "etcd", EtcdConfig)
+        if entries is None:
+            return None
+        before = len(self.problems)
+        endpoints = self.field(entries, "etcd", "endpoints", _endpoints, default=EtcdConfig.endpoints)
+        lease_ttl = self.field(entries, "etcd", "lease_ttl", _lease_ttl, default=EtcdConfig.lease_ttl)
+        tls = self.tls(entries, "etcd")
+        auth = self.etcd_auth(entries)
+        if len(self.problems) > before or endpoints is None or lease_ttl is None:
+            return None
+        if tls is not None and not tls.verify_hostname:
+            tls_entries = self.mapping(entries["tls"], "etcd.tls", TlsConfig) or {}
+            self.problem(tls_entries.get("verify_hostname"), "etcd.tls.verify_hostname",
+                         "false cannot be honoured: gRPC always checks that the server's certificate names the "
+                         "endpoint's host; give each member a certificate with its host name or address, and "
+                         "remove the key")
+            return None
+        return EtcdConfig(endpoints=endpoints, lease_ttl=lease_ttl, tls=tls, auth=auth)
+
+    def etcd_auth(self, entries: dict[str, yaml.Node]) -> EtcdAuthConfig | None:
+        node = entries.get("auth")
+        if node is None or _is_null(node):
+            return None
+        auth = self.mapping(node, "etcd.auth", EtcdAuthConfig)
+        if auth is None:
+            return None
+        before = len(self.problems)
+        if "password" in auth:
+            self.problem(auth["password"], "etcd.auth.password",
+                         "passwords are never accepted inline; put it in a file only zkleader's user can read "
+                         "and name that file in etcd.auth.password_file")
+        username = self.field(auth, "etcd.auth", "username", security.check_username)
+        password_file = self.field(auth, "etcd.auth", "password_file", security.secret_path)
+        if password_file is not None:
+            self._password_file = (password_file, auth["password_file"], "etcd.auth.password_file")
+        if len(self.problems) > before or username is None or password_file is None:
+            return None
+        return EtcdAuthConfig(username, password_file)
+
+    def tls(self, entries: dict[str, yaml.Node], section: str) -> TlsConfig | None:
+        """``<section>.tls`` (zookeeper or etcd: the same keys and checks)."""
         node = entries.get("tls")
         if node is None or _is_null(node):
             return None
-        tls = self.mapping(node, "zookeeper.tls", TlsConfig)
+        where = f"{section}.tls"
+        tls = self.mapping(node, where, TlsConfig)
         if tls is None:
             return None
         before = len(self.problems)
-        ca = self.field(tls, "zookeeper.tls", "ca", _file_path)
-        cert = self.field(tls, "zookeeper.tls", "cert", _file_path_or_null, default=None)
-        key = self.field(tls, "zookeeper.tls", "key", _file_path_or_null, default=None)
-        verify_hostname = self.field(tls, "zookeeper.tls", "verify_hostname", _boolean, default=True)
+        ca = self.field(tls, where, "ca", _file_path)
+        cert = self.field(tls, where, "cert", _file_path_or_null, default=None)
+        key = self.field(tls, where, "key", _file_path_or_null, default=None)
+        verify_hostname = self.field(tls, where, "verify_hostname", _boolean, default=True)
         if len(self.problems) > before or ca is None or verify_hostname is None:
             return None
         if (cert is None) != (key is None):
             missing = "key" if key is None else "cert"
             given = "cert" if key is None else "key"
-            self.problem(tls.get(given), f"zookeeper.tls.{missing}",
-                         f"zookeeper.tls.{given} is set, so zookeeper.tls.{missing} is needed too (a client "
+            self.problem(tls.get(given), f"{where}.{missing}",
+                         f"{where}.{given} is set, so {where}.{missing} is needed too (a client "
                          "certificate comes with its key)")
             return None
         tls_config = TlsConfig(ca=ca, cert=cert, key=key, verify_hostname=verify_hostname)
-        self._tls_files = (tls_config, tls)
+        self._tls_files = (tls_config, tls, section)
         return tls_config
 
     def acl(self, entries: dict[str, yaml.Node], auth: AuthConfig | None, tls: TlsConfig | None) -> Acl | None:
@@ -640,7 +760,7 @@ class _Reader:
             return None
         return None if listen is None else HttpConfig(listen)
 
-    def hooks(self, top: dict[str, yaml.Node], zookeeper: ZooKeeperConfig | None,
+    def hooks(self, top: dict[str, yaml.Node], zookeeper: ZooKeeperConfig | None, etcd: EtcdConfig | None,
               job: JobConfig | None) -> HooksConfig | None:
         """The optional ``hooks`` section; a section without any command is None. With
         before_lead, hooks.timeout must fit a new leader's first lease (its tree is
@@ -658,7 +778,15 @@ class _Reader:
         if len(self.problems) > before:
             return None
         hooks = HooksConfig(**values)
-        if hooks.before_lead is not None and zookeeper is not None and job is not None:
+        if hooks.before_lead is not None and etcd is not None and job is not None:
+            window = timing.before_lead_window(etcd.lease_ttl, ETCD_TICK_TIME, job.reap_allowance)
+            if hooks.timeout > window:
+                self.problem(entries.get("timeout") or entries["before_lead"], "hooks.timeout",
+                             f"{hooks.timeout:g}s does not fit the lease with hooks.before_lead set: a new leader's "
+                             f"first lease leaves it {window:.2f}s (etcd.lease_ttl {etcd.lease_ttl}s); lower "
+                             f"hooks.timeout to at most {max(window, 0):.2f}s or raise etcd.lease_ttl")
+                return None
+        elif hooks.before_lead is not None and zookeeper is not None and job is not None:
             window = timing.before_lead_window(zookeeper.session_timeout, zookeeper.tick_time, job.reap_allowance)
             if hooks.timeout > window:
                 self.problem(entries.get("timeout") or entries["before_lead"], "hooks.timeout",
@@ -784,14 +912,49 @@ def _session_timeout(value: Any) -> float:
     return seconds
 
 
-def _hosts(value: Any) -> tuple[tuple[str, ...], str | None]:
+def _lease_ttl(value: Any) -> int:
+    """Whole seconds: etcd grants leases in seconds. The floor that matters is the lease
+    budget's (checked with job.stop_timeout, ``_etcd_budget_problem``); etcd itself
+    raises a TTL below ceil(1.5 x its election timeout), which only lengthens the lease."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in ETCD_LEASE_TTL_RANGE:
+        raise ValueError(f"must be a whole number of seconds from {ETCD_LEASE_TTL_RANGE.start} to "
+                         f"{ETCD_LEASE_TTL_RANGE.stop - 1} (etcd grants leases in whole seconds), not {_short(value)}")
+    return value
+
+
+def _etcd_budget_problem(lease_ttl: int, job: JobConfig) -> str | None:
+    """timing.LeaseBudget with T = the lease TTL and no relay allowance (ETCD_TICK_TIME),
+    in etcd's keys and whole seconds."""
+    if timing.budget_problem(lease_ttl, job.stop_timeout, tick_time=ETCD_TICK_TIME,
+                             reap_allowance=job.reap_allowance) is None:
+        return None
+    needed = timing.min_session_timeout(job.stop_timeout, 0.0, ETCD_TICK_TIME, job.reap_allowance)
+    fits = timing.max_stop_timeout(lease_ttl, 0.0, ETCD_TICK_TIME, job.reap_allowance)
+    lower = f"lower job.stop_timeout to at most {fits:.2f}s or " if fits > 0 else ""
+    return (f"{lease_ttl}s with job.stop_timeout {job.stop_timeout:g}s and job.reap_allowance "
+            f"{job.reap_allowance:g}s leaves no room to stop the job before the lease could expire: "
+            f"{lower}raise etcd.lease_ttl to at least {math.ceil(needed)}s")
+
+
+def _endpoints(value: Any) -> tuple[str, ...]:
+    """etcd.endpoints: as zookeeper.hosts (a list or one comma-separated string), with
+    etcd's client port as the default and no chroot (etcd has no such suffix)."""
+    if isinstance(value, str) and "/" in value:
+        raise ValueError(f'"{value}" is not "host:port" (etcd endpoints take no path or scheme)')
+    if isinstance(value, list) and any(isinstance(v, str) and "/" in v for v in value):
+        raise ValueError('entries must be "host:port" (etcd endpoints take no path or scheme)')
+    return _hosts(value, default_port=2379, example="h1:2379,h2:2379")[0]
+
+
+def _hosts(value: Any, default_port: int = 2181,
+           example: str = "h1:2181,h2:2181") -> tuple[tuple[str, ...], str | None]:
     """A list of "host:port" or one comma-separated string; a "/chroot" may end either."""
     if isinstance(value, str):
         text = value
     elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         text = ",".join(value)
     else:
-        raise ValueError(f'must be a list of "host:port" strings or one "h1:2181,h2:2181" string, not {_describe(value)}')
+        raise ValueError(f'must be a list of "host:port" strings or one "{example}" string, not {_describe(value)}')
     chroot = None
     slash = text.find("/")
     if slash >= 0:
@@ -801,7 +964,7 @@ def _hosts(value: Any) -> tuple[tuple[str, ...], str | None]:
         match = _HOST.match(entry)
         if not match:
             raise ValueError(f'"{entry}" is not "host:port"')
-        port = int(match.group(2) or 2181)
+        port = int(match.group(2) or default_port)
         if not 0 < port < 65536:
             raise ValueError(f'"{entry}": port must be 1..65535')
         hosts.append(f"{match.group(1)}:{port}")

@@ -25,7 +25,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -43,13 +43,16 @@ from .loop import Loop, NoHealthCheck
 from .post import Post
 from .zookeeper import ZooKeeperShell
 
+if TYPE_CHECKING:
+    from .etcd import EtcdShell
+
 
 def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
     health = loaded.health
     return Settings(
         election_path=loaded.election.path,
         candidate=loaded.election.candidate,
-        session_timeout=loaded.zookeeper.session_timeout,
+        session_timeout=loaded.lease_timing[0],
         stop_signal=loaded.job.stop_signal,
         stop_timeout=loaded.job.stop_timeout,
         reap_allowance=loaded.job.reap_allowance,
@@ -57,7 +60,7 @@ def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
         restart_delay=loaded.job.restart_delay,
         health=HealthPolicy(health.interval, health.failures, health.successes) if health else None,
         watchdog=watchdog,
-        tick_time=loaded.zookeeper.tick_time,
+        tick_time=loaded.lease_timing[1],
         hooks=loaded.hooks.kinds if loaded.hooks else frozenset(),
         hook_timeout=loaded.hooks.timeout if loaded.hooks else config.HooksConfig.timeout,
         priority=loaded.election.priority,
@@ -99,7 +102,7 @@ class Daemon:
         self._http: Any = None
         self._loop: Loop | None = None
         self.core: Leadership
-        self._zookeeper: ZooKeeperShell
+        self._zookeeper: ZooKeeperShell | EtcdShell
         self._job: JobRunner
         self._post: Post = self._queue.put
         self._sessions = fdstore.SessionStore()
@@ -220,9 +223,7 @@ class Daemon:
                                   release_argv=[sys.executable, "-m", "zkleader.release", os.path.abspath(loaded.source)])
         else:
             self._job.rebind(loaded.job, loaded.election.path, loaded.election.candidate, post)
-        # The session goes to the guardian, then to systemd's fd store (fdstore.py).
-        on_session = self._sessions.listener(loaded.zookeeper.connection_string, self._job.session)
-        self._zookeeper = ZooKeeperShell(loaded.zookeeper, post, self._clock, on_session=on_session)
+        self._zookeeper = self._election_shell(loaded, post)
         health = self._health_shell(loaded)
         if self._loop is None:
             self._loop = Loop(self.core, self._zookeeper, self._job, health, notify, self._write_log, self._clock,
@@ -231,9 +232,30 @@ class Daemon:
             self._loop.core, self._loop.zookeeper, self._loop.job, self._loop.health = (
                 self.core, self._zookeeper, self._job, health)
         self._hooks_shell(loaded)
-        self._log.info("starting", version=__version__, zookeeper=loaded.zookeeper.connection_string,
-                       session_timeout=loaded.zookeeper.session_timeout, watchdog=self._watchdog)
+        if loaded.etcd is not None:
+            self._log.info("starting", version=__version__, etcd=loaded.etcd.endpoint_string,
+                           session_timeout=loaded.etcd.lease_ttl, watchdog=self._watchdog)
+        else:
+            self._log.info("starting", version=__version__, zookeeper=loaded.zookeeper.connection_string,
+                           session_timeout=loaded.zookeeper.session_timeout, watchdog=self._watchdog)
         self._zookeeper.start()
+
+    def _election_shell(self, loaded: Config, post: Post) -> ZooKeeperShell | EtcdShell:
+        """The shell of the configured backend. The session goes to the guardian, which
+        releases it if the daemon dies (release.py: a lease is revoked by its id, with
+        a stand-in password for the guardian's protocol). On ZooKeeper it also goes to
+        systemd's fd store (fdstore.py); an etcd lease does not yet: fdstore's release
+        at start-up speaks ZooKeeper only, so after a crash of the whole unit a lease
+        expires on its own, after its TTL."""
+        if loaded.etcd is not None:
+            from .etcd import LEASE_PASSWORD, EtcdShell  # grpc and pyetcd only for an etcd election
+
+            def on_lease(lease: int | None, _password: bytes) -> None:
+                self._job.session(lease, LEASE_PASSWORD)
+
+            return EtcdShell(loaded.etcd, post, self._clock, on_session=on_lease)
+        on_session = self._sessions.listener(loaded.zookeeper.connection_string, self._job.session)
+        return ZooKeeperShell(loaded.zookeeper, post, self._clock, on_session=on_session)
 
     def _reload(self) -> None:
         """SIGHUP: an invalid file is reported and the running configuration kept; a new
@@ -247,7 +269,7 @@ class Daemon:
             notify.ready("reload failed, running configuration kept; " + self.core.snapshot().status_line())
             return
         old = self.config
-        if new.zookeeper != old.zookeeper or new.election != old.election:
+        if new.zookeeper != old.zookeeper or new.etcd != old.etcd or new.election != old.election:
             self._pending_config = new
             self._step(ev.ReopenRequested("zookeeper or election settings changed"))
         else:

@@ -74,6 +74,7 @@ import queue
 import random
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +84,7 @@ import structlog
 from pyetcd import exceptions as etcd_errors  # type: ignore[import-untyped]
 
 from . import clock
-from .config import TlsConfig
+from .config import EtcdConfig
 from .core import actions as act
 from .core import events as ev
 from .post import Post
@@ -95,19 +96,6 @@ SessionListener = Callable[[int | None, bytes], None]
 #: A node path: the key (it ends with "-"), then its create revision as %010d prints
 #: it (ten digits, up to nineteen for a 64-bit revision), the shape core/candidacy.py parses.
 _NODE_PATH = re.compile(r"^(.*-)(\d{10}|[1-9]\d{10,18})$")
-
-
-@dataclasses.dataclass(frozen=True)
-class EtcdConfig:
-    """The ``etcd:`` section (issue 17): endpoints as ``host:port``, the lease TTL T in
-    whole seconds (etcd's unit), TLS as for ZooKeeper, user and password (read from a
-    secret file by the loader)."""
-
-    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
-    lease_ttl: int = 10
-    tls: TlsConfig | None = None
-    username: str | None = None
-    password: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(eq=False)
@@ -373,14 +361,9 @@ class EtcdShell:
             delay = min(delay * 2, self._timeout)
 
     def _connect_to(self, endpoint: str) -> bool:
-        host, _, port = endpoint.rpartition(":")
-        tls = self._config.tls
         client = None
         try:
-            client = pyetcd.client(
-                host=host, port=int(port), timeout=self._timeout,
-                ca_cert=tls.ca if tls else None, cert_key=tls.key if tls else None, cert_cert=tls.cert if tls else None,
-                user=self._config.username, password=self._config.password)
+            client = connect(self._config, endpoint, self._timeout)
             if self._lease is not None and self._keep_alive(client) <= 0:
                 lost = self._lease
                 self._lease = None
@@ -488,6 +471,50 @@ class EtcdShell:
 #: The first release of each line with the fix for etcd-io/etcd#15247 (etcd-io/etcd#16822,
 #: backported to 3.4 by #17465 and to 3.5); 3.6 was released with it.
 _FIXED_LEASE_REVOKE: dict[tuple[int, ...], tuple[int, ...]] = {(3, 4): (3, 4, 30), (3, 5): (3, 5, 13)}
+
+
+#: What the daemon tells the guardian as the "password" of a lease: its protocol
+#: (``session ID PASSWORD``, guardian.py) wants one, and a lease has none. release.py
+#: revokes a lease by its id alone.
+LEASE_PASSWORD = b"lease"
+
+
+def connect(config: EtcdConfig, endpoint: str, timeout: float) -> Any:
+    """A new pyetcd client for ``endpoint`` ("host:port") with the section's TLS and
+    user (authenticated here, in the constructor): one per connection, since pyetcd
+    marks a client failed for 300 s after its first connection error."""
+    host, _, port = endpoint.rpartition(":")
+    tls, auth = config.tls, config.auth
+    return pyetcd.client(
+        host=host, port=int(port), timeout=timeout,
+        ca_cert=tls.ca if tls else None, cert_key=tls.key if tls else None, cert_cert=tls.cert if tls else None,
+        user=auth.username if auth else None, password=auth.password.reveal() if auth and auth.password else None)
+
+
+def revoke(config: EtcdConfig, lease: int, within: float) -> bool:
+    """Revokes ``lease`` through the first endpoint that answers, trying them in turn
+    for at most ``within`` seconds (release.py: a dead daemon's lease, whose keys then
+    go at once). True when the lease is gone, revoked now or already expired."""
+    deadline = time.monotonic() + within
+    while True:
+        for endpoint in config.endpoints:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            client = None
+            try:
+                client = connect(config, endpoint, min(remaining, max(config.lease_ttl / 3, 0.5)))
+                client.revoke_lease(lease)
+                return True
+            except grpc.RpcError as err:
+                if err.code() is grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    return True  # expired already: nothing left to release
+            except Exception:  # this endpoint does not answer: the next one
+                pass
+            finally:
+                if client is not None:
+                    client.close()
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
 def revokes_live_leases(version: str) -> bool:

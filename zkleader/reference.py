@@ -70,6 +70,21 @@ KEYS: tuple[Key, ...] = (
     Key("zookeeper.tls.cert", "`null`", "client certificate (servers with `ssl.clientAuth=need`); with `key`"),
     Key("zookeeper.tls.key", "`null`", "the client certificate's unencrypted PEM key; with `cert`"),
     Key("zookeeper.tls.verify_hostname", "`true`", "hostname checks; the chain is always checked"),
+    Key("etcd.endpoints", "`[127.0.0.1:2379]`",
+        "instead of a `zookeeper` section (never both): the election runs on etcd v3; list of `host:port`, "
+        "or one `\"h1:2379,h2:2379\"` string; `run` and `validate` only for now: the other commands exit 78"),
+    Key("etcd.lease_ttl", "`10`",
+        "whole seconds, the T of the lease rule (no `tickTime/2` allowance: only the etcd leader renews a "
+        "lease); at least 5 with the other defaults, more with a longer `job.stop_timeout`"),
+    Key("etcd.auth.username", "required with `auth`", "the etcd user all daemons of an election share"),
+    Key("etcd.auth.password_file", "required with `auth`",
+        "read at start and on reload; never inline, never logged"),
+    Key("etcd.auth.password", "refused", "passwords are never written inline: use `password_file`"),
+    Key("etcd.tls.ca", "required with `tls`", "PEM CA bundle for etcd's client URLs"),
+    Key("etcd.tls.cert", "`null`", "client certificate (etcd's `--client-cert-auth`); with `key`"),
+    Key("etcd.tls.key", "`null`", "the client certificate's unencrypted PEM key; with `cert`"),
+    Key("etcd.tls.verify_hostname", "`true`",
+        "`false` is refused: gRPC always checks the member's hostname against its certificate"),
     Key("election.path", "required", "absolute znode path, created if missing"),
     Key("election.candidate", "this host's name", "the name shown in logs and status"),
     Key("election.priority", "`0`",
@@ -127,6 +142,15 @@ health: {command: ["true"]}
 metrics: {listen: "127.0.0.1:9100"}
 http: {listen: "127.0.0.1:9101"}
 hooks: {on_leader: ["true"]}
+"""
+#: An etcd section may not stand beside the zookeeper section: its keys' defaults come
+#: from a second file.
+_ETCD_SECTION_YAML = """\
+etcd:
+  auth: {username: u, password_file: /etc/zkleader/etcd.secret}
+  tls: {ca: /etc/zkleader/ca.pem}
+election: {path: /zkleader/reference}
+job: {command: ["true"]}
 """
 
 
@@ -193,9 +217,10 @@ def _flatten(mapping: dict, prefix: str = "") -> Iterator[str]:
 def _parsed_defaults() -> dict[str, object]:
     """Each key's value after parsing a file that sets only what is required."""
     parsed = config.parse(_ALL_SECTIONS_YAML, "<reference>")
+    on_etcd = config.parse(_ETCD_SECTION_YAML, "<reference>")
     out: dict[str, object] = {}
     for name, _owner, _field in config_keys():
-        node: object = parsed
+        node: object = on_etcd if name.startswith("etcd.") else parsed
         for part in name.split("."):
             node = getattr(node, part)
         out[name] = node
@@ -222,7 +247,7 @@ def problems() -> list[str]:
         defaults = _parsed_defaults()
     except config.ConfigError as err:
         return out + [f"zkleader/reference.py _ALL_SECTIONS_YAML no longer parses: {p}" for p in err.problems]
-    placeholders = set(_flatten(yaml.safe_load(_ALL_SECTIONS_YAML)))
+    placeholders = set(_flatten(yaml.safe_load(_ALL_SECTIONS_YAML))) | set(_flatten(yaml.safe_load(_ETCD_SECTION_YAML)))
     for key in KEYS:
         match = _ONE_CODE_SPAN.match(key.default)
         if key.name in defaults and match and key.name in real and key.name not in placeholders:

@@ -13,6 +13,10 @@ the session expires on its own anyway; if the session already expired, ZooKeeper
 hands kazoo a new one, and closing that is a no-op for the election. The password
 arrives on an inherited pipe (``--secret-fd``), never argv or the environment, and is
 never logged. Runs as ``python -m zkleader.release CONFIG --secret-fd N``.
+
+On etcd (an ``etcd:`` section) the session is a lease: it is revoked by its id
+(etcd.revoke), its keys go at once, and the password the guardian passes on is a
+stand-in (etcd.LEASE_PASSWORD). A lease that expired already counts as released.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ def read_secret(fd: int) -> tuple[int, bytes]:
 def release(loaded: config.Config, session_id: int, password: bytes) -> bool:
     """Attaches to the session and closes it; False when no server could be reached in
     a session timeout (it then expires on its own)."""
+    if loaded.etcd is not None:
+        from .etcd import revoke  # grpc and pyetcd only for an etcd election
+
+        return revoke(loaded.etcd, session_id, within=loaded.etcd.lease_ttl)
     from kazoo.client import KazooClient  # only here: the import is most of our start-up
 
     zookeeper = loaded.zookeeper
@@ -85,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("session_released", session=session, reason="the daemon died; its job is reaped")
         code = exitcodes.OK
     else:
+        servers = "etcd member" if loaded.etcd is not None else "ZooKeeper server"
         log.warning("session_release_failed", session=session,
-                    reason="no ZooKeeper server answered; the session expires on its own")
+                    reason=f"no {servers} answered; the session expires on its own")
         code = exitcodes.UNAVAILABLE
     return code  # logs.py flushes its queue at exit
 
