@@ -5,6 +5,7 @@ a new configuration. Nothing is handed on while a process of the job may live.""
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -127,9 +128,8 @@ def progress(core: Leadership) -> None:
         return
     if node is not None and core.lease.connected and core.lease.session_id is not None:
         if not core.out.awaiting(Purpose.DELETE_OWN):
-            for name in leave.evict:
-                path = core.path(name)
-                core.out.request(Purpose.EVICT, lambda rid, path=path: act.DeleteNode(rid, path))
+            for path in map(core.path, leave.evict):
+                core.out.request(Purpose.EVICT, functools.partial(act.DeleteNode, path=path))
             leave.evict = ()
             core.out.request(Purpose.DELETE_OWN, lambda rid: act.DeleteNode(rid, core.path(node)))
         if leave.deadline is not None and core.now >= leave.deadline:

@@ -411,7 +411,7 @@ def consider(core: Leadership) -> None:
         wait.target, wait.since = best.name, core.now
         core.out.log("preempt_pending", target=best.name, priority=best.priority, after=after)
         return
-    assert wait.since is not None
+    assert wait.since is not None and queue is not None
     if core.now < wait.since + after or core.leave is not None:
         return
     if core.frozen is not None:

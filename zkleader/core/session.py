@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import actions as act
-from . import drain, follow, hooks, lead, preference
+from . import drain, follow, hooks, lead, leave, preference
 from . import events as ev
 from .jobcontrol import JobPhase
-from .leave import LeaveKind
 from .outbox import Purpose
 
 if TYPE_CHECKING:
@@ -76,7 +75,7 @@ def on_session_lost(core: Leadership, reason: str) -> None:
     if core.me.leader:
         hooks.lost(core, f"session lost: {reason}")
     core.forget_candidacy()
-    if core.leave is not None and core.leave.kind is LeaveKind.REJOIN:
+    if core.leave is not None and core.leave.kind is leave.LeaveKind.REJOIN:
         core.leave = None  # rejoining happens with the next session anyway
 
 
