@@ -80,7 +80,7 @@ def test_each_etcd_error_is_one_line_with_file_line_and_key(text: str, expected:
 
 def test_the_smallest_lease_ttl_is_the_budgets() -> None:
     """T = 5 s fits the default stop_timeout; etcd's relay allowance is none, so the
-    floor is lower than ZooKeeper's at the default tickTime (2 s: 5.48 s needed)."""
+    floor is lower than ZooKeeper's at the default tickTime (2 s: 7.85 s needed)."""
     assert parse(etcd("lease_ttl: 5\n")).etcd.lease_ttl == 5  # type: ignore[union-attr]
     assert timing.budget_problem(5.0, 2.0, tick_time=timing.DEFAULT_TICK_TIME) is not None
 

@@ -173,7 +173,10 @@ class DaemonGroup:
     """Several daemons on one election, with one overlap detector shared by their jobs."""
 
     def __init__(self, workdir: Path, hosts: str, election: str, session_timeout: float = 2.0,
-                 stop_timeout: float = 0.5, job_args: tuple[str, ...] = (), job: dict[str, Any] | None = None) -> None:
+                 stop_timeout: float = 0.5, job_args: tuple[str, ...] = (), job: dict[str, Any] | None = None,
+                 etcd_lease_ttl: int | None = None) -> None:
+        """etcd_lease_ttl: elect on etcd instead (an ``etcd:`` section: ``hosts`` are its
+        endpoints, leases of this many seconds; session_timeout is then unused)."""
         self.workdir = workdir
         self.hosts = hosts
         self.election = election
@@ -181,14 +184,20 @@ class DaemonGroup:
         self.stop_timeout = stop_timeout
         self.job_args = job_args
         self.job_overrides = job or {}
+        self.etcd_lease_ttl = etcd_lease_ttl
         self.lock_path = workdir / "detector.lock"
         self.record_path = workdir / "detector.jsonl"
         self.daemons: dict[str, Daemon] = {}
 
     def config(self, name: str, hosts: str | None = None) -> dict[str, Any]:
-        return {
+        backend: dict[str, Any] = (
+            {"etcd": {"endpoints": hosts or self.hosts, "lease_ttl": self.etcd_lease_ttl}}
+            if self.etcd_lease_ttl is not None
             # The test servers run with tickTime 200 ms (zkserver.py).
-            "zookeeper": {"hosts": hosts or self.hosts, "session_timeout": self.session_timeout, "tick_time": 0.2},
+            else {"zookeeper": {"hosts": hosts or self.hosts, "session_timeout": self.session_timeout,
+                                "tick_time": 0.2}})
+        return {
+            **backend,
             "election": {"path": self.election, "candidate": name},
             "job": {
                 "command": [sys.executable, "-I", "-S", str(DETECTOR), *self.job_args],
