@@ -38,7 +38,7 @@ class Leave:
     exit_code: int = exitcodes.OK
     deadline: float | None = None
     #: Nodes between ours and the candidate we hand over or yield to (preference.py):
-    #: deleted just before our own, so that candidate is lowest when it wakes.
+    #: deleted right after our own, so that candidate is lowest when it wakes.
     evict: tuple[str, ...] = ()
 
 
@@ -128,10 +128,12 @@ def progress(core: Leadership) -> None:
         return
     if node is not None and core.lease.connected and core.lease.session_id is not None:
         if not core.out.awaiting(Purpose.DELETE_OWN):
+            core.out.request(Purpose.DELETE_OWN, lambda rid: act.DeleteNode(rid, core.path(node)))
+            # Then the nodes between us and the candidate we hand over to, in queue order:
+            # its own predecessor goes last, so it wakes once, with nobody left ahead.
             for path in map(core.path, leave.evict):
                 core.out.request(Purpose.EVICT, functools.partial(act.DeleteNode, path=path))
             leave.evict = ()
-            core.out.request(Purpose.DELETE_OWN, lambda rid: act.DeleteNode(rid, core.path(node)))
         if leave.deadline is not None and core.now >= leave.deadline:
             finish(core)
         return

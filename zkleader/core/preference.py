@@ -31,12 +31,12 @@ The rules:
 2. The takeover (``may_take_over``, asked when the lowest node's confirming
    heartbeat is answered, after a synced read of both markers sent behind the
    listing): frozen, it holds (watches the freeze marker; nobody leads until thaw);
-   another candidate preferred, it yields: deletes the nodes between itself and that
-   candidate, then its own (the candidate wakes as its predecessor goes), and
-   rejoins at the back; otherwise it leads.
-3. The leader keeps an exists watch on both markers: a freeze or thaw is logged; a
-   handover request is carried out like a resign, the nodes between deleted before
-   its own; refused (and deleted) when frozen or when its target is not queued.
+   another candidate preferred, it yields: deletes its own node, then the nodes
+   between itself and that candidate in queue order (the candidate wakes once, as its
+   predecessor goes last), and rejoins at the back; otherwise it leads.
+3. The leader keeps an exists watch on the markers: a freeze or thaw is logged; a
+   handover request is carried out like a resign, the nodes between deleted right
+   after its own; refused (and deleted) when frozen or when its target is not queued.
 4. Preemption (``election.preempt_after`` on the leader): a leader that learns of a
    candidate of higher priority (from its takeover's listing, or a listing made when a
    marker's watch fires) waits ``preempt_after``, lists again, and hands over to it if
@@ -353,7 +353,7 @@ def _as_leader(core: Leadership, control: Control) -> None:
 
 
 def _hand_over(core: Leadership, queue: Queue, own: Entry, target: Entry, why: str, by: str) -> None:
-    """Leave like a resign, the nodes between us and ``target`` deleted before ours."""
+    """Leave like a resign, the nodes between us and ``target`` deleted after ours."""
     between = queue.between(own, target)
     core.out.log("handing_over", to=target.name, by=by, why=why, token=core.me.token, evicted=len(between))
     leave.begin(core, leave.LeaveKind.REJOIN, f"handing over to {target.name} ({why})")
