@@ -44,7 +44,7 @@ from kazoo.exceptions import (
 
 from zkleader import config as zconfig
 from zkleader.core import events as ev
-from zkleader.core.actions import ListChildren, Log, StartJob
+from zkleader.core.actions import CheckNode, ListChildren, Log, StartJob
 from zkleader.daemon import Daemon
 
 from . import etcd
@@ -144,6 +144,14 @@ class _Tap:
         self.owner = owner
 
     def observe(self, event: ev.Event, actions: list[Any], core: Any, now: float) -> None:
+        if getattr(self.owner.daemon, "_count_at_shell", False):
+            for action in actions:
+                if not hasattr(action, "request_id"):
+                    continue
+                if isinstance(action, CheckNode) and action.sync and core.leader:
+                    self.owner.counters.tick_periodic()
+                else:
+                    self.owner.counters.request(type(action).__name__)
         for action in actions:
             if isinstance(action, StartJob):
                 self.owner.stamp("elected")  # StartJob leaves the core
@@ -171,8 +179,14 @@ class BenchDaemon(Daemon):
 
     def _open(self, loaded: zconfig.Config) -> None:
         super()._open(loaded)
-        instrument_kazoo(self._zookeeper.client, self.owner.counters, periodic=self._is_heartbeat,
-                         on_notification=lambda: self.owner.stamp("notified"))
+        #: On etcd there is no kazoo to wrap: requests and notifications are counted where
+        #: the loop hands actions to the shell and takes its watch events (``_perform``,
+        #: ``_step``), one per request the shell sends (a heartbeat's keep-alive and read
+        #: count as one periodic request).
+        self._count_at_shell = loaded.etcd is not None
+        if not self._count_at_shell:
+            instrument_kazoo(self._zookeeper.client, self.owner.counters, periodic=self._is_heartbeat,
+                             on_notification=lambda: self.owner.stamp("notified"))
 
     def _is_heartbeat(self, request: Any) -> bool:
         """The leader's timer-driven exists() on its own node, and the sync() before it
@@ -191,6 +205,8 @@ class BenchDaemon(Daemon):
         if self.owner.dead:
             return None
         inner = event
+        if self._count_at_shell and isinstance(inner, ev.WatchFired) and inner.kind is not ev.WatchKind.CONNECTION:
+            self.owner.counters.notification()
         if isinstance(inner, ev.WatchFired) and inner.kind is ev.WatchKind.DELETED:
             self.owner.stamp("watch")  # the loop takes the deletion event
         elif isinstance(inner, ev.NodeChecked):
@@ -205,11 +221,15 @@ class BenchDaemon(Daemon):
 
 
 class ZkleaderCandidate(Candidate):
+    def coordination(self) -> dict[str, Any]:
+        s = self.settings
+        return {"zookeeper": {"hosts": s.hosts, "session_timeout": s.session_timeout,
+                              "tick_time": s.tick_ms / 1000}}  # the servers' tickTime (expiry granularity)
+
     def start(self) -> None:
         s = self.settings
         raw = {
-            "zookeeper": {"hosts": s.hosts, "session_timeout": s.session_timeout,
-                          "tick_time": s.tick_ms / 1000},  # the servers' tickTime (expiry granularity)
+            **self.coordination(),
             "election": {"path": s.election, "candidate": self.name},
             "job": {"command": s.job_argv, "stop_timeout": s.stop_timeout, "restart_delay": 0.2,
                     "environment": s.job_env},
@@ -242,8 +262,12 @@ class ZkleaderCandidate(Candidate):
                 guardian.stdin.close()  # the lifeline: the guardian kills the job, then releases the session
             except OSError:
                 pass
-        cut_kazoo_session(self.daemon._zookeeper.client)
+        self.cut_session()
         self.daemon._queue.put(_DIE)
+
+    def cut_session(self) -> None:
+        """What the dead process's socket closing does: no closeSession goes out."""
+        cut_kazoo_session(self.daemon._zookeeper.client)
 
     def teardown(self) -> None:
         self.dead = True
@@ -548,8 +572,27 @@ class Keepalive:
         _kill(self.job)
 
 
+class ZkleaderEtcdCandidate(ZkleaderCandidate):
+    """The same daemon elected on etcd (an ``etcd:`` section; zkleader/etcd.py), beside
+    the seed-style etcd script (EtcdCandidate): one key per candidate, each follower
+    watching only its predecessor's."""
+
+    def coordination(self) -> dict[str, Any]:
+        s = self.settings
+        return {"etcd": {"endpoints": [f"{h}:{p}" for h, p in s.etcd], "lease_ttl": s.lease_ttl}}
+
+    def cut_session(self) -> None:
+        """A dead process's keep-alives stop: the shell is closed (the guardian, whose
+        lifeline just closed, revokes the lease once the job is reaped)."""
+        self.daemon._zookeeper.close(timeout=0.5)
+
+    def client(self) -> Any:
+        return None
+
+
 DESIGNS: dict[str, type[Candidate]] = {
     "zkleader": ZkleaderCandidate,
+    "zkleader-etcd": ZkleaderEtcdCandidate,
     "kazoo": KazooElectionCandidate,
     "herd": HerdCandidate,
     "etcd": EtcdCandidate,

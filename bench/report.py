@@ -12,9 +12,11 @@ NAMES = {
     "zkleader": "zkleader",
     "kazoo": "kazoo Election + Popen job",
     "herd": "herd (leader key)",
-    "etcd": "etcd lease",
+    "etcd": "etcd lease (seed style)",
+    "zkleader-etcd": "zkleader on etcd",
 }
-COLOURS = {"zkleader": "tab:blue", "kazoo": "tab:orange", "herd": "tab:red", "etcd": "tab:green"}
+COLOURS = {"zkleader": "tab:blue", "kazoo": "tab:orange", "herd": "tab:red", "etcd": "tab:green",
+           "zkleader-etcd": "tab:purple"}
 
 #: The issue's targets (benchmark figures, never test assertions).
 TARGETS = {

@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 MARKER = REPO / "bench" / "jobs" / "marker.py"
 MARKER_C = REPO / "bench" / "jobs" / "marker.c"
 ZK_DESIGNS = ("zkleader", "kazoo", "herd")
+#: The designs a cell runs against etcd: the seed-style lease script, and zkleader's etcd backend.
+ETCD_DESIGNS = ("etcd", "zkleader-etcd")
 
 
 def log(text: str) -> None:
@@ -314,7 +316,7 @@ class Cell:
         self.n = n
         self.backend = backend
         self.args = args
-        self.timeout = args.lease_ttl if design == "etcd" else args.session_timeout
+        self.timeout = args.lease_ttl if design in ETCD_DESIGNS else args.session_timeout
         self.dir = workdir / f"{design}-{topology}-{n}"
         self.dir.mkdir(parents=True)
         self.records = Records(self.dir / "records.jsonl")
@@ -551,8 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="zkleader and the kazoo recipe only, N = 3 and 100, fewer trials (about 12 minutes)")
     parser.add_argument("--n", type=int, nargs="+", help="candidate counts (default: 3 10 100 1000; quick: 3 100)")
-    parser.add_argument("--designs", nargs="+", choices=["zkleader", "kazoo", "herd", "etcd"],
-                        help="designs of the in-process cells (default: all four; quick: zkleader kazoo)")
+    parser.add_argument("--designs", nargs="+", choices=[*ZK_DESIGNS, *ETCD_DESIGNS],
+                        help="designs of the in-process cells (default: all five; quick: zkleader kazoo)")
     parser.add_argument("--topologies", nargs="+", default=["ensemble", "standalone"], choices=["ensemble", "standalone"])
     parser.add_argument("--handovers", type=int, help="planned handovers per cell (default 20)")
     parser.add_argument("--crashes", type=int, help="in-process crash failovers per cell (default 5; quick 0: the "
@@ -597,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
                         "N) and write the report from the merged figures")
     args = parser.parse_args(argv)
     sizes = args.n or ([3, 100] if args.quick else [3, 10, 100, 1000])
-    designs = args.designs or (["zkleader", "kazoo"] if args.quick else ["zkleader", "kazoo", "herd", "etcd"])
+    designs = args.designs or (["zkleader", "kazoo"] if args.quick else [*ZK_DESIGNS, *ETCD_DESIGNS])
     planned = args.handovers if args.handovers is not None else 20
     crashes = args.crashes if args.crashes is not None else (0 if args.quick else 5)
     idle = args.idle if args.idle is not None else (5.0 if args.quick else 10.0)
@@ -635,10 +637,10 @@ def main(argv: list[str] | None = None) -> int:
         "cells": [],
         "etcd": None,
     }
-    if "etcd" in designs:
+    if set(designs) & set(ETCD_DESIGNS):
         why = etcd.available()
         if why:
-            designs.remove("etcd")
+            designs = [d for d in designs if d not in ETCD_DESIGNS]
             results["etcd"] = why
             log(f"etcd left out: {why}")
         else:
@@ -657,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             save(results, args.out)
         for topology in ([] if args.skip_cells else args.topologies):
             for kind in ("zookeeper", "etcd"):
-                mine = [d for d in designs if (d == "etcd") == (kind == "etcd")]
+                mine = [d for d in designs if (d in ETCD_DESIGNS) == (kind == "etcd")]
                 if not mine:
                     continue
                 log(f"starting {kind} ({topology})")
