@@ -215,9 +215,19 @@ def test_apt_install_enable_handover_remove_purge(deb: Path, make_host, tmp_path
         leader, token = starts()[-1]
         h = hosts[leader]
         edited = h.read_file("/etc/zkleader/zkleader.yaml")
+        # an instance of the template on the same host, alone in an election of its own:
+        # dh_installsystemd does not know it, the package's prerm must stop it too
+        solo = re.sub(r"(?m)^  command: .*$", '  command: ["sleep", "infinity"]',
+                      config_yaml(server.hosts, f"{election}-solo", leader))
+        h.write_file("/etc/zkleader/solo.yaml", solo)
+        assert h.run(["zkleader", "validate", "-c", "/etc/zkleader/solo.yaml"]).returncode == 0
+        assert h.systemctl("start", "zkleader@solo.service", timeout=30).returncode == 0
+        assert h.systemctl("is-active", "zkleader@solo.service").stdout.strip() == "active"
         r = h.run(["apt-get", "remove", "-y", "zkleader"], env=APT_ENV, timeout=120)
         assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
         assert h.systemctl("is-active", UNIT).stdout.strip() == "inactive"
+        assert h.systemctl("is-active", "zkleader@solo.service").stdout.strip() == "inactive", \
+            "apt remove left an instance of zkleader@.service running"
         assert h.show(UNIT, "Result")["Result"] in ("success", ""), h.show(UNIT, "Result")
         wait(lambda: len(starts()) == 3, 10, "another host leads after apt remove", diagnostics)
         assert starts()[-1][0] != leader and starts()[-1][1] > token
@@ -236,7 +246,8 @@ def test_apt_install_enable_handover_remove_purge(deb: Path, make_host, tmp_path
         r = h.run(["apt-get", "purge", "-y", "zkleader"], env=APT_ENV, timeout=120)
         assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
         assert h.run(["test", "-e", "/etc/zkleader/zkleader.yaml"]).returncode != 0
-        assert h.run(["test", "-e", "/etc/zkleader"]).returncode != 0
+        # what the administrator added is theirs: dpkg leaves it (and so the directory)
+        assert h.run(["ls", "/etc/zkleader"], check=True).stdout.split() == ["solo.yaml"]
         assert not (shared / "overlaps").exists(), diagnostics()
     finally:
         server.close()
