@@ -18,12 +18,12 @@ CONFIG_HELP = f"configuration file (default: ${config.ENV_VAR}, else {config.DEF
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zkleader",
-        description="Elect one leader among hosts through ZooKeeper and run a leader-only job on it.",
+        description="Elect one leader among hosts through ZooKeeper or etcd and run a leader-only job on it.",
         epilog="Exit statuses: 0 ok, 1 internal error, 2 usage, 3 job exited (on_exit: exit), "
         "4 the election has no leader (status), this host is not in it (resign) or the --to candidate is not queued, "
-        "69 ZooKeeper unreachable or the job cannot be supervised here, 75 timed out waiting (--wait), "
+        "69 ZooKeeper or etcd unreachable or the job cannot be supervised here, 75 timed out waiting (--wait), "
         "or refused for now (frozen, a handover pending), "
-        "77 ZooKeeper authentication failed, 78 invalid configuration.",
+        "77 ZooKeeper or etcd refused the credentials or TLS, 78 invalid configuration.",
     )
     parser.add_argument("--version", action="version", version=f"zkleader {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a configuration file and exit",
                                    description="Check a configuration; exit 0 when valid, 78 with one line per problem.")
     validate.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
-    status = commands.add_parser("status", help="show the election as ZooKeeper sees it",
+    status = commands.add_parser("status", help="show the election as the store (ZooKeeper or etcd) sees it",
                                  description="Show the leader and the queue. Exit 0 when a leader exists, "
-                                 "4 when nobody is queued, 69 when ZooKeeper is unreachable.")
+                                 "4 when nobody is queued, 69 when the store is unreachable.")
     status.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
     status.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
     resign = commands.add_parser("resign", help="make this host's daemon step down (like SIGUSR1), "
@@ -55,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "takes over or hands over until `zkleader thaw`"),
                        ("thaw", "end the freeze: failovers and handovers happen again")):
         command = commands.add_parser(name, help=does, description=f"{does[0].upper()}{does[1:]}. "
-                                      "Exit 0 when done or already so, 69 when ZooKeeper is unreachable, 77 refused.")
+                                      "Exit 0 when done or already so, 69 when the store is unreachable, 77 refused.")
         command.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
     for name, does in (("drain", "take this host out of the queue until `zkleader undrain`, across restarts"),
                        ("undrain", "let this host queue again, at the back")):
         command = commands.add_parser(name, help=does, description=f"{does[0].upper()}{does[1:]}. "
-                                      "Exit 0 when done or already so, 69 when ZooKeeper is unreachable, 77 refused.")
+                                      "Exit 0 when done or already so, 69 when the store is unreachable, 77 refused.")
         command.add_argument("-c", "--config", metavar="PATH", help=CONFIG_HELP)
         command.add_argument("--wait", action="store_true",
                              help="return once this host is out of the queue (drain) or back in it (undrain)")
@@ -86,12 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: valid (election {loaded.election.path}, candidate {loaded.election.candidate}, "
               f"{lease}, stop_timeout {loaded.job.stop_timeout:g}s)")
         return exitcodes.OK
-    if args.command in ("status", "resign", "drain", "undrain", "freeze", "thaw") and loaded.etcd is not None:
-        # These commands read and write the election through ZooKeeper (status.py); on
-        # etcd they would talk to a ZooKeeper that is not there. Permanent, so not 69.
-        print(f"zkleader: {args.command} is not yet supported on etcd ({path} has an etcd section); "
-              "only run and validate are", file=sys.stderr)
-        return exitcodes.CONFIG
     if args.command in ("status", "resign", "drain", "undrain", "freeze", "thaw"):
         try:
             if args.command == "status":

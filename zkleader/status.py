@@ -1,44 +1,31 @@
-"""`zkleader status`, `resign`, `drain`, `freeze`: what ZooKeeper says about an
-election, and the markers operators set beside it.
+"""`zkleader status`, `resign`, `drain`, `freeze`: what the store (ZooKeeper or etcd)
+says about an election, and the markers operators set beside it.
 
-Status reads ZooKeeper, not the local daemon, so it answers from any host and
-even when the local daemon is down. Its --json output is a stable interface
-(README, "zkleader status --json"): fields are only ever added.
+Status reads the store (stores.py), not the local daemon, so it answers from any host
+and even when the local daemon is down. Its output is the same for both stores, and
+its --json output is a stable interface (README, "zkleader status --json"): fields are
+only ever added.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import getpass
 import json
-import logging
 import os
 import signal
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError, NodeExistsError, NoNodeError
-
 from .config import Config
-from .connection import Client, TlsRefusals, client_options
 from .core import candidacy, drain, exitcodes, preference
+from .stores import Node, Refused, Store, Unreachable, connect
+
+__all__ = ["Refused", "Unreachable"]  # the commands' errors, raised by stores.py
 
 SCHEMA_VERSION = 1
-
-
-class Unreachable(Exception):
-    """ZooKeeper did not answer in time."""
-
-
-class Refused(Unreachable):
-    """ZooKeeper answered but refused us: TLS or the election path's ACL. The message
-    says which and never contains a secret."""
 
 
 @dataclass(frozen=True)
@@ -94,83 +81,30 @@ class Election:
     drained: tuple[str, ...] = ()
     frozen: Frozen | None = None
     handover: Handover | None = None
+    #: The store's name ("ZooKeeper", "etcd") for the text's first line. Not in the
+    #: JSON, whose schema is the same for both stores: ``zookeeper`` holds the address
+    #: of whichever store the configuration names.
+    store: str = "ZooKeeper"
 
     def to_json(self) -> str:
         document: dict[str, Any] = {"schema": SCHEMA_VERSION, **asdict(self)}
+        del document["store"]
         return json.dumps(document, indent=2)
 
 
-def _quiet_logger() -> logging.Logger:
-    """kazoo's retry chatter would bury the one-line answer of a command."""
-    logger = logging.getLogger("zkleader.command.kazoo")
-    logger.propagate = False
-    if not logger.handlers:
-        logger.addHandler(logging.NullHandler())
-    return logger
-
-
 def read(config: Config, timeout: float = 5.0) -> Election:
-    """The election as ZooKeeper sees it, with the daemon's own credentials and TLS
+    """The election as the store sees it, with the daemon's own credentials and TLS
     settings (an ACL without world:read needs them)."""
-    with session(config, timeout, config.election.path, creates=False) as client:
-        return _read(client, config)
-
-
-@contextlib.contextmanager
-def session(config: Config, timeout: float, path: str, creates: bool) -> Iterator[KazooClient]:
-    """A connected client with the daemon's credentials and TLS settings, closed on
-    exit. creates: keep zookeeper.acl, so that what a command creates (a drain marker)
-    carries the ACL the daemons' nodes carry. A NoAuth on ``path`` becomes Refused."""
-    zookeeper = config.zookeeper
-    options = client_options(zookeeper)
-    if not creates:
-        options.pop("default_acl", None)
-    refused: list[str] = []
-    gave_up = threading.Event()
-
-    def on_rejected(reason: str, final: bool) -> None:
-        refused.append(reason)
-        if final:
-            gave_up.set()
-
-    tls = TlsRefusals(len(zookeeper.hosts), on_rejected) if zookeeper.tls is not None else None
-    client = Client(clock=time.monotonic, tls=tls, hosts=zookeeper.connection_string,
-                    timeout=max(zookeeper.session_timeout, 4.0), logger=_quiet_logger(), **options)
-    connected = client.start_async()
-    deadline = time.monotonic() + timeout
-    while not connected.is_set() and not gave_up.is_set() and time.monotonic() < deadline:
-        connected.wait(0.05)
-    if not client.connected:
-        client.stop()
-        client.close()
-        if refused:
-            raise Refused(f"ZooKeeper at {zookeeper.connection_string} refused TLS: {refused[-1]}")
-        raise Unreachable(f"ZooKeeper at {zookeeper.connection_string} did not answer within {timeout:g}s") from None
-    try:
-        yield client
-    except NoAuthError:
-        who = f"user {zookeeper.auth.username}" if zookeeper.auth else "an unauthenticated client"
-        doing = "writing" if creates else "reading"
-        raise Refused(f"ZooKeeper refused {who} {doing} {path} (NoAuth): "
-                      "check zookeeper.auth and the ACL of the election path") from None
-    finally:
-        client.stop()
-        client.close()
+    with connect(config, timeout, config.election.path, creates=False) as store:
+        return _read(store, config)
 
 
 def set_drained(config: Config, drained: bool, timeout: float = 5.0) -> bool:
     """Create (drain) or delete (undrain) this candidate's marker (core/drain.py);
     True when that changed anything, False when it already was so."""
     marker = drain.marker_path(config.election.path, config.election.candidate or socket.gethostname())
-    with session(config, timeout, marker, creates=True) as client:
-        try:
-            if drained:
-                client.create(marker, b"", makepath=True)
-            else:
-                client.delete(marker)
-        except (NodeExistsError, NoNodeError):
-            return False
-        return True
+    with connect(config, timeout, marker, creates=True) as store:
+        return store.create(marker, b"") if drained else store.delete(marker)
 
 
 class Refusal(Exception):
@@ -195,15 +129,8 @@ def set_frozen(config: Config, frozen: bool, timeout: float = 5.0) -> bool:
     changed anything, False when it already was so."""
     marker = preference.frozen_path(config.election.path)
     data = json.dumps({"by": operator(), "at": _now_text()}, separators=(",", ":")).encode()
-    with session(config, timeout, marker, creates=True) as client:
-        try:
-            if frozen:
-                client.create(marker, data, makepath=True)
-            else:
-                client.delete(marker)
-        except (NodeExistsError, NoNodeError):
-            return False
-        return True
+    with connect(config, timeout, marker, creates=True) as store:
+        return store.create(marker, data) if frozen else store.delete(marker)
 
 
 def request_handover(config: Config, target: str, timeout: float = 5.0) -> tuple[Candidate, Candidate | None]:
@@ -213,8 +140,8 @@ def request_handover(config: Config, target: str, timeout: float = 5.0) -> tuple
     another handover is pending."""
     path = config.election.path
     marker = preference.handover_path(path)
-    with session(config, timeout, marker, creates=True) as client:
-        election = _read(client, config)
+    with connect(config, timeout, marker, creates=True) as store:
+        election = _read(store, config)
         if election.frozen is not None:
             raise Refusal(f"{path} is frozen (by {election.frozen.by} since {election.frozen.since}): "
                           "nobody hands over until `zkleader thaw`", exitcodes.TIMEOUT)
@@ -232,35 +159,29 @@ def request_handover(config: Config, target: str, timeout: float = 5.0) -> tuple
             raise Refusal(f"a handover to {_printable(pending.to_candidate or pending.to)} is pending "
                           f"(asked by {pending.by} since {pending.since})", exitcodes.TIMEOUT)
         data = preference.handover_data(queued[0].node, operator(), "resign --to", _now_text())
-        with contextlib.suppress(NoNodeError):
-            client.delete(marker)  # void: its target left the queue
-        try:
-            client.create(marker, data, makepath=True)
-        except NodeExistsError:
+        store.delete(marker)  # if any, void: its target left the queue
+        if not store.create(marker, data):
             raise Refusal("another handover was asked for at the same moment; look at `zkleader status`",
-                          exitcodes.TIMEOUT) from None
+                          exitcodes.TIMEOUT)
         return queued[0], leader
 
 
-def _read(client: KazooClient, config: Config) -> Election:
+def _read(store: Store, config: Config) -> Election:
     path = config.election.path
-    try:
-        children = tuple(client.get_children(path))
-        parent_data, _ = client.get(path)
-    except NoNodeError:
-        children, parent_data = (), b""
-    queue = candidacy.Queue.from_children(children)
+    queue = candidacy.Queue.from_children(store.candidates(path))
     me = (config.election.candidate, socket.gethostname())
     now = time.time()
-    entries = []
+    entries: list[Candidate] = []
     for entry in queue.entries:
-        try:
-            data, stat = client.get(f"{path}/{entry.name}")
-        except NoNodeError:
+        node = store.candidate(path, entry.name)
+        if node is None:
             continue  # it went while we looked
-        facts = _json_object(data)
+        facts = _json_object(node.data)
         candidate = _text(facts.get("candidate"))
         host = _text(facts.get("host"))
+        started_at = _text(facts.get("started_at"))
+        # etcd keeps no creation time: the daemon's start is the nearest (never younger).
+        created = node.created if node.created is not None else _epoch(started_at)
         entries.append(
             Candidate(
                 position=len(entries),
@@ -269,52 +190,58 @@ def _read(client: KazooClient, config: Config) -> Election:
                 host=host,
                 pid=facts.get("pid") if isinstance(facts.get("pid"), int) and not isinstance(facts.get("pid"), bool) else None,
                 version=_text(facts.get("version")),
-                started_at=_text(facts.get("started_at")),
-                token=stat.czxid,
-                session=f"0x{stat.ephemeralOwner:x}",
-                age_seconds=round(max(0.0, now - stat.ctime / 1000), 1),
+                started_at=started_at,
+                token=node.token,
+                session=f"0x{node.owner:x}",
+                age_seconds=round(max(0.0, now - created), 1) if created is not None else 0.0,
                 this_host=(candidate, host) == me,
-                ephemeral=stat.ephemeralOwner != 0,
+                ephemeral=node.owner != 0,
                 priority=entry.priority,
             )
         )
     leader = next((c for c in entries if c.ephemeral), None)
-    record = _json_object(parent_data)
+    parent = store.get(path)
+    record = _json_object(parent.data if parent is not None else b"")
     since = _text(record.get("leader_since")) if leader and record.get("node") == leader.node else None
-    try:
-        drained = tuple(sorted(client.get_children(drain.markers_path(path))))
-    except NoNodeError:
-        drained = ()
-    return Election(path, config.zookeeper.connection_string, leader, since, tuple(entries), queue.ignored, drained,
-                    *_markers(client, path, entries))
+    drained = store.markers(drain.markers_path(path))
+    return Election(path, store.address, leader, since, tuple(entries), queue.ignored, drained,
+                    *_markers(store, path, entries), store=store.kind)
 
 
-def _markers(client: KazooClient, path: str, entries: list[Candidate]) -> tuple[Frozen | None, Handover | None]:
+def _markers(store: Store, path: str, entries: list[Candidate]) -> tuple[Frozen | None, Handover | None]:
     """The freeze and the handover request in force, as the daemons read them."""
-    read: list[tuple[bytes, Any] | None] = []
-    for marker in (preference.frozen_path(path), preference.handover_path(path)):
-        try:
-            read.append(client.get(marker))
-        except NoNodeError:
-            read.append(None)
-    control = preference.parse_control(*(None if r is None else r[0] for r in read))
+    read = [store.get(preference.frozen_path(path)), store.get(preference.handover_path(path))]
+    control = preference.parse_control(*(None if node is None else node.data for node in read))
     frozen = handover = None
     if control.frozen is not None and read[0] is not None:
-        frozen = Frozen(_printable(control.frozen.by), _iso(read[0][1].ctime))
+        frozen = Frozen(_printable(control.frozen.by), _since(read[0]))
     request = control.handover
     if request is not None and read[1] is not None:
         target = next((c for c in entries if c.node == request.to), None)
         handover = Handover(request.to, target.candidate if target else None, _printable(request.by),
-                            _printable(request.reason), _iso(read[1][1].ctime))
+                            _printable(request.reason), _since(read[1]))
     return frozen, handover
 
 
-def _iso(ctime_ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ctime_ms / 1000, datetime.timezone.utc).isoformat(timespec="seconds")
+def _since(marker: Node) -> str:
+    """When a marker was set: its creation where the store keeps it (ZooKeeper), else
+    the ``at`` the command wrote into it (etcd keeps no time for a key)."""
+    if marker.created is not None:
+        return datetime.datetime.fromtimestamp(marker.created, datetime.timezone.utc).isoformat(timespec="seconds")
+    return _printable(_text(_json_object(marker.data).get("at")) or "unknown")
+
+
+def _epoch(text: str | None) -> float | None:
+    """An ISO 8601 time with its zone (started_at) in seconds since the epoch, or None."""
+    try:
+        moment = datetime.datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return moment.timestamp() if moment is not None and moment.tzinfo is not None else None
 
 
 def render(election: Election) -> str:
-    lines = [f"election  {election.election}  (ZooKeeper {election.zookeeper})"]
+    lines = [f"election  {election.election}  ({election.store} {election.zookeeper})"]
     leader = election.leader
     if leader is None:
         lines.append("leader    none: no candidate is queued")
