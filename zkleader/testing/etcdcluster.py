@@ -364,8 +364,16 @@ class EtcdCluster:
 
     def proxy(self, name: str = "etcdproxy") -> FaultProxy:
         """A FaultProxy with one loopback port per member (``proxy.server_hosts``):
-        partition, heal and reset the path of a client to any member. Close it."""
-        return FaultProxy(self.addresses, name=name)
+        partition, heal and reset the path of a client to any member. Close it.
+
+        It forwards the bytes unparsed (chaos.RawFaultProxy): FaultProxy's ZooKeeper
+        frame parser reads gRPC's HTTP/2 bytes as ZooKeeper frames and its loop thread
+        dies (struct.error) on a "frame" shorter than a request header, after which every
+        connection through it hangs (seen in tests/test_etcd_faults.py: every daemon's
+        connects timed out for the rest of a test)."""
+        from .chaos import RawFaultProxy  # chaos imports the ZooKeeper bed: only when used
+
+        return RawFaultProxy(self.addresses, name=name)
 
     def close(self) -> None:
         """SIGKILLs every member started here. Idempotent."""
