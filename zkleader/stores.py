@@ -17,12 +17,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError, NodeExistsError, NoNodeError
+from kazoo.client import KazooClient  # type: ignore[import-untyped]
+from kazoo.exceptions import NoAuthError, NodeExistsError, NoNodeError  # type: ignore[import-untyped]
 
 from .config import Config, EtcdConfig
 from .connection import Client, TlsRefusals, client_options
@@ -216,13 +216,14 @@ class EtcdStore(Store):
         self._client = client
         self.address = address
 
-    def _children(self, path: str) -> list[Any]:
-        """The direct children of ``path`` (keys only), oldest first, as the shell lists."""
+    def _children(self, path: str) -> list[tuple[str, Any]]:
+        """The direct children of ``path`` (keys only) with their names, oldest first,
+        as the shell lists them (ZooKeeper lists direct children only)."""
         parent = path.rstrip("/") + "/"
         answer = self._client.get_prefix_response(parent, keys_only=True, sort_target="create",
                                                   sort_order="ascend")
-        return [(kv.key.decode("utf-8", "replace")[len(parent):], kv) for kv in answer.kvs
-                if "/" not in kv.key.decode("utf-8", "replace")[len(parent):]]
+        named = [(kv.key.decode("utf-8", "replace")[len(parent):], kv) for kv in answer.kvs]
+        return [(name, kv) for name, kv in named if "/" not in name]
 
     def candidates(self, path: str) -> tuple[str, ...]:
         from .etcd import sequence
@@ -287,12 +288,10 @@ def _etcd(config: Config, timeout: float, path: str, creates: bool) -> Iterator[
     client per endpoint: etcd-sdk-python marks a client's endpoint failed for 300 s
     after one error (etcd.py). grpc and pyetcd are imported only here and in etcd.py:
     they are the optional ``etcd`` extra, which a ZooKeeper host need not install."""
-    from .etcd import connect as etcd_client
-
     etcd = config.etcd
     assert etcd is not None
     who = f"user {etcd.auth.username}" if etcd.auth else "an unauthenticated client"
-    client = _first_answering(etcd, who, time.monotonic() + timeout, etcd_client)
+    client = _first_answering(etcd, who, time.monotonic() + timeout)
     if client is None:
         raise Unreachable(f"etcd at {etcd.endpoint_string} did not answer within {timeout:g}s")
     try:
@@ -310,9 +309,10 @@ def _etcd(config: Config, timeout: float, path: str, creates: bool) -> Iterator[
         client.close()
 
 
-def _first_answering(etcd: EtcdConfig, who: str, deadline: float, make: Callable[[EtcdConfig, str, float], Any]) -> Any:
+def _first_answering(etcd: EtcdConfig, who: str, deadline: float) -> Any:
     """A client of the first endpoint whose Status answers before ``deadline``, or None.
     A refusal (a wrong password) is final: every member would say the same."""
+    from .etcd import connect as make
     for left, endpoint in zip(range(len(etcd.endpoints), 0, -1), etcd.endpoints):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
