@@ -25,6 +25,7 @@ two leader jobs cannot overlap"), with slack only on the "late" side for a loade
   T + the 500 ms expiry sweep after its last keep-alive (plus ET when a new etcd leader
   took over), so failover <= T + ET + 0.5 s + SLACK.
 
+FAULT_TRIALS=N repeats the cycles of tests 01, 02 and 06 (default 1, 1, 3);
 FAULT_RESULTS=FILE appends one JSON line per trial (zkleader.testing.chaos.record_result);
 the figures are in tests/fault-results.md, section "etcd". Runtime about 2 minutes.
 """
@@ -66,7 +67,7 @@ SLACK = 2.0
 #: How long to wait for what must happen eventually (not a claim: claims are asserted
 #: on the measured times).
 WAIT = T + 20
-#: FAULT_TRIALS=N repeats the cycles of the repeatable faults (test_06).
+#: FAULT_TRIALS=N repeats the cycles of the repeatable faults (tests 01, 02, 06).
 TRIALS = int(os.environ.get("FAULT_TRIALS", "0"))
 T_KILL = 10  # test_01's TTL
 
@@ -148,7 +149,8 @@ class World:
         for name, daemon in self.group.daemons.items():
             if not daemon.alive():
                 continue
-            states = [e["event"] for e in daemon.events() if e["event"] in LEAD_ON | LEAD_OFF]
+            # A restarted daemon appends to its log: "starting" ends what its predecessor logged.
+            states = [e["event"] for e in daemon.events() if e["event"] in LEAD_ON | LEAD_OFF | {"starting"}]
             if states and states[-1] in LEAD_ON:
                 out.append(name)
         return out
@@ -311,20 +313,32 @@ def test_01_kill9_of_the_leaders_daemon_its_guardian_revokes_the_lease(world) ->
     ttl = T_KILL
     w = world(ttl)
     w.start()
-    old = w.only_job()
-    t_kill = w.group.signal("d0", signal.SIGKILL)
-    end = wait_end_or_overlap(w, old, 5)
-    successor = w.watcher.wait_start_after(t_kill, WAIT, "a successor job")
-    failover = successor.start - t_kill
-    released = w.group.daemons["d0"].wait_event("session_released", 10)
-    record_result("etcd: kill -9 of the leader's daemon", failover=failover, job_dead=end - t_kill,
-                  overlaps=len(w.group.overlaps()), claim="guardian revokes the lease: successor < 2T/3")
-    assert released["reason"] == "the daemon died; its job is reaped"
-    assert end - t_kill < 1.0 + SLACK, f"job alive {end - t_kill:.2f}s after the kill"
-    assert successor.start > end and successor.candidate != "d0" and successor.token > old.token
-    assert failover < ttl * 2 / 3, f"successor {failover:.2f}s after the kill: the revoke did not work"
-    assert w.wait_converged(WAIT) == successor.candidate
-    assert w.group.overlaps() == []
+    leader = "d0"
+    for trial in range(trials(1)):
+        old = w.only_job()
+        assert old.candidate == leader
+        daemon = w.group.daemons[leader]
+        releases = len(daemon.events("session_released"))
+        t_kill = w.group.signal(leader, signal.SIGKILL)
+        end = wait_end_or_overlap(w, old, 5)
+        successor = w.watcher.wait_start_after(t_kill, WAIT, "a successor job")
+        failover = successor.start - t_kill
+        released = daemon.wait_event("session_released", 10, count=releases + 1)
+        record_result("etcd: kill -9 of the leader's daemon", trial=trial, failover=failover, job_dead=end - t_kill,
+                      overlaps=len(w.group.overlaps()), claim="guardian revokes the lease: successor < 2T/3")
+        assert released["reason"] == "the daemon died; its job is reaped"
+        assert end - t_kill < 1.0 + SLACK, f"job alive {end - t_kill:.2f}s after the kill"
+        assert successor.start > end and successor.candidate != leader and successor.token > old.token
+        assert failover < ttl * 2 / 3, f"successor {failover:.2f}s after the kill: the revoke did not work"
+        assert w.wait_converged(WAIT) == successor.candidate
+        assert w.group.overlaps() == []
+        if trial + 1 < trials(1):  # back, at the end of the queue
+            assert w.group.daemons[leader].process is not None
+            w.group.daemons[leader].process.wait(10)
+            joined = len(daemon.events("joined"))
+            w.group.start(leader)
+            daemon.wait_event("joined", 60, count=joined + 1)
+        leader = successor.candidate
     assert w.token_problems() == []
 
 
@@ -340,31 +354,36 @@ def test_02_silent_partition_of_the_leader_stops_its_job_before_its_lease_can_ex
     job's end; d0 rejoins at the back when healed (its lease is gone)."""
     w = world()
     w.start()
-    old = w.only_job()
-    key, lease = leader_key(w)
-    gone = KeyGone(w.admin, key)
-    w.proxies["d0"].partition()
-    t_p = time.monotonic()
-    try:
-        end = wait_end_or_overlap(w, old, WAIT)
-        deleted = gone.wait(WAIT)
-        successor = w.watcher.wait_start_after(t_p, WAIT, "a successor job")
-    finally:
-        gone.cancel()
-        w.proxies["d0"].heal()
-    failover = successor.start - t_p
-    record_result("etcd: silent partition of the leader", failover=failover, reaped=end - t_p,
-                  margin_to_expiry=deleted - end, key_deleted=deleted - t_p, overlaps=len(w.group.overlaps()),
-                  claim="job gone < cut + T and < key deleted; successor after; <= T + ET + sweep + slack")
-    assert end < t_p + T, f"job ended {end - t_p:.2f}s after the cut (T = {T})"
-    assert end < deleted, f"job ended {end - deleted:.2f}s after its lease expired"
-    assert successor.start > end and successor.candidate != "d0" and successor.token > old.token
-    assert failover <= T + ET + SWEEP + SLACK, f"successor {failover:.2f}s after the cut"
-    w.group.daemons["d0"].wait_event("session_lost", WAIT)
-    assert w.wait_converged(WAIT) == successor.candidate
-    wait_rejoined(w, "d0", lease)
-    assert [j for j in w.watcher.lives() if j.candidate == "d0" and j.start > t_p] == []
-    assert w.group.overlaps() == []
+    leader = "d0"
+    for trial in range(trials(1)):
+        old = w.only_job()
+        assert old.candidate == leader
+        key, lease = leader_key(w)
+        lost = len(w.group.daemons[leader].events("session_lost"))
+        gone = KeyGone(w.admin, key)
+        w.proxies[leader].partition()
+        t_p = time.monotonic()
+        try:
+            end = wait_end_or_overlap(w, old, WAIT)
+            deleted = gone.wait(WAIT)
+            successor = w.watcher.wait_start_after(t_p, WAIT, "a successor job")
+        finally:
+            gone.cancel()
+            w.proxies[leader].heal()
+        failover = successor.start - t_p
+        record_result("etcd: silent partition of the leader", trial=trial, failover=failover, reaped=end - t_p,
+                      margin_to_expiry=deleted - end, key_deleted=deleted - t_p, overlaps=len(w.group.overlaps()),
+                      claim="job gone < cut + T and < key deleted; successor after; <= T + ET + sweep + slack")
+        assert end < t_p + T, f"job ended {end - t_p:.2f}s after the cut (T = {T})"
+        assert end < deleted, f"job ended {end - deleted:.2f}s after its lease expired"
+        assert successor.start > end and successor.candidate != leader and successor.token > old.token
+        assert failover <= T + ET + SWEEP + SLACK, f"successor {failover:.2f}s after the cut"
+        w.group.daemons[leader].wait_event("session_lost", WAIT, count=lost + 1)
+        assert w.wait_converged(WAIT) == successor.candidate
+        wait_rejoined(w, leader, lease)
+        assert [j for j in w.watcher.lives() if j.candidate == leader and j.start > t_p] == []
+        assert w.group.overlaps() == []
+        leader = successor.candidate
     assert w.token_problems() == []
 
 
@@ -513,13 +532,19 @@ def test_05_sigstop_of_the_leaders_daemon_for_2T_its_guardian_stops_the_job_on_t
 def test_06_an_operator_revokes_the_leaders_lease(world) -> None:
     """`etcdctl lease revoke` of the leader's lease (a test client does the same RPC):
     the key goes at once; d0's watch on its own key fires (node_vanished: SIGKILL of the
-    job at once, no graceful stop), d1's watch on its predecessor fires from the same
-    revision and d1 starts after a listing and a heartbeat. As ZooKeeper's fault 14 (an
-    operator deletes the leader's znode) the two notifications race: the lease rule does
-    not cover an operator's delete (the simulation excuses it), the old job's end first
-    is what the daemon's immediate SIGKILL gives in practice. Mirrored from
-    tests/test_faults.py: zero overlaps asserted for the plain fault, the margin
-    recorded; a leader descheduled at that moment overlaps (14c, a known limit)."""
+    job at once, no graceful stop), the next in line's watch on its predecessor fires
+    from the same revision and it starts after a listing and a heartbeat. The two
+    notifications race. The lease rule does not cover an operator's delete (neither
+    does ZooKeeper's: its fault 14, "operator deletes the leader's znode", is an excused
+    case in the simulation, and 14c overlaps with the leader descheduled 0.6 s), so
+    zero overlaps is NOT asserted here: on etcd the old job's lead is thinner than on
+    ZooKeeper (measured 19-83 ms over 20 trials, 0 overlaps, at load 5; ZooKeeper's 14:
+    >= 80 ms), and a loaded machine can reverse it. What is asserted is what the daemon
+    does guarantee: the old job is SIGKILLed as soon as d0 hears of the deletion (gone
+    within 1 s + slack of the revoke), the successor holds a higher token, the old
+    leader rejoins at the back on a new lease. Any overlap and its window (the old
+    job's end minus the successor's failed flock) are recorded (FAULT_RESULTS) and
+    printed."""
     w = world()
     w.start()
     leader = "d0"
@@ -527,20 +552,51 @@ def test_06_an_operator_revokes_the_leaders_lease(world) -> None:
         old = w.only_job()
         assert old.candidate == leader
         _key, lease = leader_key(w)
+        before = len(w.group.overlaps())
         t_rev = time.monotonic()
         w.admin.revoke_lease(lease)
         end = w.watcher.wait_end(old, 5)
         successor = w.watcher.wait_start_after(t_rev, WAIT, "a successor job")
         new_leader = w.wait_converged(WAIT)
+        overlaps = w.group.overlaps()[before:]
+        windows = [end - o["t"] for o in overlaps]
         record_result("etcd: an operator revokes the leader's lease", trial=trial, failover=successor.start - t_rev,
-                      reaped=end - t_rev, margin=successor.start - end, overlaps=len(w.group.overlaps()),
-                      claim="old job gone first (not guaranteed: mirrors ZooKeeper 14); old leader rejoins at the back")
+                      reaped=end - t_rev, margin=successor.start - end, overlaps=len(overlaps),
+                      overlap_windows=windows,
+                      claim="old job SIGKILLed at once; lead over the successor recorded, not asserted")
+        assert end - t_rev < 1.0 + SLACK, f"the old job lived {end - t_rev:.2f}s after its lease was revoked"
         assert successor.candidate != leader and successor.token > old.token and new_leader == successor.candidate
         assert w.group.daemons[leader].events("node_vanished")
         wait_rejoined(w, leader, lease)
-        assert w.group.overlaps() == [], "the successor started while the old job lived"
         leader = new_leader
     assert w.token_problems() == []
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "known limit, as ZooKeeper's 14c: the successor starts ~70 ms after an operator revokes the "
+    "leader's lease, so a leader whose daemon is descheduled for longer (here SIGSTOP 0.6 s, far "
+    "below T) overlaps; measured: 2 overlaps in one run (the successor's job found the lock taken, exited, was restarted 0.2 s later and found it again), windows 0.56 / 0.32 s. Not strict: on a machine loaded enough "
+    "to delay the successor by 0.6 s as well, there is none"))
+def test_06b_an_operator_revokes_the_lease_while_the_leaders_daemon_is_briefly_descheduled(world) -> None:
+    w = world()
+    w.start()
+    old = w.only_job()
+    _key, lease = leader_key(w)
+    w.group.signal("d0", signal.SIGSTOP)
+    try:
+        t_rev = time.monotonic()
+        w.admin.revoke_lease(lease)
+        time.sleep(0.6)
+    finally:
+        w.group.signal("d0", signal.SIGCONT)
+    end = w.watcher.wait_end(old, 5)
+    successor = w.watcher.wait_start_after(t_rev, WAIT, "a successor job")
+    w.wait_converged(WAIT)
+    overlaps = w.group.overlaps()
+    record_result("etcd: an operator revokes the lease while the leader's daemon is paused 0.6 s",
+                  failover=successor.start - t_rev, reaped=end - t_rev, overlaps=len(overlaps),
+                  overlap_windows=[end - o["t"] for o in overlaps], claim="xfail: overlap (known limit)")
+    assert overlaps == []
 
 
 # --------------------------------------------------------------------------- 7
