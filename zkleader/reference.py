@@ -72,7 +72,7 @@ KEYS: tuple[Key, ...] = (
     Key("zookeeper.tls.verify_hostname", "`true`", "hostname checks; the chain is always checked"),
     Key("etcd.endpoints", "`[127.0.0.1:2379]`",
         "instead of a `zookeeper` section (never both): the election runs on etcd v3; list of `host:port`, "
-        "or one `\"h1:2379,h2:2379\"` string; `run` and `validate` only for now: the other commands exit 78"),
+        "or one `\"h1:2379,h2:2379\"` string (see \"On etcd\")"),
     Key("etcd.lease_ttl", "`10`",
         "whole seconds, the T of the lease rule (no `tickTime/2` allowance: only the etcd leader renews a "
         "lease); at least 5 with the other defaults, more with a longer `job.stop_timeout`"),
