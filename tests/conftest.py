@@ -117,6 +117,16 @@ def healthy_zk_server(request: pytest.FixtureRequest, zk_server: ZooKeeperServer
     return zk_server
 
 
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory):
+    """A 3-member etcd cluster (Debian's etcd-server, loopback) for one test module
+    (tests/test_etcd_*.py); tests that kill or pause members restore them."""
+    from zkleader.testing.etcdcluster import EtcdCluster
+
+    with EtcdCluster(tmp_path_factory.mktemp("etcd"), 3) as started:
+        yield started
+
+
 @pytest.fixture
 def healthy_ensemble(request: pytest.FixtureRequest, zk_ensemble: Ensemble) -> Ensemble:
     """zk_ensemble with all servers running and serving, a leader elected.

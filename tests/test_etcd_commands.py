@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,6 @@ pytestmark = pytest.mark.etcd
 
 #: The daemons' lease TTL (T): the shortest the loader accepts with stop_timeout 0.5 s.
 TTL = 4
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    with EtcdCluster(tmp_path_factory.mktemp("etcd"), 3) as started:
-        yield started
 
 
 def three(etcd: EtcdCluster, daemon_group, priorities: tuple[int, int, int] = (0, 0, 0)) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pyetcd  # type: ignore[import-untyped]
 import pytest
@@ -23,12 +22,6 @@ pytestmark = pytest.mark.etcd
 
 #: The daemons' lease TTL: long enough that a successor within it proves the revoke.
 TTL = 4
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    with EtcdCluster(tmp_path_factory.mktemp("etcd"), 3) as started:
-        yield started
 
 
 def leader_key_revision(etcd: EtcdCluster, election: str) -> int:

@@ -76,12 +76,6 @@ def trials(default: int) -> int:
     return TRIALS or default
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    with EtcdCluster(tmp_path_factory.mktemp("etcd"), 3) as started:
-        yield started
-
-
 @pytest.fixture
 def healthy(etcd: EtcdCluster) -> EtcdCluster:
     """The module's cluster with every member running and healthy (a test may have
