@@ -8,20 +8,20 @@ steps aside, and when a leader leaves. Stepping aside is leaving the queue as a
 resign does (job, if any, reaped before the node goes), so the job moves the way it
 always has: its old host stops it before the new one can start it.
 
-The state beside the election (persistent markers like drain's, never among the
-election's children, so no listing or predecessor watch sees them):
+The state beside the election (markers like drain's, never among the election's
+children, so no listing or predecessor watch sees them):
 
 - ``<election.path>-frozen``: ``zkleader freeze`` creates it, ``thaw`` deletes it.
 - ``<election.path>-preempt``: ephemeral, made by a follower that outranks the
   leader, only to wake it (rule 4).
 - ``<election.path>-handover``: a request that the leader hand over to the node
-  ``to``; ``zkleader resign --to`` creates it, the target
-  deletes it once it leads, the leader deletes it when it is void (target not
-  queued, or frozen). It outlives its writer on purpose: if the leader dies halfway,
-  whoever wakes still carries it out.
+  ``to``; ``zkleader resign --to`` creates it, the target deletes it once it leads,
+  the leader deletes it when it is void (target not queued, or frozen). It outlives
+  its writer on purpose: if the leader dies halfway, whoever wakes still carries it
+  out.
 
-Both hold JSON (who set it, ``by``; the CLI adds ``at``); since when is the node's
-ctime, read by `status`. The priority travels in the node's name (candidacy.py), so
+The freeze and handover markers hold JSON (who set it, ``by``; the CLI adds ``at``);
+since when is the node's ctime, read by `status`. The priority travels in the node's name (candidacy.py), so
 one listing tells all of them.
 
 The rules:
@@ -29,8 +29,8 @@ The rules:
 1. ``preferred``: the handover's target while it is queued, else the highest
    priority, queue order among equals.
 2. The takeover (``may_take_over``, asked when the lowest node's confirming
-   heartbeat is answered, after a synced read of both markers sent behind the
-   listing): frozen, it holds (watches the freeze marker; nobody leads until thaw);
+   heartbeat is answered, after a synced read of the freeze and handover markers
+   sent behind the listing): frozen, it holds (watches the freeze marker; nobody leads until thaw);
    another candidate preferred, it yields: deletes its own node, then the nodes
    between itself and that candidate in queue order (the candidate wakes once, as its
    predecessor goes last), and rejoins at the back; otherwise it leads.
@@ -54,9 +54,9 @@ Costs (herd-free): a follower holds no watch for any of this. The leader holds t
 exists watches (freeze, handover, preempt markers); a frozen-out next leader one. A
 freeze, thaw, handover request or poke notifies only the leader (or that waiting
 node); a poke costs the leader one listing, and so does each takeover, once its
-watches are armed. A handover or a yield to a candidate
-k places back deletes k nodes, each waking only its own successor, and those k
-candidates join again at the back.
+watches are armed. A handover or a yield to a candidate k places back deletes k
+nodes, each waking only its own successor, and those k candidates join again at the
+back.
 """
 
 from __future__ import annotations
