@@ -829,8 +829,11 @@ def test_stateful_shrinks_a_deliberate_bug_to_a_short_trace() -> None:
         run_state_machine_as_test(buggy, settings=settings(STATEFUL, max_examples=400))
     failure = info.value
     print(f"\nshrunk to {len(failure.steps)} rules:\n  " + "\n  ".join(failure.steps))
-    assert failure.violation.kind in SAFETY
-    assert len(failure.steps) <= 6  # boot, run, a cut of the leader, a wait, ...
+    # A job kept past its lease: as an overlap after a cut, or as a job that outlives its
+    # host's wake-up when the session expired in its sleep (which example hypothesis
+    # meets first depends on the schedule; both are this bug).
+    assert failure.violation.kind in SAFETY | {"suspend"}
+    assert len(failure.steps) <= 6  # boot, run, a cut or a suspend of the leader, a wait, ...
 
 
 # ---------------------------------------------------------------------------- bugs found in the core
