@@ -15,6 +15,7 @@ CLOCK_MONOTONIC, which the detector's start record shares; the CLI's own start-u
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ def _settled(client: KazooClient, group: DaemonGroup, n: int) -> list[tuple[str,
 
 
 def _candidate(data: str) -> str:
-    return data.split('"candidate":"', 1)[1].split('"', 1)[0]
+    return str(json.loads(data)["candidate"])
 
 
 def _named(group: DaemonGroup, client: KazooClient, n: int) -> float:
