@@ -7,16 +7,20 @@ tokens (the leader key's create revision) only grow."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pyetcd  # type: ignore[import-untyped]
 import pytest
 
 from zkleader.core import exitcodes
-from zkleader.testing.daemons import wait_for
+from zkleader.testing.daemons import REPO, guardian_of, wait_for
 from zkleader.testing.etcdcluster import EtcdCluster
+from zkleader.testing.notifysocket import bound
 
 pytestmark = pytest.mark.etcd
 
@@ -76,3 +80,71 @@ def test_three_daemons_elect_hand_over_and_survive_a_kill_9_on_etcd(etcd: EtcdCl
     assert tokens[-1] == leader_key_revision(etcd, election)
     assert group.overlaps() == []
     print(f"SIGTERM handover {handover * 1000:.0f} ms; kill -9 failover {failover * 1000:.0f} ms (TTL {TTL}s)")
+
+
+#: What the daemon systemd restarts runs before it connects (cli.py), with the dead
+#: run's descriptor at fd 3 as systemd passes it (LISTEN_FDS). The cgroup check is
+#: passed as empty here: it is tested on its own (tests/test_fdstore.py) and under a
+#: real systemd (tests/systemd/test_e2e.py); this process shares the test's cgroup.
+RESTARTED = r"""
+import os, sys
+from zkleader import config, fdstore, logs
+os.dup2(int(sys.argv[2]), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES=fdstore.FDNAME)
+loaded = config.load(sys.argv[1])
+logs.configure("info", "json", logs.context(loaded))
+fdstore.cgroup_others = lambda: []
+fdstore.release_predecessor(loaded)
+"""
+
+
+def test_the_daemon_systemd_restarts_revokes_the_lease_its_dead_predecessor_left(
+        etcd: EtcdCluster, daemon_group, monkeypatch) -> None:
+    """fdstore.py on etcd: under systemd, a kill -9 of the daemon also kills its guardian
+    (KillMode=mixed), so nobody revokes the lease, and the next host would wait its TTL.
+    The daemon hands its lease to systemd's fd store (here a bound NOTIFY_SOCKET stands
+    in for systemd); the daemon systemd restarts revokes it from there, and the next
+    candidate takes over at once."""
+    ttl = 10  # long enough that a takeover within a few seconds proves the revoke
+    election = f"/zkleader-fdstore/{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    group = daemon_group(",".join(etcd.endpoints), election, stop_timeout=0.5, etcd_lease_ttl=ttl)
+    with bound("zkf-") as (path, systemd):
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        dead = group.add("d0")
+        lease = dead.wait_event("connected", 30)["session"]
+        stored = None
+        while stored is None:  # READY, STATUS, ... and the lease's descriptor among them
+            lines, fds = systemd.next_with_fds(timeout=10)
+            if "FDSTORE=1" in lines:
+                (stored,) = fds
+        payload = json.loads(os.pread(stored, 4096, 0))
+        assert payload["servers"] == "etcd " + ",".join(etcd.endpoints)
+        assert f"0x{payload['session']}" == lease
+        monkeypatch.delenv("NOTIFY_SOCKET")
+        (first,) = group.wait_starts(1, 30)
+        group.add("d1")
+        group.daemons["d1"].wait_event("joined", 30)
+
+        # systemd's kill of the whole unit: guardian and job die with the daemon
+        guardian = guardian_of(dead.pid)
+        assert guardian is not None
+        killed_at = time.monotonic()
+        for pid in (guardian.pid, first["pid"], dead.pid):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(group.lock_is_free, 1.0, "the old job to die")
+        time.sleep(1.0)
+        assert len(group.records("start")) == 1, "nobody may take over while the lease lives"
+
+        restarted = subprocess.run(
+            [sys.executable, "-c", RESTARTED, str(dead.config_path), str(stored)], pass_fds=(stored,),
+            capture_output=True, text=True, timeout=ttl, cwd=REPO)
+        os.close(stored)
+    events = [json.loads(line) for line in restarted.stdout.splitlines() + restarted.stderr.splitlines()
+              if line.startswith("{")]
+    assert [(e["event"], e["session"]) for e in events if e["event"].startswith("session_")] == [
+        ("session_released", lease)], restarted
+    second = group.wait_starts(2, 5)[1]
+    assert second["candidate"] == "d1"
+    assert second["t"] - killed_at < ttl * 2 / 3, f"successor after {second['t'] - killed_at:.2f}s"
+    assert group.overlaps() == []

@@ -12,11 +12,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from zkleader import fdstore, notify
+from zkleader import config, fdstore, notify
 from zkleader.testing.notifysocket import bound
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,10 +209,24 @@ def log(monkeypatch):
     return captured
 
 
-LOADED = SimpleNamespace(zookeeper=SimpleNamespace(connection_string="zk:2181"))
+JOB = "job: {command: [/bin/true]}\nelection: {path: /e, candidate: c}\n"
 
 
-def _release(monkeypatch, stored, others, answer=True):
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory) -> dict[str, config.Config]:
+    """The same election on ZooKeeper (zk:2181) and on etcd (an endpoint at the same
+    address), loaded as the daemon loads them."""
+    directory = tmp_path_factory.mktemp("configs")
+    loaded = {}
+    for backend, section in (("zookeeper", "zookeeper: {hosts: 'zk:2181'}\n"),
+                             ("etcd", "etcd: {endpoints: ['zk:2181']}\n")):
+        path = directory / f"{backend}.yaml"
+        path.write_text(section + JOB)
+        loaded[backend] = config.load(str(path))
+    return loaded
+
+
+def _release(monkeypatch, loaded, stored, others, answer=True):
     calls = []
     monkeypatch.setattr(fdstore, "take_stored", lambda: stored)
     monkeypatch.setattr(fdstore, "cgroup_others", lambda: others)
@@ -222,42 +235,55 @@ def _release(monkeypatch, stored, others, answer=True):
         calls.append((session_id, password))
         return answer
 
-    fdstore.release_predecessor(LOADED, close=close)
+    fdstore.release_predecessor(loaded, close=close)
     return calls
 
 
-def test_released_only_when_the_cgroup_is_empty(monkeypatch, log):
-    assert _release(monkeypatch, ("zk:2181", 0x1F, b"pw"), []) == [(0x1F, b"pw")]
+def test_released_only_when_the_cgroup_is_empty(monkeypatch, log, configs):
+    assert _release(monkeypatch, configs["zookeeper"], ("zk:2181", 0x1F, b"pw"), []) == [(0x1F, b"pw")]
     assert log.events == [("session_released", {
         "session": "0x1f", "reason": "the last run of this service died; systemd has emptied its cgroup"})]
 
 
-def test_nothing_stored_nothing_done(monkeypatch, log):
-    assert _release(monkeypatch, None, [77]) == []
+def test_a_lease_is_released_on_etcd(monkeypatch, log, configs):
+    """The stored servers name the backend: a lease is revoked only by an etcd daemon."""
+    assert _release(monkeypatch, configs["etcd"], ("etcd zk:2181", 0x1F, b"lease"), []) == [(0x1F, b"lease")]
+    assert [event for event, _ in log.events] == ["session_released"]
+
+
+def test_nothing_stored_nothing_done(monkeypatch, log, configs):
+    assert _release(monkeypatch, configs["zookeeper"], None, [77]) == []
     assert log.events == []
 
 
-@pytest.mark.parametrize("stored, others, why", [
-    (("zk:2181", 0x1F, b"pw"), [77, 0], "2 process(es) of the last run still in this unit's cgroup (pids 77 0)"),
-    (("zk:2181", 0x1F, b"pw"), None, "cannot read this unit's cgroup"),
-    (("other:2181", 0x1F, b"pw"), [], "the ZooKeeper servers changed since"),
+@pytest.mark.parametrize("backend, stored, others, why", [
+    ("zookeeper", ("zk:2181", 0x1F, b"pw"), [77, 0],
+     "2 process(es) of the last run still in this unit's cgroup (pids 77 0)"),
+    ("zookeeper", ("zk:2181", 0x1F, b"pw"), None, "cannot read this unit's cgroup"),
+    ("zookeeper", ("other:2181", 0x1F, b"pw"), [], "the coordination servers changed since"),
+    # a session and a lease on the same address are not the same thing
+    ("zookeeper", ("etcd zk:2181", 0x1F, b"lease"), [], "the coordination servers changed since"),
+    ("etcd", ("zk:2181", 0x1F, b"pw"), [], "the coordination servers changed since"),
 ])
-def test_never_released_while_a_process_of_the_last_run_may_live(monkeypatch, log, stored, others, why):
-    assert _release(monkeypatch, stored, others) == []
+def test_never_released_while_a_process_of_the_last_run_may_live(monkeypatch, log, configs, backend, stored,
+                                                                 others, why):
+    assert _release(monkeypatch, configs[backend], stored, others) == []
     (event, fields), = log.events
     assert event == "session_release_failed" and fields["session"] == "0x1f"
     assert why in fields["reason"] and fields["reason"].endswith("the session expires on its own")
 
 
-def test_unreachable_zookeeper_is_said(monkeypatch, log):
-    assert _release(monkeypatch, ("zk:2181", 0x1F, b"pw"), [], answer=False) == [(0x1F, b"pw")]
+@pytest.mark.parametrize("backend, servers, who", [("zookeeper", "zk:2181", "ZooKeeper server"),
+                                                   ("etcd", "etcd zk:2181", "etcd member")])
+def test_unreachable_servers_are_said(monkeypatch, log, configs, backend, servers, who):
+    assert _release(monkeypatch, configs[backend], (servers, 0x1F, b"pw"), [], answer=False) == [(0x1F, b"pw")]
     assert log.events == [("session_release_failed", {
-        "session": "0x1f", "reason": "no ZooKeeper server answered; the session expires on its own"})]
+        "session": "0x1f", "reason": f"no {who} answered; the session expires on its own"})]
 
 
-def test_the_password_is_never_logged(monkeypatch, log):
+def test_the_password_is_never_logged(monkeypatch, log, configs):
     password = bytes(range(16))
     for others, answer in (([], True), ([], False), ([5], True), (None, True)):
-        _release(monkeypatch, ("zk:2181", 0x1F, password), others, answer)
+        _release(monkeypatch, configs["zookeeper"], ("zk:2181", 0x1F, password), others, answer)
     text = repr(log.events)
     assert password.hex() not in text and repr(password) not in text

@@ -132,7 +132,7 @@ class EtcdConfig:
 
     @property
     def endpoint_string(self) -> str:
-        """The endpoints as one string, for logs and as the servers the fd store names."""
+        """The endpoints as one string, for logs and the fd store (Config.servers)."""
         return ",".join(self.endpoints)
 
 
@@ -261,6 +261,15 @@ class Config:
         """Problems that do not stop the daemon (one line each, file:line: key: ...)."""
         auth = self.etcd.auth if self.etcd is not None else self.zookeeper.auth
         return (auth.warning,) if auth is not None and auth.warning else ()
+
+    @property
+    def servers(self) -> str:
+        """The coordination servers as one string that names the backend: what the fd
+        store keeps with a session, so that the daemon restarted after a crash releases
+        it only if the servers are still the same (fdstore.py)."""
+        if self.etcd is not None:
+            return f"etcd {self.etcd.endpoint_string}"
+        return self.zookeeper.connection_string
 
     @property
     def lease_timing(self) -> tuple[float, float]:

@@ -241,20 +241,15 @@ class Daemon:
         self._zookeeper.start()
 
     def _election_shell(self, loaded: Config, post: Post) -> ZooKeeperShell | EtcdShell:
-        """The shell of the configured backend. The session goes to the guardian, which
-        releases it if the daemon dies (release.py: a lease is revoked by its id, with
-        a stand-in password for the guardian's protocol). On ZooKeeper it also goes to
-        systemd's fd store (fdstore.py); an etcd lease does not yet: fdstore's release
-        at start-up speaks ZooKeeper only, so after a crash of the whole unit a lease
-        expires on its own, after its TTL."""
+        """The shell of the configured backend. Its session (a ZooKeeper session, or an
+        etcd lease) goes to the guardian, which releases it if the daemon dies
+        (release.py), and to systemd's fd store, from which the daemon systemd restarts
+        after a crash of the whole unit releases it (fdstore.py)."""
+        on_session = self._sessions.listener(loaded.servers, self._job.session)
         if loaded.etcd is not None:
-            from .etcd import LEASE_PASSWORD, EtcdShell  # grpc and pyetcd only for an etcd election
+            from .etcd import EtcdShell  # grpc and pyetcd only for an etcd election
 
-            def on_lease(lease: int | None, _password: bytes) -> None:
-                self._job.session(lease, LEASE_PASSWORD)
-
-            return EtcdShell(loaded.etcd, post, self._clock, on_session=on_lease)
-        on_session = self._sessions.listener(loaded.zookeeper.connection_string, self._job.session)
+            return EtcdShell(loaded.etcd, post, self._clock, on_session=on_session)
         return ZooKeeperShell(loaded.zookeeper, post, self._clock, on_session=on_session)
 
     def _reload(self) -> None:

@@ -465,7 +465,7 @@ class EtcdShell:
 
     def _tell_session(self, lease: int | None) -> None:
         if self._on_session is not None:
-            self._on_session(lease, b"")
+            self._on_session(lease, LEASE_PASSWORD)
 
 
 #: The first release of each line with the fix for etcd-io/etcd#15247 (etcd-io/etcd#16822,
@@ -473,9 +473,9 @@ class EtcdShell:
 _FIXED_LEASE_REVOKE: dict[tuple[int, ...], tuple[int, ...]] = {(3, 4): (3, 4, 30), (3, 5): (3, 5, 13)}
 
 
-#: What the daemon tells the guardian as the "password" of a lease: its protocol
-#: (``session ID PASSWORD``, guardian.py) wants one, and a lease has none. release.py
-#: revokes a lease by its id alone.
+#: The "password" of a lease, passed with its id to the session listener: the guardian's
+#: protocol (``session ID PASSWORD``, guardian.py) and systemd's fd store (fdstore.py)
+#: carry one, and a lease has none. release.py revokes a lease by its id alone.
 LEASE_PASSWORD = b"lease"
 
 

@@ -31,6 +31,11 @@ ever hold. Never argv, the environment, a file or a log (its name and the sessio
 are not secret); the job never sees it: it is read and closed before the guardian is
 started, and LISTEN_* never reach a child (job.py).
 
+On etcd the session is the lease: the store holds its id (and etcd.LEASE_PASSWORD as the
+password), and step 3 revokes it, so its key goes at once as a closed session's node does.
+The servers kept with it name the backend (Config.servers): a ZooKeeper session is never
+taken for a lease of the same number, nor the other way round.
+
 Everything here is a no-op outside systemd (no NOTIFY_SOCKET, no LISTEN_FDS).
 """
 
@@ -67,7 +72,7 @@ class SessionStore:
         self._stored: tuple[str, int, bytes] | None = None
 
     def listener(self, servers: str, first: Callable[[int | None, bytes], None]) -> Callable[[int | None, bytes], None]:
-        """The SessionListener for one configuration's ZooKeeper servers: tells ``first``
+        """The SessionListener for one configuration's servers (Config.servers): tells ``first``
         (the guardian, job.py), then systemd."""
         def keep(session_id: int | None, password: bytes = b"") -> None:
             first(session_id, password)
@@ -206,8 +211,8 @@ def release_predecessor(loaded: Config, close: Callable[[Config, int, bytes], bo
     log = structlog.get_logger()
     session = f"0x{session_id:x}"
     others = cgroup_others()
-    if servers != loaded.zookeeper.connection_string:
-        reason = "the ZooKeeper servers changed since; the session expires on its own"
+    if servers != loaded.servers:
+        reason = "the coordination servers changed since; the session expires on its own"
     elif others is None:
         reason = "cannot read this unit's cgroup to check that the last run's processes are gone; " \
                  "the session expires on its own"
@@ -219,5 +224,7 @@ def release_predecessor(loaded: Config, close: Callable[[Config, int, bytes], bo
             log.warning("session_released", session=session,
                         reason="the last run of this service died; systemd has emptied its cgroup")
             return
-        reason = "no ZooKeeper server answered; the session expires on its own"
+        from .release import unanswered
+
+        reason = unanswered(loaded)
     log.warning("session_release_failed", session=session, reason=reason)

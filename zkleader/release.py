@@ -42,6 +42,12 @@ def read_secret(fd: int) -> tuple[int, bytes]:
     return int(words[0], 16), bytes.fromhex(words[1].decode())
 
 
+def unanswered(loaded: config.Config) -> str:
+    """Why a release failed, for the journal: nobody answered in time."""
+    servers = "etcd member" if loaded.etcd is not None else "ZooKeeper server"
+    return f"no {servers} answered; the session expires on its own"
+
+
 def release(loaded: config.Config, session_id: int, password: bytes) -> bool:
     """Attaches to the session and closes it; False when no server could be reached in
     a session timeout (it then expires on its own)."""
@@ -93,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("session_released", session=session, reason="the daemon died; its job is reaped")
         code = exitcodes.OK
     else:
-        servers = "etcd member" if loaded.etcd is not None else "ZooKeeper server"
-        log.warning("session_release_failed", session=session,
-                    reason=f"no {servers} answered; the session expires on its own")
+        log.warning("session_release_failed", session=session, reason=unanswered(loaded))
         code = exitcodes.UNAVAILABLE
     return code  # logs.py flushes its queue at exit
 
