@@ -1,6 +1,6 @@
 """EtcdShell against a real 3-member etcd cluster (Debian's etcd-server, 3.4), and the
 facts about etcd's leases that the lease rule for etcd rests on
-(/work/shared/notes/etcd-timing.md).
+(tests/etcd-timing.md).
 
 The cluster runs with a 50 ms raft heartbeat and a 500 ms election timeout (ET); leases
 of 2 s. Timing assertions are the ones etcd's own rules guarantee (a lease renewed at r
@@ -499,3 +499,17 @@ def test_revoke_releases_a_dead_daemons_lease_by_its_id(election: str, etcd: Etc
     started = time.monotonic()
     assert not revoke(EtcdConfig(endpoints=("127.0.0.1:1",), lease_ttl=TTL), lease.id, within=1)
     assert time.monotonic() - started < 1 + SLACK
+
+
+def test_fact_etcd_raises_a_ttl_below_its_minimum_and_the_shell_says_so(tmp_path: Path) -> None:
+    """etcd grants at least ceil(1.5 x ET) (here 3 s for ET 2 s), as ZooKeeper clamps a
+    session timeout: the shell reports the granted TTL as the negotiated timeout, and
+    the lease clock counts with the configured one, the smaller (timing.py)."""
+    with EtcdCluster(tmp_path / "slow", 1, heartbeat_ms=200, election_ms=2000) as one:
+        events = Events()
+        s = EtcdShell(EtcdConfig(endpoints=(one.endpoints[0],), lease_ttl=1), events.post)
+        s.start()
+        try:
+            assert events.next(ev.Connected).negotiated_timeout == 3
+        finally:
+            s.close()

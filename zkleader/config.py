@@ -275,7 +275,7 @@ class Config:
     def lease_timing(self) -> tuple[float, float]:
         """(T, tick_time) for the lease budget (timing.py): ZooKeeper's session timeout
         and tickTime, or etcd's lease TTL and no relay allowance: only the etcd leader
-        renews a lease, before it answers the keep-alive (etcd-timing.md)."""
+        renews a lease, before it answers the keep-alive (tests/etcd-timing.md)."""
         if self.etcd is not None:
             return float(self.etcd.lease_ttl), ETCD_TICK_TIME
         return self.zookeeper.session_timeout, self.zookeeper.tick_time
@@ -283,7 +283,7 @@ class Config:
 
 #: The relay allowance of etcd's lease rule: none. A ZooKeeper follower reports session
 #: touches to its leader up to tickTime/2 late; an etcd keep-alive is answered only after
-#: the etcd leader's lessor renewed the lease (/work/shared/notes/etcd-timing.md).
+#: the etcd leader's lessor renewed the lease (tests/etcd-timing.md).
 ETCD_TICK_TIME = 0.0
 
 

@@ -47,7 +47,7 @@ keep-alive to it) and it sets the expiry to *its* now + TTL, so an answered keep
 sent at ``s`` means the lease lasts at least until ``s + TTL`` on that leader's clock.
 A leader that was deposed but has not yet noticed may still renew; etcd covers that by
 extending every lease by one election timeout when a new leader takes over
-(etcd-io/etcd#4778; measured: tests/test_etcd_shell.py, /work/shared/notes/etcd-timing.md).
+(etcd-io/etcd#4778; measured: tests/test_etcd_shell.py, tests/etcd-timing.md).
 The linearizable read sent after the keep-alive's answer must succeed for the
 heartbeat to count: it needs the member's leader to confirm its leadership with a
 quorum after the renewal, so a renewal by a leader cut off from its quorum (etcd <
@@ -519,7 +519,7 @@ def revoke(config: EtcdConfig, lease: int, within: float) -> bool:
 
 def revokes_live_leases(version: str) -> bool:
     """Whether etcd ``version`` (as Status reports it, "3.4.23") has the stalled-leader
-    lease revocation: measured on Debian 12's 3.4.23 (/work/shared/notes/etcd-timing.md)."""
+    lease revocation: measured on Debian 12's 3.4.23 (tests/etcd-timing.md)."""
     numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
     if len(numbers) < 3:
         return False
