@@ -526,6 +526,10 @@ class EtcdCandidate(Candidate):
             pass
         self.stop_requested.set()
 
+    def teardown(self) -> None:
+        self.dead = True
+        _kill(self.job)
+
 
 class Keepalive:
     """One thread per process renews every live lease each TTL/3 (like a client's
@@ -565,11 +569,6 @@ class Keepalive:
                     conn.close()
                     self.conns.pop(candidate.endpoint, None)
             time.sleep(max(0.05, period - (time.monotonic() - started)))
-
-
-    def teardown(self) -> None:
-        self.dead = True
-        _kill(self.job)
 
 
 class ZkleaderEtcdCandidate(ZkleaderCandidate):
