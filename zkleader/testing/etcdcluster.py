@@ -22,17 +22,30 @@ Clients reach the members directly (``endpoints``) or through a ``FaultProxy``
 heal and reset work for etcd's HTTP/2 streams as they do for ZooKeeper's; its
 opcode-based rules (``lose_reply_to``, ``on_reply``) parse ZooKeeper frames and do not
 apply here.
+
+With ``peer_links=True`` every member's advertised peer URL is a byte-forwarding proxy
+in front of its real peer port (a peer link), so that ``isolate(i)`` can cut member i
+off from the others silently while its client port still answers (fault 8 of
+tests/test_etcd_faults.py; ``isolatable_ensemble`` in tests/test_faults.py does the
+same for ZooKeeper). The URLs must be the same for every member (etcd derives member
+ids from them), so one proxy cannot be given per pair of members: a member's link
+instead tells the connections it accepts apart by the process that opened them (the
+peer's pid owns the client socket, found in /proc), and cuts only those of the
+isolated member.
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -41,7 +54,7 @@ import urllib.error
 import urllib.request
 import weakref
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .faultproxy import FaultProxy
 from .zkserver import LOOPBACK, _tail, free_port, wait_until
@@ -118,7 +131,17 @@ class EtcdMember:
 
     @property
     def peer_url(self) -> str:
+        """Where this member listens for its peers."""
         return f"http://{LOOPBACK}:{self.peer_port}"
+
+    @property
+    def advertised_peer_url(self) -> str:
+        """Where its peers reach it: its peer link's port when the cluster has them."""
+        cluster = self._cluster_ref()
+        assert cluster is not None
+        if cluster.links:
+            return f"http://{LOOPBACK}:{cluster.links[self.index].port}"
+        return self.peer_url
 
     @property
     def pid(self) -> int | None:
@@ -144,7 +167,7 @@ class EtcdMember:
             "--listen-client-urls", listen_url,
             "--advertise-client-urls", client_url,
             "--listen-peer-urls", self.peer_url,
-            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.advertised_peer_url,
             "--initial-cluster", cluster.initial_cluster,
             "--initial-cluster-state", "new",
             "--initial-cluster-token", cluster.token,
@@ -247,17 +270,89 @@ def _open(member: EtcdMember, path: str, body: bytes | None, timeout: float) -> 
     return urllib.request.urlopen(request, timeout=timeout, context=tls.context() if tls else None)
 
 
+def _socket_owner(sock: socket.socket, pids: dict[int, int]) -> int | None:
+    """The key in ``pids`` (member index -> pid) of the process holding the other end of
+    an accepted loopback connection: /proc/net/tcp gives the inode of the socket whose
+    local address is our peer's, and that process has it among its fds. None when no
+    member holds it (it closed meanwhile, or someone else connected)."""
+    try:
+        here, there = sock.getsockname()[1], sock.getpeername()[1]
+    except OSError:
+        return None
+    local, remote = f"0100007F:{there:04X}", f"0100007F:{here:04X}"
+    inode = None
+    with open("/proc/net/tcp") as table:
+        for line in itertools.islice(table, 1, None):
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                inode = fields[9]
+                break
+    if inode is None:
+        return None
+    wanted = f"socket:[{inode}]"
+    for index, pid in pids.items():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
+                    return index
+            except OSError:
+                continue
+    return None
+
+
+@functools.cache
+def _peer_link_class() -> type:
+    """PeerLink, a chaos.RawFaultProxy (imported only when a cluster has peer links:
+    chaos imports the ZooKeeper test bed)."""
+    from .chaos import RawFaultProxy
+
+    class PeerLink(RawFaultProxy):  # type: ignore[misc, valid-type]
+        """The way to one member's peer port for its n peers: FaultProxy upstreams
+        0..n-1 and n all lead to that port. Its peers dial ``port`` (listener n); each
+        connection accepted there is moved to the index of the member that opened it,
+        so ``partition([i])`` silently cuts member i's connections to this member and
+        nobody else's; one whose opener is not found stays on n, cut by ``partition()``
+        (every index) only."""
+
+        def __init__(self, member: EtcdMember, pids: Callable[[], dict[int, int]], size: int) -> None:
+            super().__init__([(LOOPBACK, member.peer_port)] * (size + 1), name=f"{member.name}-peer-link")
+            self.unknown = size
+            self._pids = pids
+
+        @property
+        def port(self) -> int:
+            return self.ports[self.unknown]
+
+        def _accept(self, idx: int) -> None:
+            before = set(self._pairs)
+            super()._accept(idx)
+            for pair in self._pairs - before:
+                source = _socket_owner(pair.client, self._pids())
+                if source is None:
+                    self._log(f"a peer connection from a process that is no member (listener {idx})")
+                else:
+                    pair.idx = source
+
+    return PeerLink
+
+
 class EtcdCluster:
     """``size`` etcd members on 127.0.0.1 (3 by default), a fresh cluster per instance.
 
     ``heartbeat_ms``/``election_ms`` are etcd's ``--heartbeat-interval`` and
     ``--election-timeout``; ``extra_args`` go to every member; ``tls`` puts the client
-    port behind TLS with client certificates required. Use as a context
+    port behind TLS with client certificates required; ``peer_links`` puts a proxy on
+    every member's peer port (``isolate``/``heal_peers``). Use as a context
     manager or call ``close()``: it SIGKILLs only the pids it started.
     """
 
     def __init__(self, workdir: str | os.PathLike[str], size: int = 3, *, heartbeat_ms: int = 50,
-                 election_ms: int = 500, extra_args: Sequence[str] = (), tls: ClientTls | None = None) -> None:
+                 election_ms: int = 500, extra_args: Sequence[str] = (), tls: ClientTls | None = None,
+                 peer_links: bool = False) -> None:
         if size < 1:
             raise ValueError("size must be >= 1")
         self.dir = Path(workdir)
@@ -267,10 +362,14 @@ class EtcdCluster:
         self.tls = tls
         self.token = f"zkleader-{os.getpid()}-{id(self):x}"
         self.members = [EtcdMember(self, i, self.dir / f"etcd{i + 1}") for i in range(size)]
+        self.links: list[Any] = []
+        if peer_links:
+            link = _peer_link_class()
+            self.links = [link(m, self._pids, size) for m in self.members]
 
     @property
     def initial_cluster(self) -> str:
-        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        return ",".join(f"{m.name}={m.advertised_peer_url}" for m in self.members)
 
     @property
     def endpoints(self) -> list[str]:
@@ -375,11 +474,34 @@ class EtcdCluster:
 
         return RawFaultProxy(self.addresses, name=name)
 
+    def _pids(self) -> dict[int, int]:
+        return {m.index: pid for m in self.members if (pid := m.pid) is not None}
+
+    def isolate(self, index: int) -> None:
+        """Cuts member ``index`` off from every other member, silently (nothing is closed,
+        bytes wait undelivered, new connections hang): no connection to its peer link
+        passes, nor any it opened to the others'; its client port still answers, and
+        the other members still reach each other. Needs ``peer_links``."""
+        if not self.links:
+            raise RuntimeError("isolate() needs EtcdCluster(peer_links=True)")
+        for link in self.links:
+            if link is self.links[index]:
+                link.partition()
+            else:
+                link.partition([index])
+
+    def heal_peers(self) -> None:
+        """Undoes ``isolate``: every peer link forwards again, what was held first."""
+        for link in self.links:
+            link.heal()
+
     def close(self) -> None:
-        """SIGKILLs every member started here. Idempotent."""
+        """SIGKILLs every member started here and closes the peer links. Idempotent."""
         for m in self.members:
             m.stop(kill=True)
             _live.discard(m)
+        for link in self.links:
+            link.close()
 
     def __enter__(self) -> "EtcdCluster":
         return self.start()
