@@ -1,17 +1,26 @@
 """Fault-injection harness and the randomized chaos run.
 
-Used by tests/test_faults.py (one fault per test), tests/test_chaos.py (a short
-seeded run in CI) and as a CLI for long runs against a fresh 3-node ensemble:
+Used by tests/test_faults.py (one fault per test), tests/test_chaos.py and
+tests/test_etcd_chaos.py (short seeded runs in CI) and as a CLI for long runs against
+a fresh 3-node ensemble or 3-member etcd:
 
     .venv/bin/python -m zkleader.testing.chaos --seed 7 --duration 600 --daemons 4
+    .venv/bin/python -m zkleader.testing.chaos --backend etcd --seed 7 --duration 300 --daemons 4
     .venv/bin/python -m zkleader.testing.chaos --table results.jsonl   # fault-suite table (FAULT_RESULTS)
 
 The pieces:
 
-``Cluster``      a 3-node ensemble, N real daemons each behind its own FaultProxy
-                 (one proxy port per server: a host can be cut off silently, or only
-                 from the server it talks to), an observer kazoo client talking to the
-                 ensemble directly, and a ``JobWatcher``.
+``Store``        the seam between the harness and the service the daemons elect on:
+                 its members (kill, restart, quorum), its queue (nodes, tokens,
+                 owners), the operator's removal of a node, the watch check.
+                 ``ZooKeeperStore`` (an ensemble and an observer kazoo client) and
+                 ``EtcdStore`` (an etcdcluster.EtcdCluster and a pyetcd client); each
+                 names the fault kinds that apply to it (FAULTS, FAULTS_ETCD).
+``Cluster``      a store, N real daemons each behind its own FaultProxy
+                 (one proxy port per member: a host can be cut off silently, or only
+                 from the member it talks to; a RawFaultProxy for etcd's gRPC), and a
+                 ``JobWatcher``.
+``JobWatcher``.
 ``JobWatcher``   follows the overlap detector's records and polls /proc for every
                  job process it saw start, so each job has an observed end time: the
                  first poll that found it gone. The flock is released when the process
@@ -29,6 +38,7 @@ is a difference of two readings of one clock on one machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,10 +50,10 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .daemons import REPO, DaemonGroup, Guardian, JsonLinesTail, guardian_of, wait_for
 from .faultproxy import CREATE_OPS, FaultProxy
@@ -286,6 +296,10 @@ class FaultGroup(DaemonGroup):
 
 @dataclass
 class Node:
+    """One candidacy in the queue, as the store shows it: ``sequence`` orders the queue,
+    ``czxid`` is the fencing token (ZooKeeper's czxid, etcd's create revision) and
+    ``owner`` the session (ZooKeeper's ephemeralOwner, etcd's lease id)."""
+
     name: str
     sequence: int
     candidate: str | None
@@ -293,29 +307,318 @@ class Node:
     owner: int
 
 
-class Cluster:
-    """N daemons, each behind its own FaultProxy to the ensemble, and what they did."""
+def _candidate(data: bytes) -> str | None:
+    """The candidate a node's JSON names (None for a node that holds something else)."""
+    try:
+        return json.loads(data)["candidate"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
-    def __init__(self, ensemble: Ensemble, workdir: Path, make_proxy: ProxyFactory, admin: Any, election: str,
-                 session_timeout: float = 2.0, stop_timeout: float = 0.5, job_args: tuple[str, ...] = (),
-                 job: dict[str, Any] | None = None) -> None:
+
+class Store(Protocol):
+    """The coordination service the daemons elect on, as the harness needs it: the
+    only part of a chaos run that differs between ZooKeeper and etcd. Members are
+    numbered 0..size-1 in the order the proxies forward to them."""
+
+    #: The fault kinds that apply to this store, with their weights (see FAULTS).
+    faults: dict[str, float]
+    #: Members are named <prefix><index + 1> in fault targets: zk1, etcd2.
+    member_prefix: str
+    size: int
+
+    @property
+    def upstreams(self) -> Any:
+        """What a proxy forwards to (one proxy port per member)."""
+
+    def daemon_options(self, timeout: float) -> dict[str, Any]:
+        """DaemonGroup keywords that put the daemons on this store."""
+
+    def prepare(self, election: str) -> None:
+        """Whatever must exist before the first daemon joins."""
+
+    def queue(self, election: str) -> list[Node]:
+        """The election's candidacies in queue order."""
+
+    def watch_problems(self, election: str, queue: list[Node]) -> list[str]:
+        """Daemons whose watch is not armed on the servers (see Cluster.watch_problems)."""
+
+    def whole(self) -> bool:
+        """Every member running and serving."""
+
+    def leader(self) -> int | None:
+        """The member that leads the store's own consensus, if one does."""
+
+    def kill(self, index: int) -> None:
+        """kill -9 of one member."""
+
+    def start(self, index: int) -> None:
+        """Starts a stopped member again (same data), without waiting for it."""
+
+    def stop_all(self, kill: bool) -> None: ...
+
+    def start_all(self) -> None:
+        """Starts every stopped member, without waiting."""
+
+    def wait_quorum(self, timeout: float) -> float:
+        """Until a quorum serves again; the monotonic time it did."""
+
+    def ensure_all(self, timeout: float) -> None:
+        """Until every member runs and serves (the end of a chaos run)."""
+
+    def remove_node(self, election: str, node: Node) -> None:
+        """What an operator does to take a candidate's node away by hand."""
+
+    def close(self) -> None: ...
+
+
+class ZooKeeperStore:
+    """A 3-node ensemble and an observer kazoo client talking to it directly."""
+
+    member_prefix = "zk"
+
+    def __init__(self, ensemble: Ensemble, admin: Any) -> None:
         self.ensemble = ensemble
-        self.make_proxy = make_proxy
         self.admin = admin
+        self.faults = FAULTS
+        self.size = len(ensemble.servers)
+
+    @property
+    def upstreams(self) -> Any:
+        return self.ensemble
+
+    def daemon_options(self, timeout: float) -> dict[str, Any]:
+        return {}  # DaemonGroup's default is a zookeeper: section
+
+    def prepare(self, election: str) -> None:
+        self.admin.ensure_path(election)  # so that a daemon's first create is its own node
+
+    def queue(self, election: str) -> list[Node]:
+        out = []
+        for child in self.admin.get_children(election):
+            try:
+                data, stat = self.admin.get(f"{election}/{child}")
+            except Exception:  # deleted meanwhile
+                continue
+            out.append(Node(child, int(child.rsplit("-", 1)[1]), _candidate(data), stat.czxid, stat.ephemeralOwner))
+        return sorted(out, key=lambda n: n.sequence)
+
+    def watch_problems(self, election: str, queue: list[Node]) -> list[str]:
+        """From 'wchc' of every running server: the paths each session watches."""
+        watched: dict[int, set[str]] = defaultdict(set)
+        for server in self.ensemble.servers:
+            if not server.running:
+                continue
+            session = None
+            for line in (server.try_four_letter("wchc") or "").splitlines():
+                if line.startswith("0x"):
+                    session = int(line.strip(), 16)
+                elif line.strip().startswith("/") and session is not None:
+                    watched[session].add(line.strip())
+        problems = []
+        for index, node in enumerate(queue):
+            target = queue[index - 1] if index else node
+            path = f"{election}/{target.name}"
+            if path not in watched.get(node.owner, set()):
+                problems.append(f"{node.candidate} (session 0x{node.owner:x}) does not watch {target.name}")
+        return problems
+
+    def whole(self) -> bool:
+        return all(m is not None for m in self.ensemble.modes())
+
+    def leader(self) -> int | None:
+        return self.ensemble.leader()
+
+    def kill(self, index: int) -> None:
+        self.ensemble.stop_server(index, kill=True)
+
+    def start(self, index: int) -> None:
+        self.ensemble.start_server(index, wait=False)
+
+    def stop_all(self, kill: bool) -> None:
+        self.ensemble.stop(kill=kill)
+
+    def start_all(self) -> None:
+        self.ensemble.start(wait=False)
+
+    def wait_quorum(self, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        ensemble = self.ensemble
+        while True:
+            running = [s for s in ensemble.servers if s.running]
+            if len(running) >= ensemble.quorum_size and sum(1 for s in running if s.mode()) >= ensemble.quorum_size:
+                return time.monotonic()
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"ensemble not serving after {timeout}s: {ensemble.modes()}")
+            time.sleep(0.05)
+
+    def ensure_all(self, timeout: float) -> None:
+        self.ensemble.start(wait=True, timeout=timeout)
+
+    def remove_node(self, election: str, node: Node) -> None:
+        """Deletes the node (the fault suite's 14)."""
+        self.admin.delete(f"{election}/{node.name}")
+
+    def close(self) -> None:
+        """The observer client is its creator's to close (a fixture's, or main's)."""
+
+
+class EtcdStore:
+    """A 3-member etcd (etcdcluster.EtcdCluster) and a test client of its own (the
+    operator's etcdctl), always on a running member.
+
+    What differs from ZooKeeper, and why (FAULTS_ETCD):
+
+    * the operator's removal is a lease revoke (the fault suite's etcd 6): it deletes
+      the key the way an expiry would, and ``etcdctl lease revoke`` is what an
+      operator would type;
+    * no lost create reply through the proxy: gRPC multiplexes the calls of one
+      connection on HTTP/2 streams, so a byte proxy cannot drop one reply (the fault
+      suite's etcd 7 loses it at shell level);
+    * no chatty daemon: its kazoo instrumentation (CHATTER) shows that requests keep a
+      ZooKeeper session alive while kazoo never notices the partition; a plain etcd
+      request renews no lease, and the etcd shell gives every call a deadline;
+    * no watch check: etcd lists no watchers (nothing like ZooKeeper's 'wchc'); its
+      only figure, the gauge etcd_debugging_mvcc_watcher_total, counts a member's
+      watchers without naming their keys or leases. What the daemons log (each follower
+      follows its real predecessor, Cluster.convergence_problems) is checked instead.
+    """
+
+    member_prefix = "etcd"
+
+    def __init__(self, etcd: Any) -> None:
+        self.etcd = etcd
+        self.faults = FAULTS_ETCD
+        self.size = len(etcd)
+        self._admin: tuple[int, Any] | None = None
+
+    @property
+    def admin(self) -> Any:
+        """A pyetcd client on a running member, replaced once its member is down."""
+        import pyetcd  # type: ignore[import-untyped]  # the etcd extra: only when used
+
+        if self._admin is not None and not self.etcd[self._admin[0]].running:
+            self._admin[1].close()
+            self._admin = None
+        if self._admin is None:
+            index = next(m.index for m in self.etcd.members if m.running)
+            host, port = self.etcd.addresses[index]
+            self._admin = (index, pyetcd.client(host=host, port=port, timeout=3))
+        return self._admin[1]
+
+    @property
+    def upstreams(self) -> Any:
+        return self.etcd.addresses
+
+    def daemon_options(self, timeout: float) -> dict[str, Any]:
+        if timeout != int(timeout):
+            raise ValueError(f"an etcd lease TTL is whole seconds, not {timeout}")
+        return {"etcd_lease_ttl": int(timeout)}
+
+    def prepare(self, election: str) -> None:
+        """Nothing: etcd keys have no parents."""
+
+    def queue(self, election: str) -> list[Node]:
+        """A linearizable range over the election's direct children, named as the
+        shell names them (key + create revision)."""
+        from zkleader.etcd import sequence
+
+        parent = election + "/"
+        out = []
+        for kv in self.admin.get_prefix_response(parent).kvs:
+            rest = kv.key.decode("utf-8", "replace")[len(parent):]
+            if "/" not in rest:
+                out.append(Node(rest + sequence(kv.create_revision), kv.create_revision, _candidate(kv.value),
+                                kv.create_revision, kv.lease))
+        return sorted(out, key=lambda n: n.sequence)
+
+    def watch_problems(self, election: str, queue: list[Node]) -> list[str]:
+        """None found: not checkable on etcd (see the class docstring)."""
+        return []
+
+    def whole(self) -> bool:
+        return all(m.healthy() for m in self.etcd.members)
+
+    def leader(self) -> int | None:
+        return self.etcd.leader()
+
+    def kill(self, index: int) -> None:
+        self.etcd[index].kill()
+
+    def start(self, index: int) -> None:
+        self.etcd[index].start()
+
+    def stop_all(self, kill: bool) -> None:
+        for member in self.etcd.members:
+            member.stop(kill=kill)
+
+    def start_all(self) -> None:
+        for member in self.etcd.members:
+            member.start()
+
+    def wait_quorum(self, timeout: float) -> float:
+        """Until every running member is healthy (etcd's /health: a leader, and a quorum
+        read went through)."""
+        try:
+            self.etcd.wait_healthy(timeout)
+        except Exception as err:  # EtcdStartError: the members' log tails
+            raise AssertionError(f"etcd not serving after {timeout}s: {err}") from None
+        return time.monotonic()
+
+    def ensure_all(self, timeout: float) -> None:
+        self.start_all()
+        self.wait_quorum(timeout)
+
+    def remove_node(self, election: str, node: Node) -> None:
+        """Revokes the node's lease (``etcdctl lease revoke``)."""
+        self.admin.revoke_lease(node.owner)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin[1].close()
+            self._admin = None
+
+
+class Cluster:
+    """N daemons, each behind its own FaultProxy to the store, and what they did."""
+
+    def __init__(self, store: Store | Ensemble, workdir: Path, make_proxy: ProxyFactory, admin: Any = None,
+                 election: str = "", session_timeout: float = 2.0, stop_timeout: float = 0.5,
+                 job_args: tuple[str, ...] = (), job: dict[str, Any] | None = None) -> None:
+        """``store``: what the daemons elect on; an Ensemble with ``admin`` (a kazoo
+        client on it) stands for ZooKeeperStore(ensemble, admin), the fault suite's
+        form. ``session_timeout`` is T: the session timeout, or the lease TTL on etcd."""
+        self.store: Store = ZooKeeperStore(store, admin) if isinstance(store, Ensemble) else store
+        self.make_proxy = make_proxy
         self.election = election
         self.T = session_timeout
-        self.group = FaultGroup(workdir, ensemble.hosts, election, session_timeout=session_timeout,
-                                stop_timeout=stop_timeout, job_args=job_args, job=job)
+        self.group = FaultGroup(workdir, "", election, session_timeout=session_timeout,
+                                stop_timeout=stop_timeout, job_args=job_args, job=job,
+                                **self.store.daemon_options(session_timeout))
         self.proxies: dict[str, FaultProxy] = {}
         self.watcher = JobWatcher(self.group.record_path)
         self.watcher.start()
-        admin.ensure_path(election)  # so that a daemon's first create is its own node
+        self.store.prepare(election)
+
+    @property
+    def zookeeper(self) -> ZooKeeperStore:
+        assert isinstance(self.store, ZooKeeperStore), "a ZooKeeper-only part of the test bed"
+        return self.store
+
+    @property
+    def ensemble(self) -> Ensemble:
+        """The ZooKeeper ensemble (the fault suite's faults on servers)."""
+        return self.zookeeper.ensemble
+
+    @property
+    def admin(self) -> Any:
+        """The observer kazoo client (the fault suite's operator)."""
+        return self.zookeeper.admin
 
     # ------------------------------------------------------------ daemons
 
     def add(self, name: str, wait_joined: bool = True, timeout: float = 30, upstreams: Any = None, **job: Any):
-        """Starts daemon ``name`` behind a new proxy to ``upstreams`` (default: every server)."""
-        proxy = self.make_proxy(upstreams if upstreams is not None else self.ensemble, name=f"proxy-{name}")
+        """Starts daemon ``name`` behind a new proxy to ``upstreams`` (default: every member)."""
+        proxy = self.make_proxy(upstreams if upstreams is not None else self.store.upstreams, name=f"proxy-{name}")
         self.proxies[name] = proxy
         daemon = self.group.add(name, hosts=proxy.hosts, **job)
         if wait_joined:
@@ -366,24 +669,14 @@ class Cluster:
         found = [e["node"] for e in self.daemon(name).events() if e["event"] in ("joined", "create_recovered")]
         return found[-1] if found else None
 
-    # ------------------------------------------------------------ ZooKeeper's view
+    # ------------------------------------------------------------ the store's view
 
     def queue(self) -> list[Node]:
-        """The election's children in queue order, each with its owner and candidate."""
-        out = []
-        for child in self.admin.get_children(self.election):
-            try:
-                data, stat = self.admin.get(f"{self.election}/{child}")
-            except Exception:  # deleted meanwhile
-                continue
-            try:
-                candidate = json.loads(data)["candidate"]
-            except ValueError:
-                candidate = None
-            out.append(Node(child, int(child.rsplit("-", 1)[1]), candidate, stat.czxid, stat.ephemeralOwner))
-        return sorted(out, key=lambda n: n.sequence)
+        """The election's nodes in queue order, each with its owner and candidate."""
+        return self.store.queue(self.election)
 
     def zk_leader(self) -> Node | None:
+        """The queue's head (on either store; the name is the fault suite's)."""
         queue = self.queue()
         return queue[0] if queue else None
 
@@ -449,27 +742,10 @@ class Cluster:
         return problems
 
     def watch_problems(self) -> list[str]:
-        """Every daemon's watch is armed on the servers ('wchc' of every running server):
-        a follower's on its predecessor's node, the leader's on its own node. A daemon
-        that lost a watch would wait forever (a stuck state)."""
-        watched: dict[int, set[str]] = defaultdict(set)
-        for server in self.ensemble.servers:
-            if not server.running:
-                continue
-            session = None
-            for line in (server.try_four_letter("wchc") or "").splitlines():
-                if line.startswith("0x"):
-                    session = int(line.strip(), 16)
-                elif line.strip().startswith("/") and session is not None:
-                    watched[session].add(line.strip())
-        queue = self.queue()
-        problems = []
-        for index, node in enumerate(queue):
-            target = queue[index - 1] if index else node
-            path = f"{self.election}/{target.name}"
-            if path not in watched.get(node.owner, set()):
-                problems.append(f"{node.candidate} (session 0x{node.owner:x}) does not watch {target.name}")
-        return problems
+        """Every daemon's watch is armed on the servers: a follower's on its predecessor's
+        node, the leader's on its own node. A daemon that lost a watch would wait forever
+        (a stuck state). Only ZooKeeper lists its watches (EtcdStore says why not etcd)."""
+        return self.store.watch_problems(self.election, self.queue())
 
     def wait_converged(self, timeout: float, expect_alive: list[str] | None = None, watches: bool = False) -> str:
         """Waits until convergence_problems() (and, with ``watches``, watch_problems()) is
@@ -581,6 +857,7 @@ class Fault:
     restore: Callable[[], None] | None = None
     restored: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    members: tuple[int, ...] = ()  # the store's members this fault stopped
 
 
 FAULTS: dict[str, float] = {
@@ -612,17 +889,33 @@ FAULTS: dict[str, float] = {
     "paused_guardian_partition_leader": 1,
 }
 
+#: The chaos mix on etcd: the same daemon faults, the store's faults on etcd members
+#: (quorum_loss keeps its name), the operator's lease revoke in place of the node
+#: delete; no lost create reply and no chatty daemon (EtcdStore says why). The revoke,
+#: like the delete, only ever hits a leader under no fault of its own: a revoke while
+#: the leader's daemon is paused overlaps (etcd fault 6b, a known limit as ZooKeeper's
+#: 14c), and one while it is cut off waits in the partition (ZooKeeper's 18).
+FAULTS_ETCD: dict[str, float] = {
+    **{k: w for k, w in FAULTS.items()
+       if k not in ("kill_zk_server", "ensemble_restart", "delete_leader_node", "lost_create_reply",
+                    "chatty_partition_leader")},
+    "kill_etcd_member": 2,
+    "etcd_restart": 0.5,
+    "revoke_leader_lease": 1,
+}
+
 
 class Chaos:
     def __init__(self, cluster: Cluster, rng: random.Random, log: Callable[[str], None] = print,
                  kinds: list[str] | None = None):
         self.c = cluster
         self._journal = (cluster.group.workdir / "chaos.log").open("a")
-        unknown = sorted(set(kinds or ()) - set(FAULTS))
+        faults = cluster.store.faults
+        unknown = sorted(set(kinds or ()) - set(faults))
         if unknown:
-            raise ValueError(f"unknown fault kinds {unknown}; known: {sorted(FAULTS)}")
-        self.weights = {k: w if kinds is None or k in kinds else 0 for k, w in FAULTS.items()}
-        if (kinds is None or "chatty_partition_leader" in kinds) and any(
+            raise ValueError(f"unknown fault kinds {unknown}; known here: {sorted(faults)}")
+        self.weights = {k: w if kinds is None or k in kinds else 0 for k, w in faults.items()}
+        if "chatty_partition_leader" in faults and (kinds is None or "chatty_partition_leader" in kinds) and any(
                 "ZKL_CHATTER_INTERVAL" in env for env in cluster.group.env.values()):
             self.weights["chatty_partition_leader"] = 1
         self.rng = rng
@@ -673,10 +966,13 @@ class Chaos:
         fault = Fault(kind, target, time.monotonic(), duration, self.leader(), detail=detail)
         return fault
 
-    def _ensemble_whole(self) -> bool:
-        """No server fault pending and all three servers serving (a restarted JVM may
+    def _store_whole(self) -> bool:
+        """No fault on a member pending and every member serving (a restarted member may
         still be starting: killing another one then would be a quorum loss)."""
-        return not self.busy_servers and all(m is not None for m in self.c.ensemble.modes())
+        return not self.busy_servers and self.c.store.whole()
+
+    def _member(self, index: int) -> str:
+        return f"{self.c.store.member_prefix}{index + 1}"
 
     def _leader_target(self) -> str | None:
         leader = self.leader()
@@ -775,64 +1071,94 @@ class Chaos:
         self.busy_daemons.add(target)
         return fault
 
-    def _inject_kill_zk_server(self) -> Fault | None:
-        if not self._ensemble_whole():
+    def _kill_member(self, kind: str) -> Fault | None:
+        """kill -9 of one member: the one the leader's daemon talks to, when known."""
+        if not self._store_whole():
             return None
+        store = self.c.store
         leader = self._leader_target()
         server = self.c.server_of(leader) if leader else None
         if server is None:
-            server = self.rng.randrange(3)
-        fault = self._new("kill_zk_server", f"zk{server + 1}", self.rng.uniform(0.3, 2.0) * self.T,
-                          zk_leader=self.c.ensemble.leader() == server)
-        self.c.ensemble.stop_server(server, kill=True)
-        fault.restore = lambda: self.c.ensemble.start_server(server, wait=False)
+            server = self.rng.randrange(store.size)
+        fault = self._new(kind, self._member(server), self.rng.uniform(0.3, 2.0) * self.T,
+                          store_leader=store.leader() == server)
+        store.kill(server)
+        fault.restore = lambda: store.start(server)
+        fault.members = (server,)
         self.busy_servers.add(server)
         return fault
 
+    def _inject_kill_zk_server(self) -> Fault | None:
+        return self._kill_member("kill_zk_server")
+
+    def _inject_kill_etcd_member(self) -> Fault | None:
+        return self._kill_member("kill_etcd_member")
+
     def _inject_quorum_loss(self) -> Fault | None:
-        if not self._ensemble_whole():
+        if not self._store_whole():
             return None
-        victims = self.rng.sample(range(3), 2)
-        fault = self._new("quorum_loss", ",".join(f"zk{v + 1}" for v in victims), self.rng.uniform(0.3, 2.0) * self.T)
+        store = self.c.store
+        victims = self.rng.sample(range(store.size), store.size // 2 + 1)
+        fault = self._new("quorum_loss", ",".join(self._member(v) for v in victims),
+                          self.rng.uniform(0.3, 2.0) * self.T)
         for v in victims:
-            self.c.ensemble.stop_server(v, kill=True)
+            store.kill(v)
 
         def restore() -> None:
             for v in victims:
-                self.c.ensemble.start_server(v, wait=False)
-            fault.detail["quorum_back"] = _wait_serving(self.c.ensemble, 60)
+                store.start(v)
+            fault.detail["quorum_back"] = store.wait_quorum(60)
 
         fault.restore = restore
+        fault.members = tuple(victims)
         self.busy_servers.update(victims)
         return fault
 
-    def _inject_ensemble_restart(self) -> Fault | None:
-        if not self._ensemble_whole():
+    def _restart_store(self, kind: str) -> Fault | None:
+        """Every member stopped (SIGTERM or SIGKILL), then started again."""
+        if not self._store_whole():
             return None
-        fault = self._new("ensemble_restart", "zk*", self.rng.uniform(0.1, 1.0) * self.T)
-        self.c.ensemble.stop(kill=self.rng.random() < 0.5)
+        store = self.c.store
+        fault = self._new(kind, f"{store.member_prefix}*", self.rng.uniform(0.1, 1.0) * self.T)
+        store.stop_all(kill=self.rng.random() < 0.5)
 
         def restore() -> None:
-            self.c.ensemble.start(wait=False)
-            fault.detail["quorum_back"] = _wait_serving(self.c.ensemble, 60)
+            store.start_all()
+            fault.detail["quorum_back"] = store.wait_quorum(60)
 
         fault.restore = restore
-        self.busy_servers.update(range(3))
+        fault.members = tuple(range(store.size))
+        self.busy_servers.update(fault.members)
         return fault
 
-    def _inject_delete_leader_node(self) -> Fault | None:
+    def _inject_ensemble_restart(self) -> Fault | None:
+        return self._restart_store("ensemble_restart")
+
+    def _inject_etcd_restart(self) -> Fault | None:
+        return self._restart_store("etcd_restart")
+
+    def _remove_leader_node(self, kind: str) -> Fault | None:
+        """The operator takes the leader's node away (ZooKeeperStore / EtcdStore
+        .remove_node), only from a leader under no fault of its own, with every member
+        up (see FAULTS_ETCD)."""
         target = self._leader_target()
         if target is None or self.busy_servers:
             return None
         head = self.c.zk_leader()
         if head is None or head.candidate != target:
             return None
-        fault = self._new("delete_leader_node", target, 0.0, node=head.name)
+        fault = self._new(kind, target, 0.0, node=head.name, session=head.owner)
         try:
-            self.c.admin.delete(f"{self.c.election}/{head.name}")
+            self.c.store.remove_node(self.c.election, head)
         except Exception as err:
             fault.detail["error"] = repr(err)
         return fault
+
+    def _inject_delete_leader_node(self) -> Fault | None:
+        return self._remove_leader_node("delete_leader_node")
+
+    def _inject_revoke_leader_lease(self) -> Fault | None:
+        return self._remove_leader_node("revoke_leader_lease")
 
     def _inject_lost_create_reply(self) -> Fault | None:
         target = self._follower_target()
@@ -845,7 +1171,7 @@ class Chaos:
         rule = self.c.proxies[target].lose_reply_to(CREATE_OPS)
         fault.detail["rule"] = rule
         try:
-            self.c.admin.delete(f"{self.c.election}/{node.name}")  # it rejoins: a create whose reply is lost
+            self.c.store.remove_node(self.c.election, node)  # it rejoins: a create whose reply is lost
         except Exception as err:
             fault.detail["error"] = repr(err)
         return fault
@@ -976,8 +1302,7 @@ class Chaos:
         fault.restored = time.monotonic()
         if fault.kind not in ("sigstop_guardian", "kill9_guardian"):
             self.busy_daemons.discard(fault.target)
-        if fault.kind in ("kill_zk_server", "quorum_loss", "ensemble_restart"):
-            self.busy_servers.clear()
+        self.busy_servers.difference_update(fault.members)
         self.active.remove(fault)
         self.say(f"  {fault.restored - self.t0:7.2f}s restored {fault.kind} {fault.target}")
 
@@ -1000,17 +1325,6 @@ class Chaos:
             time.sleep(self.rng.uniform(0.3, 1.2) * self.T)
         for fault in list(self.active):
             self._restore(fault)
-
-
-def _wait_serving(ensemble: Ensemble, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while True:
-        running = [s for s in ensemble.servers if s.running]
-        if len(running) >= ensemble.quorum_size and sum(1 for s in running if s.mode()) >= ensemble.quorum_size:
-            return time.monotonic()
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"ensemble not serving after {timeout}s: {ensemble.modes()}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -1121,6 +1435,7 @@ def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int,
     Safety checks are the caller's (result.problems())."""
     rng = random.Random(seed)
     names = [f"d{i}" for i in range(daemons)]
+    chatter = chatter and "chatty_partition_leader" in cluster.store.faults
     for index, name in enumerate(names):
         if chatter and index == 0:
             cluster.group.chatter(name, 0.05, cluster.election)
@@ -1139,7 +1454,7 @@ def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int,
     for name in names:
         if not cluster.daemon(name).alive():
             cluster.restart_daemon(name)
-    cluster.ensemble.start(wait=True, timeout=60)
+    cluster.store.ensure_all(60)
     leader = cluster.wait_converged(settle_timeout, names)
     settle = time.monotonic() - t_heal
     time.sleep(cluster.T)  # a second job, if any were to start, would have by now
@@ -1150,14 +1465,57 @@ def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int,
 # --------------------------------------------------------------------------- CLI
 
 
+@contextlib.contextmanager
+def _fresh_store(backend: str, workdir: Path) -> Iterator[tuple[Store, ProxyFactory]]:
+    """A fresh 3-member store of the chosen kind and a factory of proxies to it (a
+    RawFaultProxy for etcd: its gRPC bytes are no ZooKeeper frames); everything
+    started here is closed on the way out."""
+    proxies: list[FaultProxy] = []
+    proxy_class = RawFaultProxy if backend == "etcd" else FaultProxy
+
+    def make_proxy(upstreams: Any, **kw: Any) -> FaultProxy:
+        proxy = proxy_class(upstreams, **kw)
+        proxies.append(proxy)
+        return proxy
+
+    def close_proxies() -> None:
+        for proxy in proxies:
+            proxy.close()
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(close_proxies)
+        if backend == "etcd":
+            from .etcdcluster import EtcdCluster
+
+            etcd = stack.enter_context(EtcdCluster(workdir / "etcd", 3))
+            store: Store = EtcdStore(etcd)
+        else:
+            from kazoo.client import KazooClient
+
+            ensemble = Ensemble(workdir / "zk", size=3)
+            stack.callback(ensemble.close)
+            ensemble.start(timeout=90)
+            admin = KazooClient(hosts=ensemble.hosts, timeout=10.0,
+                                connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 1.0})
+            stack.callback(lambda: (admin.stop(), admin.close()))
+            admin.start(timeout=30)
+            store = ZooKeeperStore(ensemble, admin)
+        stack.callback(store.close)
+        yield store, make_proxy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("zookeeper", "etcd"), default="zookeeper",
+                        help="the store the daemons elect on: a fresh 3-node ensemble or 3-member etcd")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of fault injection")
     parser.add_argument("--daemons", type=int, default=4)
-    parser.add_argument("--session-timeout", type=float, default=2.0)
+    parser.add_argument("--session-timeout", type=float, default=None,
+                        help="T: session timeout (default 2 s) or etcd lease TTL (whole seconds, default 4)")
     parser.add_argument("--stop-timeout", type=float, default=0.5)
-    parser.add_argument("--faults", help="only these fault kinds, comma-separated (default: all; see FAULTS)")
+    parser.add_argument("--faults", help="only these fault kinds, comma-separated (default: all; see FAULTS, "
+                                         "FAULTS_ETCD)")
     parser.add_argument("--no-chatter", action="store_true", help="no daemon with extra kazoo requests")
     parser.add_argument("--workdir", type=Path, help="keep logs here (default: a temporary directory)")
     parser.add_argument("--table", type=Path, help="only print the fault-suite table of a FAULT_RESULTS file")
@@ -1167,55 +1525,34 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(rows))
         return 0
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    timeout = args.session_timeout or (4.0 if args.backend == "etcd" else 2.0)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="zkleader-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"workdir {workdir} (daemon logs, detector records, ZooKeeper logs)")
-    from kazoo.client import KazooClient
-
-    ensemble = Ensemble(workdir / "zk", size=3)
-    proxies: list[FaultProxy] = []
-
-    def make_proxy(upstreams: Any, **kw: Any) -> FaultProxy:
-        proxy = FaultProxy(upstreams, **kw)
-        proxies.append(proxy)
-        return proxy
-
-    admin = None
+    print(f"workdir {workdir} (daemon logs, detector records, {args.backend} logs)")
     cluster = None
     try:
-        ensemble.start(timeout=90)
-        admin = KazooClient(hosts=ensemble.hosts, timeout=10.0,
-                            connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 1.0})
-        admin.start(timeout=30)
-        groupdir = workdir / "daemons"
-        groupdir.mkdir(exist_ok=True)
-        cluster = Cluster(ensemble, groupdir, make_proxy, admin, f"/zkleader-chaos/seed-{seed}-{os.getpid()}",
-                          session_timeout=args.session_timeout, stop_timeout=args.stop_timeout)
-        started = time.monotonic()
-        kinds = args.faults.split(",") if args.faults else None
-        result = run_chaos(cluster, seed, args.duration, args.daemons, chatter=not args.no_chatter, kinds=kinds)
-        print(format_summary(result))
-        print(f"wall time {time.monotonic() - started:.1f}s; reproduce: .venv/bin/python -m zkleader.testing.chaos "
-              f"--seed {seed} --duration {args.duration:g} --daemons {args.daemons}"
-              + (f" --faults {args.faults}" if args.faults else ""))
-        return 0 if not result.problems() else 1
+        with _fresh_store(args.backend, workdir) as (store, make_proxy):
+            groupdir = workdir / "daemons"
+            groupdir.mkdir(exist_ok=True)
+            cluster = Cluster(store, groupdir, make_proxy, None, f"/zkleader-chaos/seed-{seed}-{os.getpid()}",
+                              session_timeout=timeout, stop_timeout=args.stop_timeout)
+            try:
+                started = time.monotonic()
+                kinds = args.faults.split(",") if args.faults else None
+                result = run_chaos(cluster, seed, args.duration, args.daemons, chatter=not args.no_chatter,
+                                   kinds=kinds)
+                print(format_summary(result))
+                print(f"wall time {time.monotonic() - started:.1f}s; reproduce: .venv/bin/python -m "
+                      f"zkleader.testing.chaos --backend {args.backend} --seed {seed} --duration {args.duration:g} "
+                      f"--daemons {args.daemons}" + (f" --faults {args.faults}" if args.faults else ""))
+                return 0 if not result.problems() else 1
+            finally:
+                cluster.close()
     except AssertionError as err:
         print(f"FAILED: {err}")
         if cluster is not None:
             print(cluster.describe())
         return 1
-    finally:
-        if cluster is not None:
-            cluster.close()
-        for proxy in proxies:
-            proxy.close()
-        if admin is not None:
-            try:
-                admin.stop()
-                admin.close()
-            except Exception:
-                pass
-        ensemble.close()
 
 
 if __name__ == "__main__":
