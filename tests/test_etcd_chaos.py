@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from zkleader.testing.chaos import Cluster, EtcdStore, RawFaultProxy, format_summary, run_chaos
+from zkleader.testing.chaos import (
+    Cluster,
+    EtcdStore,
+    RawFaultProxy,
+    format_summary,
+    run_chaos,
+)
 from zkleader.testing.etcdcluster import EtcdCluster
 from zkleader.testing.faultproxy import FaultProxy
 
