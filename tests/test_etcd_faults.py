@@ -25,6 +25,9 @@ two leader jobs cannot overlap"), with slack only on the "late" side for a loade
   T + the 500 ms expiry sweep after its last keep-alive (plus ET when a new etcd leader
   took over), so failover <= T + ET + 0.5 s + SLACK.
 
+Fault 8 (a member cut off from its peers) runs on a cluster of its own whose peer
+traffic goes through proxies (``isolatable_etcd``); the others see etcd undisturbed.
+
 FAULT_TRIALS=N repeats the cycles of tests 01, 02 and 06 (default 1, 1, 3);
 FAULT_RESULTS=FILE appends one JSON line per trial (zkleader.testing.chaos.record_result);
 the figures are in tests/fault-results.md, section "etcd". Runtime about 2 minutes.
@@ -39,7 +42,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -108,19 +111,26 @@ class World:
         self.watcher.start()
         self.next = "d1"
         self._admin: tuple[int, Any] | None = None
+        #: A member the test client must not use (one cut off from the others).
+        self.avoid: int | None = None
 
-    def add(self, name: str) -> None:
+    def add(self, name: str, members: Sequence[int] | None = None) -> None:
+        """Daemon ``name`` behind its own proxy; its ``etcd.endpoints`` are the proxy's
+        ports for ``members`` (default: every member)."""
         proxy = self.etcd.proxy(name=f"proxy-{name}")
         self.proxies[name] = proxy
-        self.group.add(name, hosts=",".join(proxy.server_hosts))
+        chosen = range(len(self.etcd)) if members is None else members
+        self.group.add(name, hosts=",".join(proxy.server_hosts[i] for i in chosen))
 
-    def start(self) -> None:
+    def start(self, members: Mapping[str, Sequence[int]] | None = None) -> None:
         """d0 first (it leads), then d1 and d2 at once (daemon start-up is seconds of
-        imports on a loaded machine); ``self.next`` is whichever of them joined first."""
-        self.add("d0")
+        imports on a loaded machine); ``self.next`` is whichever of them joined first.
+        ``members``: the etcd members a daemon may talk to (default: all)."""
+        members = members or {}
+        self.add("d0", members.get("d0"))
         self.group.daemons["d0"].wait_event("joined", 60)
-        self.add("d1")
-        self.add("d2")
+        self.add("d1", members.get("d1"))
+        self.add("d2", members.get("d2"))
         for name in ("d1", "d2"):
             self.group.daemons[name].wait_event("joined", 60)
         assert self.wait_converged(30) == "d0"
@@ -128,12 +138,12 @@ class World:
 
     @property
     def admin(self) -> Any:
-        """A test client (the operator's) on a running member, replaced when a test
-        killed its member."""
-        if self._admin is None or not self.etcd[self._admin[0]].running:
+        """A test client (the operator's) on a running member other than ``avoid``,
+        replaced when a test killed its member."""
+        if self._admin is None or not self.etcd[self._admin[0]].running or self._admin[0] == self.avoid:
             if self._admin is not None:
                 self._admin[1].close()
-            index = next(m.index for m in self.etcd.members if m.running)
+            index = next(m.index for m in self.etcd.members if m.running and m.index != self.avoid)
             host, port = self.etcd.addresses[index]
             self._admin = (index, pyetcd.client(host=host, port=port, timeout=5))
         return self._admin[1]
@@ -217,19 +227,44 @@ class World:
             self._admin[1].close()
 
 
-@pytest.fixture
-def world(healthy: EtcdCluster, daemon_group, request: pytest.FixtureRequest) -> Iterator[Callable[[], World]]:
+def _worlds(cluster: EtcdCluster, daemon_group, request: pytest.FixtureRequest) -> Iterator[Callable[..., World]]:
+    """A factory of Worlds on ``cluster`` (``make(ttl)``), each closed at teardown."""
     made: list[World] = []
 
     def make(ttl: int = T) -> World:
         election = f"/zkleader-faults/{request.node.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-        group = daemon_group(",".join(healthy.endpoints), election, stop_timeout=STOP, etcd_lease_ttl=ttl)
-        made.append(World(healthy, group))
+        group = daemon_group(",".join(cluster.endpoints), election, stop_timeout=STOP, etcd_lease_ttl=ttl)
+        made.append(World(cluster, group))
         return made[-1]
 
     yield make
     for w in made:
         w.close()
+
+
+@pytest.fixture
+def world(healthy: EtcdCluster, daemon_group, request: pytest.FixtureRequest) -> Iterator[Callable[..., World]]:
+    yield from _worlds(healthy, daemon_group, request)
+
+
+@pytest.fixture(scope="module")
+def isolatable_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """A 3-member etcd of its own whose members reach each other only through peer
+    links (``EtcdCluster(peer_links=True)``), so that one member can be cut off from
+    the others while its clients still reach it: fault 8. The module's ``etcd`` has
+    no such proxies, so that the other faults see etcd's peer traffic undelayed."""
+    with EtcdCluster(tmp_path_factory.mktemp("etcd-isolatable"), 3, peer_links=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def isolatable_world(isolatable_etcd: EtcdCluster, daemon_group,
+                     request: pytest.FixtureRequest) -> Iterator[Callable[..., World]]:
+    """``world`` on ``isolatable_etcd``, its peer links healed and a leader elected."""
+    isolatable_etcd.heal_peers()
+    isolatable_etcd.wait_healthy(60)
+    isolatable_etcd.wait_leader()
+    yield from _worlds(isolatable_etcd, daemon_group, request)
 
 
 class KeyGone:
@@ -688,3 +723,70 @@ def test_07_a_lost_reply_to_the_create_leaves_one_key_and_the_retry_finds_it(hea
     finally:
         shell.close()
         client.close()
+
+
+# --------------------------------------------------------------------------- 8
+
+
+@pytest.mark.parametrize("which", ["etcd_follower", "etcd_leader"])
+def test_08_the_leaders_member_cut_off_from_its_peers_stops_its_job_before_the_lease_can_expire(
+        isolatable_world, which: str) -> None:
+    """ZooKeeper's fault 16 on etcd. d0 leads and talks only to member m; d1 and d2 talk
+    only to the other two. m's peer links go silent (EtcdCluster.isolate), its client
+    port still answers d0.
+
+    * m an etcd follower: it forwards d0's keep-alives to the leader over a peer link,
+      so none sent after the cut renews the lease, and its linearizable reads need the
+      leader too. The leader expires the lease T after the last keep-alive that
+      reached it (before the cut): key deleted <= cut + T + sweep.
+    * m the etcd leader: it may go on renewing d0's lease until CheckQuorum deposes it
+      (etcd < 3.4.28 lets it, etcd-io/etcd#15247; Debian 12 ships 3.4.23), but the
+      read after each keep-alive needs a quorum to confirm m's leadership, so no
+      heartbeat after the cut counts. The other two elect a leader within 2 ET of
+      the cut, which gives every lease T + ET from its election (Promote): key deleted
+      <= cut + 3 ET + T + sweep.
+
+    Either way d0's t_ok precedes the cut, so its lease clock stops the job before
+    cut + T, before the key goes, before the successor starts. Once healed, d0's next
+    keep-alive finds its lease gone: session_lost, back of the queue on a new lease."""
+    w = isolatable_world()
+    etcd = w.etcd
+    raft_leader = etcd.wait_leader()
+    cut = raft_leader if which == "etcd_leader" else next(i for i in range(len(etcd)) if i != raft_leader)
+    others = [i for i in range(len(etcd)) if i != cut]
+    w.avoid = cut
+    w.start({"d0": [cut], "d1": others, "d2": others})
+    assert (etcd.leader() == cut) == (which == "etcd_leader"), "the etcd leader moved while the daemons started"
+    old = w.only_job()
+    key, lease = leader_key(w)
+    daemon = w.group.daemons["d0"]
+    lost = len(daemon.events("session_lost"))
+    gone = KeyGone(w.admin, key)
+    etcd.isolate(cut)
+    t_cut = time.monotonic()
+    try:
+        end = wait_end_or_overlap(w, old, WAIT)
+        deleted = gone.wait(WAIT)
+        successor = w.watcher.wait_start_after(t_cut, WAIT, "a successor job")
+    finally:
+        gone.cancel()
+        etcd.heal_peers()
+    t_heal = time.monotonic()
+    etcd.wait_healthy(60)
+    failover = successor.start - t_cut
+    bound = T + SWEEP + SLACK if which == "etcd_follower" else T + 3 * ET + SWEEP + SLACK
+    record_result(f"etcd: the leader's member cut off from its peers ({which.replace('_', ' ')})",
+                  failover=failover, reaped=end - t_cut, key_deleted=deleted - t_cut,
+                  margin_to_expiry=deleted - end, healthy_after_heal=time.monotonic() - t_heal,
+                  overlaps=len(w.group.overlaps()),
+                  claim="job gone < cut + T and < key deleted; successor after, higher token, <= bound")
+    assert end < t_cut + T, f"job ended {end - t_cut:.2f}s after the cut (T = {T})"
+    assert end < deleted, f"job ended {end - deleted:.2f}s after its lease expired"
+    assert successor.start > end and successor.candidate != "d0" and successor.token > old.token
+    assert failover <= bound, f"successor {failover:.2f}s after the cut (bound {bound:.2f}s)"
+    daemon.wait_event("session_lost", WAIT, count=lost + 1)
+    assert w.wait_converged(WAIT) == successor.candidate
+    wait_rejoined(w, "d0", lease)
+    assert [j for j in w.watcher.lives() if j.candidate == "d0" and j.start > t_cut] == []
+    assert w.group.overlaps() == []
+    assert w.token_problems() == []
