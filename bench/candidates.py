@@ -109,6 +109,12 @@ class Candidate:
             self._joined = True
             self.emit("joined", self.id)
 
+    def armed(self) -> bool:
+        """Whether this candidate is ready to be measured: leading, or following with
+        its watch in place. Where a design's "joined" comes only after its watch was
+        created (kazoo's, the herd's and the etcd script's), joined is armed."""
+        return self._joined and not self.dead
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -207,6 +213,8 @@ class BenchDaemon(Daemon):
         inner = event
         if self._count_at_shell and isinstance(inner, ev.WatchFired) and inner.kind is not ev.WatchKind.CONNECTION:
             self.owner.counters.notification()
+        if isinstance(inner, (ev.Suspended, ev.SessionLost)):
+            self.owner.counters.lost(session=isinstance(inner, ev.SessionLost))
         if isinstance(inner, ev.WatchFired) and inner.kind is ev.WatchKind.DELETED:
             self.owner.stamp("watch")  # the loop takes the deletion event
         elif isinstance(inner, ev.NodeChecked):
@@ -587,6 +595,24 @@ class ZkleaderEtcdCandidate(ZkleaderCandidate):
 
     def client(self) -> Any:
         return None
+
+    def armed(self) -> bool:
+        """Leading, or following with the watch on its predecessor's key created on
+        etcd: the core logs "following" before it sends that get + watch, so joined is
+        not enough. pyetcd returns a watch id only once etcd answered the watch's
+        create, so an armed watch with an id is one the server holds."""
+        core = getattr(self.daemon, "core", None)  # built on the candidate's thread
+        shell = getattr(self.daemon, "_zookeeper", None)
+        if self.dead or core is None or shell is None:
+            return False
+        view = core.snapshot()
+        if view.leader:
+            return True
+        if view.predecessor is None:
+            return False
+        path = f"{view.election_path}/{view.predecessor}"
+        with shell._lock:
+            return any(armed.path == path and armed.watch_id is not None for armed in shell._watches)
 
 
 DESIGNS: dict[str, type[Candidate]] = {

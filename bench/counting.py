@@ -27,6 +27,10 @@ class Counters:
         self.periodic = 0
         self.notifications = 0
         self.pings = 0
+        #: Connections lost (Suspended) and sessions or leases lost (SessionLost), as
+        #: the daemon's loop took them: on a starved machine, what a storm is made of.
+        self.suspended = 0
+        self.sessions_lost = 0
 
     def request(self, kind: str) -> None:
         with _LOCK:
@@ -43,6 +47,13 @@ class Counters:
     def ping(self) -> None:
         with _LOCK:
             self.pings += 1
+
+    def lost(self, session: bool) -> None:
+        with _LOCK:
+            if session:
+                self.sessions_lost += 1
+            else:
+                self.suspended += 1
 
 
 def instrument_kazoo(

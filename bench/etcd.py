@@ -28,11 +28,16 @@ def available() -> str | None:
 
 
 class EtcdCluster:
-    """size members on 127.0.0.1 (1: standalone)."""
+    """size members on 127.0.0.1 (1: standalone). ``heartbeat_ms`` and ``election_ms``
+    are raft's heartbeat interval and election timeout: etcd's tuning guide sizes them
+    to the machine, and a machine that also runs a thousand candidates needs more than
+    a quiet one (the members otherwise miss heartbeats and keep electing leaders)."""
 
-    def __init__(self, workdir: Path, size: int = 3) -> None:
+    def __init__(self, workdir: Path, size: int = 3, heartbeat_ms: int = 100, election_ms: int = 1000) -> None:
         self.dir = workdir
         self.size = size
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
         self.members = [(f"e{i + 1}", free_port(), free_port()) for i in range(size)]
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -55,7 +60,7 @@ class EtcdCluster:
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-cluster", cluster, "--initial-cluster-state", "new",
                 "--initial-cluster-token", f"bench-{os.getpid()}",
-                "--heartbeat-interval", "100", "--election-timeout", "1000",
+                "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
                 "--unsafe-no-fsync", "--log-level", "warn", "--logger", "zap",
                 "--max-concurrent-streams", "4294967295",
             ]
@@ -88,6 +93,13 @@ class EtcdCluster:
             finally:
                 conn.close()
         return total
+
+    def count(self, prefix: str) -> int:
+        """How many keys lie under ``prefix`` (a linearizable count, through the first member)."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        answer = request(self.endpoints[0], "/v3/kv/range",
+                         {"key": b64(prefix), "range_end": b64(end), "count_only": True})
+        return int(answer.get("count", 0))
 
     def close(self) -> None:
         for proc in self.procs:

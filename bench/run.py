@@ -90,7 +90,11 @@ class Records:
 class Workers:
     """The candidate processes of one cell and their event streams."""
 
-    def __init__(self, settings: dict[str, Any], count: int, code: Path = REPO) -> None:
+    def __init__(self, settings: dict[str, Any], count: int, code: Path = REPO, nice: int = 0) -> None:
+        """``nice``: the workers' (and so their guardians' and jobs') niceness. On one
+        small machine the candidates, which in production run on hosts of their own,
+        otherwise starve the servers: etcd's raft heartbeats miss, its leader changes,
+        and every candidate's requests fail at once."""
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.procs: list[subprocess.Popen[str]] = []
         self.owner: dict[int, int] = {}
@@ -98,7 +102,8 @@ class Workers:
         self._seq = 0
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for index in range(count):
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], cwd=code, env=env, text=True,
+            niced = ["nice", "-n", str(nice)] if nice else []
+            proc = subprocess.Popen([*niced, sys.executable, "-m", "bench.worker"], cwd=code, env=env, text=True,
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1)
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(settings) + "\n")
@@ -167,12 +172,12 @@ class Workers:
             self.send(w, {"op": "counters", "seq": seq})
         replies = self.wait(lambda e: e["ev"] == "counters" and e.get("seq") == seq, len(self.procs), 30)
         total: dict[str, Any] = {"requests": 0, "by_kind": {}, "periodic": 0, "pings": 0, "notifications": 0,
-                                 "per": {}, "threads": 0}
+                                 "per": {}, "threads": 0, "armed": 0, "suspended": 0, "sessions_lost": 0}
         for r in replies:
             for kind, count in r["requests"].items():
                 total["by_kind"][kind] = total["by_kind"].get(kind, 0) + count
                 total["requests"] += count
-            for key in ("periodic", "pings", "notifications", "threads"):
+            for key in ("periodic", "pings", "notifications", "threads", "armed", "suspended", "sessions_lost"):
                 total[key] += r[key]
             total["per"].update(r["per"])
         return total
@@ -191,6 +196,36 @@ class Workers:
             except (OSError, StopIteration):
                 pass
         return rss, cpu
+
+    def pss(self) -> dict[str, float]:
+        """PSS (MB) of the worker processes and, apart, of all their descendants (zkleader:
+        each candidate's guardian, which a real daemon has too; the others: the leader's
+        job), from smaps_rollup: shared pages are split among the processes that map them,
+        so the sum is what the candidates cost the machine."""
+        from zkleader.guardian import children_of
+
+        from .processes import memory
+
+        tree = children_of()
+        workers = [proc.pid for proc in self.procs]
+        descendants: list[int] = []
+        todo = list(workers)
+        while todo:
+            kids = [pid for pid, _ in tree.get(todo.pop(), [])]
+            descendants.extend(kids)
+            todo.extend(kids)
+
+        def total(pids: list[int]) -> float:
+            mb = 0.0
+            for pid in pids:
+                try:
+                    mb += memory(pid)["pss_mb"]
+                except OSError:
+                    pass  # gone meanwhile
+            return mb
+
+        return {"workers_mb": total(workers), "descendants_mb": total(descendants),
+                "descendants": float(len(descendants))}
 
     def close(self) -> None:
         for w, proc in enumerate(self.procs):
@@ -214,7 +249,7 @@ class Workers:
 class Backend:
     """The servers one design runs against, with the server-side counters."""
 
-    def __init__(self, kind: str, topology: str, workdir: Path, tick_ms: int) -> None:
+    def __init__(self, kind: str, topology: str, workdir: Path, tick_ms: int, etcd_raft_ms: tuple[int, int]) -> None:
         self.kind = kind
         self.topology = topology
         self.zk: Ensemble | ZooKeeperServer | None = None
@@ -227,7 +262,8 @@ class Backend:
                 self.zk = ZooKeeperServer(workdir / "zk", name="zk", tick_time=tick_ms, max_session_timeout=60000)
             self.zk.start(timeout=120)
         else:
-            self.etcd = etcd.EtcdCluster(workdir / "etcd", size=size)
+            self.etcd = etcd.EtcdCluster(workdir / "etcd", size=size, heartbeat_ms=etcd_raft_ms[0],
+                                         election_ms=etcd_raft_ms[1])
             self.etcd.start()
 
     @property
@@ -244,7 +280,8 @@ class Backend:
         """ZooKeeper: watches fired (mntr's node_*_watch_count sums), packets received
         and watches set (wchs), summed over the servers. etcd: watch events sent."""
         if self.etcd is not None:
-            return {"notifications": self.etcd.metric("etcd_debugging_mvcc_events_total")}
+            return {"notifications": self.etcd.metric("etcd_debugging_mvcc_events_total"),
+                    "watches": self.etcd.metric("etcd_debugging_mvcc_watcher_total")}
         total = {"notifications": 0.0, "packets_received": 0.0, "watches": 0.0}
         for server in self.servers():
             for line in server.four_letter("mntr").splitlines():
@@ -261,6 +298,11 @@ class Backend:
                 if line.startswith("Total watches:"):
                     total["watches"] += float(line.split(":")[1])
         return total
+
+    def keys(self, prefix: str) -> int:
+        """etcd: how many keys lie under ``prefix`` (a linearizable count)."""
+        assert self.etcd is not None
+        return self.etcd.count(prefix)
 
     def close(self) -> None:
         if self.zk is not None:
@@ -297,6 +339,8 @@ class Change:
     notifications: int = 0
     notifications_to_leaver: int = 0
     pings: int = 0
+    suspended: int = 0  # connections lost during the change, all candidates
+    sessions_lost: int = 0
     server: dict[str, float] = field(default_factory=dict)
 
 
@@ -346,7 +390,8 @@ class Cell:
         return ids
 
     def run(self, planned: int, crashes: int, idle: float) -> dict[str, Any]:
-        workers = Workers(self.settings(), worker_count(self.n, self.args.per_worker), self.args.code_dir)
+        workers = Workers(self.settings(), worker_count(self.n, self.args.per_worker), self.args.code_dir,
+                          self.args.nice)
         self.workers = workers
         try:
             self._run(workers, planned, crashes, idle)
@@ -377,9 +422,23 @@ class Cell:
         wave = self.args.join_wave
         for first in range(0, self.n, wave):
             workers.add(ids[first:first + wave])
-            joined = workers.wait(lambda e: e["ev"] == "joined", min(self.n, first + wave), 120)
+            joined = workers.wait(lambda e: e["ev"] == "joined", min(self.n, first + wave), self.args.join_timeout)
+            keys = self._wait_armed(workers, min(self.n, first + wave))
+            if self.n > wave:
+                log(f"      {min(self.n, first + wave)} armed after {time.monotonic() - t0:.1f}s")
         self.result["join_s"] = max(e["t"] for e in joined) - t0
         self.result["join_wave"] = wave
+        self.result["armed_s"] = time.monotonic() - t0
+        self.result["keys"] = keys
+        counts = workers.counters()
+        self.result["join_suspended"] = counts["suspended"]
+        self.result["join_sessions_lost"] = counts["sessions_lost"]
+        if self.backend.etcd is not None:
+            self.result["server_watchers"] = self.backend.server_counters()["watches"]
+        log(f"    all {self.n} armed {self.result['armed_s']:.1f}s after the first start"
+            + (f"; {keys} keys" if keys is not None else "")
+            + (f"; etcd holds {self.result['server_watchers']:.0f} watchers" if "server_watchers" in self.result else "")
+            + f"; {counts['suspended']} connections and {counts['sessions_lost']} sessions lost meanwhile")
         self.alive = set(ids)
         if self.records.wait_start(0, None, 30) is None:
             raise TimeoutError("no job started after the join")
@@ -388,6 +447,9 @@ class Cell:
         rss1, cpu1 = workers.rss_cpu()
         time.sleep(idle)
         rss2, cpu2 = workers.rss_cpu()
+        pss = workers.pss()
+        self.result["pss_mb_per_candidate"] = (pss["workers_mb"] + pss["descendants_mb"]) / self.n
+        self.result["pss"] = pss
         self.result["worker_rss_mb_per_candidate"] = (rss2 - rss0) / self.n / 2**20
         self.result["worker_rss_mb"] = rss2 / 2**20
         self.result["workers"] = len(workers.procs)
@@ -397,7 +459,8 @@ class Cell:
         self.result["watches"] = self.backend.server_counters().get("watches")
         log(f"    joined in {self.result['join_s']:.2f}s; {self.result['worker_rss_mb_per_candidate']:.2f} MB and "
             f"{self.result['idle_cpu_pct_per_candidate']:.3f}% CPU per candidate in-process; "
-            f"{self.result['threads_per_candidate']:.1f} threads each")
+            f"{self.result['threads_per_candidate']:.1f} threads each; PSS {self.result['pss_mb_per_candidate']:.2f} MB "
+            f"per candidate with its guardian or job")
         changes: list[Change] = []
         for kind, count in (("stop", planned), ("crash", crashes)):
             for _ in range(count):
@@ -407,6 +470,25 @@ class Cell:
                     raise TimeoutError(f"no successor after a {kind}")
         self.result["changes"] = [change.__dict__ for change in changes]
         self.result["load_after"] = round(os.getloadavg()[0], 1)
+
+    def _wait_armed(self, workers: Workers, count: int) -> int | None:
+        """Until ``count`` candidates lead or follow with their watch in place (zkleader
+        logs "following", its join, before it sends the get + watch of its predecessor)
+        and, on etcd, every zkleader candidate's key exists; the etcd key count is
+        returned (None for the other designs). The next join wave waits for this, so
+        the join's rate is what the machine absorbs, and no change is measured while
+        the join's tail still runs."""
+        keys_wanted = count if self.design == "zkleader-etcd" else None
+        deadline = time.monotonic() + self.args.join_timeout
+        while True:
+            armed = workers.counters()["armed"]
+            keys = self.backend.keys(self.election + "/") if keys_wanted is not None else None
+            if armed >= count and keys == keys_wanted:
+                return keys
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{armed} of {count} candidates armed, {keys} keys, "
+                                   f"{self.args.join_timeout:g}s after their join")
+            time.sleep(0.25)
 
     def _change(self, workers: Workers, kind: str) -> Change:
         leader = self._leader()
@@ -436,6 +518,8 @@ class Cell:
         change.notifications = after["notifications"] - before["notifications"]
         change.notifications_to_leaver = after["per"].get(str(leader), 0) - before["per"].get(str(leader), 0)
         change.pings = after["pings"] - before["pings"]
+        change.suspended = after["suspended"] - before["suspended"]
+        change.sessions_lost = after["sessions_lost"] - before["sessions_lost"]
         server_after = self.backend.server_counters()
         change.server = {k: server_after[k] - server_before.get(k, 0) for k in server_after}
         self.alive.discard(leader)
@@ -451,7 +535,9 @@ class Cell:
                         if name in m)
         log(f"    {kind:5} c{leader} -> c{successor}: {change.latency * 1000:7.1f} ms; {path}; "
             f"{change.notifications} notifications ({change.notifications_to_leaver} to the leaver), "
-            f"{change.requests} requests")
+            f"{change.requests} requests"
+            + (f"; {change.suspended} connections, {change.sessions_lost} sessions lost meanwhile"
+               if change.suspended or change.sessions_lost else ""))
         return change
 
     def _settled(self, workers: Workers) -> dict[str, Any]:
@@ -504,7 +590,8 @@ def summarise(cell: dict[str, Any]) -> dict[str, Any]:
     out = {k: cell.get(k) for k in ("design", "topology", "n", "timeout", "join_s", "worker_rss_mb_per_candidate",
                                     "idle_cpu_pct_per_candidate", "threads_per_candidate", "overlaps", "error",
                                     "watches", "workers", "load_before", "load_after", "candidate_errors",
-                                    "candidate_error_example")}
+                                    "candidate_error_example", "armed_s", "keys", "server_watchers",
+                                    "pss_mb_per_candidate", "join_suspended", "join_sessions_lost")}
     changes = cell.get("changes", [])
     for kind in ("stop", "crash"):
         mine = [c for c in changes if c["kind"] == kind and c["latency"] is not None]
@@ -522,8 +609,8 @@ def summarise(cell: dict[str, Any]) -> dict[str, Any]:
             values = [p[name] for p in phases if name in p]
             out[f"{kind}_{name}_p50_ms"] = percentile(values, 50)
             out[f"{kind}_{name}_p99_ms"] = percentile(values, 99)
-        for key in ("notifications", "notifications_to_leaver", "requests"):
-            values = [c[key] for c in mine]
+        for key in ("notifications", "notifications_to_leaver", "requests", "suspended", "sessions_lost"):
+            values = [c.get(key, 0) for c in mine]
             out[f"{kind}_{key}"] = sum(values) / len(values) if values else None
             out[f"{kind}_{key}_max"] = max(values) if values else None
         server = [c["server"].get("notifications") for c in mine if c["server"].get("notifications") is not None]
@@ -564,12 +651,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-session-timeout", type=float, default=10.0,
                         help="session timeout T of the real daemons (kill -9, SIGSTOP, footprint), s (default 10)")
     parser.add_argument("--lease-ttl", type=int, default=5, help="etcd lease TTL, s (default 5)")
+    parser.add_argument("--etcd-heartbeat-ms", type=int, default=100,
+                        help="etcd's raft heartbeat interval, ms (default 100)")
+    parser.add_argument("--etcd-election-ms", type=int, default=1000,
+                        help="etcd's raft election timeout, ms (default 1000; etcd raises a lease TTL below 1.5 times it)")
     parser.add_argument("--stop-timeout", type=float, default=1.0, help="job.stop_timeout, s (default 1)")
     parser.add_argument("--tick-ms", type=int, default=200, help="ZooKeeper tickTime, ms (default 200, as the tests)")
     parser.add_argument("--per-worker", type=int, default=50,
                         help="candidates per worker process at most (default 50; at least 3 workers)")
     parser.add_argument("--join-wave", type=int, default=100,
-                        help="candidates started at once; the next wave starts when these have joined (default 100)")
+                        help="candidates started at once; the next wave starts when these have joined and armed their "
+                        "watches (default 100)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness of the candidates' worker processes, so that they do not starve the servers "
+                        "they would not share a machine with in production (default 0; N = 1000 on etcd on 2 cores: 10)")
+    parser.add_argument("--join-timeout", type=float, default=120.0,
+                        help="seconds a join wave may take, and then every candidate's watch (default 120)")
     parser.add_argument("--idle", type=float, help="idle seconds measured per cell (default 10; quick 5)")
     parser.add_argument("--daemon-idle", type=float, default=60.0,
                         help="idle seconds for the real daemons' footprint (default 60)")
@@ -626,8 +723,9 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "argv": sys.argv[1:] if argv is None else argv,
         "settings": {"session_timeout": args.session_timeout, "lease_ttl": args.lease_ttl,
+                     "etcd_heartbeat_ms": args.etcd_heartbeat_ms, "etcd_election_ms": args.etcd_election_ms,
                      "stop_timeout": args.stop_timeout, "tick_ms": args.tick_ms, "per_worker": args.per_worker,
-                     "join_wave": args.join_wave, "job": job_kind,
+                     "join_wave": args.join_wave, "join_timeout": args.join_timeout, "nice": args.nice, "job": job_kind,
                      "handovers": planned, "crashes": crashes, "idle_s": idle,
                      "real_session_timeout": args.real_session_timeout, "daemon_idle_s": args.daemon_idle,
                      "real_handovers": args.real_handovers, "kill_trials": args.kill_trials,
@@ -663,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not mine:
                     continue
                 log(f"starting {kind} ({topology})")
-                backend = Backend(kind, topology, workdir / f"{kind}-{topology}", args.tick_ms)
+                backend = Backend(kind, topology, workdir / f"{kind}-{topology}", args.tick_ms,
+                                  (args.etcd_heartbeat_ms, args.etcd_election_ms))
                 try:
                     for design in mine:
                         for n in sizes:

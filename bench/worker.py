@@ -5,7 +5,8 @@ The orchestrator (bench/run.py) writes JSON commands on stdin, one per line:
   {"op": "stop", "id": i}      planned: the in-process SIGTERM (ShutdownRequested)
   {"op": "crash", "id": i}     the in-process kill -9 (zkleader: the guardian's lifeline
                                closes, so it kills the job and releases the session)
-  {"op": "counters", "seq": n} snapshot of the counters
+  {"op": "counters", "seq": n} snapshot of the counters, and how many candidates are
+                               armed (leading, or following with their watch in place)
   {"op": "quit"}
 and reads JSON events on stdout: ready, joined, left, trigger, counters, error, and
 the milestones each candidate timed (notified, watch, relisted, listed, checked,
@@ -70,7 +71,7 @@ def main() -> int:
             for candidate in candidates.values():
                 candidate.flush()  # the milestones timed since the last call
             requests: dict[str, int] = {}
-            periodic = pings = notifications = 0
+            periodic = pings = notifications = suspended = sessions_lost = 0
             per: dict[str, int] = {}
             for candidate in candidates.values():
                 c = candidate.counters
@@ -79,10 +80,14 @@ def main() -> int:
                 periodic += c.periodic
                 pings += c.pings
                 notifications += c.notifications
+                suspended += c.suspended
+                sessions_lost += c.sessions_lost
                 if c.notifications:
                     per[str(candidate.id)] = c.notifications
+            armed = sum(1 for candidate in candidates.values() if candidate.armed())
             emit("counters", seq=command["seq"], requests=requests, periodic=periodic, pings=pings,
-                 notifications=notifications, per=per, threads=threading.active_count())
+                 notifications=notifications, per=per, threads=threading.active_count(), armed=armed,
+                 suspended=suspended, sessions_lost=sessions_lost)
         elif op == "quit":
             break
     # Teardown: nothing acts any more, every job dies (its lifeline closes), then the
