@@ -61,6 +61,59 @@ def test_the_wheel_holds_the_package_and_its_metadata(dists):
     assert "zkleader = zkleader.cli:main" in entry_points
 
 
+def bundled_pins() -> dict[str, str]:
+    """debian/bundled-requirements.txt: {normalized name: pinned version}."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / "debian" / "bundled-requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"not a pin: {line}"
+            pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def test_the_bundled_pins_satisfy_what_the_wheel_requires(dists):
+    """The .deb's venv holds these pins, not what pip would pick for the wheel: each
+    must meet the wheel's own requirement, the etcd extra's included (its client
+    and the protobuf its generated code needs), or the package would run a client
+    zkleader does not declare. The bundled libraries' own requirements among each
+    other too (etcd-sdk-python's grpcio>=1.66.2, grpcio's typing-extensions~=4.12),
+    read from the test venv, which holds the same versions."""
+    import importlib.metadata
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    _, wheel = dists
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(f"zkleader-{__version__}.dist-info/METADATA").decode()
+    assert "Provides-Extra: etcd" in metadata
+    pins = bundled_pins()
+    assert {"kazoo", "prometheus-client", "etcd-sdk-python", "protobuf", "grpcio"} <= set(pins), pins
+    checked = set()
+    for line in metadata.splitlines():
+        if not line.startswith("Requires-Dist: "):
+            continue
+        req = Requirement(line.removeprefix("Requires-Dist: "))
+        name = canonicalize_name(req.name)
+        if name in pins and (req.marker is None or req.marker.evaluate({"extra": "etcd"})):
+            assert req.specifier.contains(pins[name]), f"bundled {name}=={pins[name]} does not meet {req}"
+            checked.add(name)
+    assert {"kazoo", "prometheus-client", "etcd-sdk-python", "protobuf"} <= checked, checked
+    for name, version in pins.items():
+        assert importlib.metadata.version(name) == version, f"the test venv has another {name}"
+        for text in importlib.metadata.requires(name) or ():
+            req = Requirement(text)
+            if canonicalize_name(req.name) in pins and req.marker is None:
+                assert req.specifier.contains(pins[canonicalize_name(req.name)]), f"{name}=={version} needs {req}"
+                checked.add(canonicalize_name(req.name))
+    assert {"grpcio", "typing-extensions"} <= checked, checked
+
+
 def test_the_sdist_can_build_the_deb(dists):
     """It carries debian/, the units, the catalog, the example configuration and the tests."""
     import tarfile
