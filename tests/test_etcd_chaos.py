@@ -36,8 +36,6 @@ T = 4  # the daemons' lease TTL (s)
 
 
 def test_seeded_chaos_run_on_etcd_never_runs_two_leader_jobs(etcd: EtcdCluster, tmp_path: Path) -> None:
-    etcd.start()  # the module's cluster, every member running (a test before may have killed some)
-    etcd.wait_healthy(60)
     proxies: list[FaultProxy] = []
 
     def make_proxy(upstreams: Any, **kw: Any) -> FaultProxy:
