@@ -44,16 +44,15 @@ def test_seeded_chaos_run_on_etcd_never_runs_two_leader_jobs(etcd: EtcdCluster, 
 
     store = EtcdStore(etcd)
     election = f"/zkleader-chaos/ci-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    cluster = Cluster(store, tmp_path, make_proxy, None, election, session_timeout=T, stop_timeout=0.5)
+    cluster = Cluster(store, tmp_path, make_proxy, election=election, session_timeout=T, stop_timeout=0.5)
     try:
         result = run_chaos(cluster, SEED, DURATION, daemons=4)
-        print(format_summary(result))
-        assert result.overlaps == [], format_summary(result)
-        assert result.token_problems == []
-        assert result.problems() == []
+        summary = format_summary(result)
+        print(summary)
+        assert result.problems() == [], summary  # overlaps, a token going down, a SIGTERM without exit 0
         kinds = {f.kind for f in result.faults}
         assert kinds, "no fault was injected"
-        assert kinds <= set(store.faults)
+        assert kinds <= set(store.faults), f"a fault outside the etcd mix: {kinds - set(store.faults)}"
     finally:
         cluster.close()
         store.close()

@@ -1534,7 +1534,7 @@ def main(argv: list[str] | None = None) -> int:
         with _fresh_store(args.backend, workdir) as (store, make_proxy):
             groupdir = workdir / "daemons"
             groupdir.mkdir(exist_ok=True)
-            cluster = Cluster(store, groupdir, make_proxy, None, f"/zkleader-chaos/seed-{seed}-{os.getpid()}",
+            cluster = Cluster(store, groupdir, make_proxy, election=f"/zkleader-chaos/seed-{seed}-{os.getpid()}",
                               session_timeout=timeout, stop_timeout=args.stop_timeout)
             try:
                 started = time.monotonic()
