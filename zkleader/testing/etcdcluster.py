@@ -474,6 +474,30 @@ class EtcdCluster:
 
         return RawFaultProxy(self.addresses, name=name)
 
+    def transfer_leader(self, to: int, timeout: float = 15.0) -> None:
+        """Until member ``to`` is the raft leader: etcd's MoveLeader (through the gateway
+        etcd 3.4 serves at /v3/), asked of whoever leads, again while another leads. For
+        tests that need a given member to lead (or not) when the fault hits: on a loaded
+        machine the leadership moves by itself, and a test cannot wait for the one it
+        wants."""
+        target = int(str(wait_until(lambda: (self.status(to) or {}).get("header", {}).get("member_id"), timeout,
+                                interval=0.1, message=f"{self.members[to].name}'s member id")))
+
+        def leads() -> bool:
+            leader = self.leader()
+            if leader == to:
+                return True
+            if leader is not None:
+                body = json.dumps({"targetID": target}).encode()
+                try:
+                    with _open(self.members[leader], "/v3/maintenance/transfer-leadership", body, 5.0):
+                        pass
+                except OSError:  # deposed meanwhile, or the transfer timed out: ask again
+                    pass
+            return False
+
+        wait_until(leads, timeout, interval=0.2, message=f"{self.members[to].name} to lead")
+
     def _pids(self) -> dict[int, int]:
         return {m.index: pid for m in self.members if (pid := m.pid) is not None}
 
