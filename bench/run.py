@@ -398,6 +398,15 @@ class Cell:
         except Exception as err:  # a cell that fails is reported, and the run goes on
             log(f"    FAILED: {type(err).__name__}: {err}")
             self.result["error"] = f"{type(err).__name__}: {err}"
+            try:  # what a failed join was made of: the storm's connections and sessions lost
+                counts = workers.counters()
+                self.result["armed_at_failure"] = counts["armed"]
+                self.result["suspended_at_failure"] = counts["suspended"]
+                self.result["sessions_lost_at_failure"] = counts["sessions_lost"]
+                log(f"    then: {counts['armed']} armed; {counts['suspended']} connections and "
+                    f"{counts['sessions_lost']} sessions lost since the first start")
+            except TimeoutError:
+                pass
         finally:
             self.result["overlaps"] = self.records.overlaps(until=time.monotonic())
             workers.drain()
