@@ -354,7 +354,8 @@ class Store(Protocol):
     def start(self, index: int) -> None:
         """Starts a stopped member again (same data), without waiting for it."""
 
-    def stop_all(self, kill: bool) -> None: ...
+    def stop_all(self, kill: bool) -> None:
+        """Stops every member: SIGKILL with ``kill``, else SIGTERM."""
 
     def start_all(self) -> None:
         """Starts every stopped member, without waiting."""
@@ -368,7 +369,8 @@ class Store(Protocol):
     def remove_node(self, election: str, node: Node) -> None:
         """What an operator does to take a candidate's node away by hand."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Closes the clients the store opened itself; the members are their owner's."""
 
 
 class ZooKeeperStore:
