@@ -328,7 +328,14 @@ class EtcdShell:
                 deleted = isinstance(response.events[0], pyetcd.events.DeleteEvent)
                 self._post(ev.WatchFired(path, ev.WatchKind.DELETED if deleted else ev.WatchKind.CHANGED))
                 if armed.watch_id is not None:
-                    client.cancel_watch(armed.watch_id)
+                    try:
+                        client.cancel_watch(armed.watch_id)
+                    except Exception:  # noqa: BLE001
+                        # pyetcd marked this client failed ("Trying to use a failed
+                        # node"): its streams die with it, and the shell replaces it on
+                        # the failure it is reporting anyway. Seen in join storms of
+                        # 1,000 candidates (bench), logged by pyetcd as a traceback.
+                        pass
 
         try:
             armed.watch_id = client.add_watch_callback(key, on_event, start_revision=start_revision)

@@ -179,6 +179,6 @@ def _stop_for_cause(core: Leadership) -> None:
     elif not core.lease.writable:
         stop_job(core, "read-only connection")
     else:
-        reason = "lease expired: no answer from ZooKeeper in time"
+        reason = "lease expired: no heartbeat answered in time"
         core.out.log("lease_expired", "error", reason=reason, lease_left=core.lease.left(core.now))
         stop_job(core, reason)
