@@ -142,6 +142,9 @@ class Daemon:
     name: str
     config_path: Path
     log_path: Path
+    #: What runs ``run -c CONFIG`` (after ``sys.executable``): ``-m zkleader``, or a
+    #: test's launcher module that installs a fault inside the daemon process first.
+    launcher: tuple[str, ...] = ("-m", "zkleader")
     process: subprocess.Popen[bytes] | None = None
     _events: list[dict[str, Any]] = field(default_factory=list)
     _tail: JsonLinesTail | None = None
@@ -210,14 +213,16 @@ class DaemonGroup:
         }
 
     def add(self, name: str, hosts: str | None = None, start: bool = True,
-            sections: dict[str, Any] | None = None, **job: Any) -> Daemon:
-        """sections: extra top-level config sections (health, metrics, ...)."""
+            sections: dict[str, Any] | None = None, launcher: tuple[str, ...] = ("-m", "zkleader"),
+            **job: Any) -> Daemon:
+        """sections: extra top-level config sections (health, metrics, ...); launcher:
+        see ``Daemon.launcher`` (kept for restarts)."""
         config = self.config(name, hosts)
         config["job"].update(job)
         config.update(sections or {})
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        daemon = Daemon(name, path, self.workdir / f"{name}.log")
+        daemon = Daemon(name, path, self.workdir / f"{name}.log", launcher)
         self.daemons[name] = daemon
         if start:
             self.start(name)
@@ -228,7 +233,7 @@ class DaemonGroup:
         assert not daemon.alive()
         with daemon.log_path.open("ab") as log:
             daemon.process = subprocess.Popen(
-                [sys.executable, "-m", "zkleader", "run", "-c", str(daemon.config_path)],
+                [sys.executable, *daemon.launcher, "run", "-c", str(daemon.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
             )
         return daemon
