@@ -45,7 +45,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
 import pyetcd  # type: ignore[import-untyped]
 import pytest
 
@@ -53,7 +52,8 @@ import zkleader.etcd as etcd_shell_module
 from zkleader.config import EtcdConfig
 from zkleader.core import actions as act
 from zkleader.core import events as ev
-from zkleader.etcd import EtcdShell
+from zkleader.etcd import EtcdShell, sequence
+from zkleader.testing import lostreply
 from zkleader.testing.chaos import LEAD_OFF, LEAD_ON, JobLife, JobWatcher, record_result
 from zkleader.testing.daemons import DaemonGroup, wait_for
 from zkleader.testing.etcdcluster import EtcdCluster
@@ -114,23 +114,26 @@ class World:
         #: A member the test client must not use (one cut off from the others).
         self.avoid: int | None = None
 
-    def add(self, name: str, members: Sequence[int] | None = None) -> None:
+    def add(self, name: str, members: Sequence[int] | None = None,
+            launcher: tuple[str, ...] = ("-m", "zkleader")) -> None:
         """Daemon ``name`` behind its own proxy; its ``etcd.endpoints`` are the proxy's
-        ports for ``members`` (default: every member)."""
+        ports for ``members`` (default: every member). launcher: DaemonGroup.add's."""
         proxy = self.etcd.proxy(name=f"proxy-{name}")
         self.proxies[name] = proxy
         chosen = range(len(self.etcd)) if members is None else members
-        self.group.add(name, hosts=",".join(proxy.server_hosts[i] for i in chosen))
+        self.group.add(name, hosts=",".join(proxy.server_hosts[i] for i in chosen), launcher=launcher)
 
-    def start(self, members: Mapping[str, Sequence[int]] | None = None) -> None:
+    def start(self, members: Mapping[str, Sequence[int]] | None = None,
+              launcher: tuple[str, ...] = ("-m", "zkleader")) -> None:
         """d0 first (it leads), then d1 and d2 at once (daemon start-up is seconds of
         imports on a loaded machine); ``self.next`` is whichever of them joined first.
-        ``members``: the etcd members a daemon may talk to (default: all)."""
+        ``members``: the etcd members a daemon may talk to (default: all); launcher:
+        what runs every daemon (DaemonGroup.add)."""
         members = members or {}
-        self.add("d0", members.get("d0"))
+        self.add("d0", members.get("d0"), launcher)
         self.group.daemons["d0"].wait_event("joined", 60)
-        self.add("d1", members.get("d1"))
-        self.add("d2", members.get("d2"))
+        self.add("d1", members.get("d1"), launcher)
+        self.add("d2", members.get("d2"), launcher)
         for name in ("d1", "d2"):
             self.group.daemons[name].wait_event("joined", 60)
         assert self.wait_converged(30) == "d0"
@@ -631,35 +634,6 @@ def test_06b_an_operator_revokes_the_lease_while_the_leaders_daemon_is_briefly_d
 # --------------------------------------------------------------------------- 7
 
 
-class _LoseReply:
-    """A pyetcd client whose first ``transaction`` is applied by etcd and whose answer
-    is then lost: the channel is closed right after the request went out, and the call
-    fails as UNAVAILABLE does when a connection breaks."""
-
-    def __init__(self, client: Any, fired: list[Any]) -> None:
-        self._client = client
-        self._fired = fired
-
-    def transaction(self, *args: Any, **kw: Any) -> Any:
-        if self._fired:
-            return self._client.transaction(*args, **kw)
-        answer = self._client.transaction(*args, **kw)
-        self._fired.append(answer)
-        self._client.close()
-        raise _Unavailable()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
-class _Unavailable(grpc.RpcError):  # type: ignore[misc]
-    def code(self) -> Any:
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return "connection closed before the reply (test: lost reply)"
-
-
 def test_07_a_lost_reply_to_the_create_leaves_one_key_and_the_retry_finds_it(healthy: EtcdCluster,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Shell level, not through the proxy: FaultProxy's lose_reply_to parses ZooKeeper
@@ -670,17 +644,17 @@ def test_07_a_lost_reply_to_the_create_leaves_one_key_and_the_retry_finds_it(hea
     parser that finds the stream id of the Txn call and its response HEADERS/DATA;
     cutting the connection after "the first response bytes following a request" would
     as often catch a keep-alive answer as the put's. So the reply is lost where the
-    shell sees it: the first transaction (the create's put) goes to etcd and is
+    shell sees it (zkleader.testing.lostreply): the create's put goes to etcd and is
     applied, then the client's channel is closed and the call fails UNAVAILABLE. The
     shell must suspend, reconnect with the same lease, and the core's retry of the
     same CreateNode (same candidacy id, same key) finds its own key in the
     transaction's failure branch: the same node, no ghost, nothing else created."""
-    fired: list[Any] = []
+    fired: list[dict[str, Any]] = []
     real_connect = etcd_shell_module.connect
 
     def connect(config: EtcdConfig, endpoint: str, timeout: float) -> Any:
         client = real_connect(config, endpoint, timeout)
-        return client if fired else _LoseReply(client, fired)
+        return client if fired else lostreply.LoseCreateReply(client, fired)
 
     monkeypatch.setattr(etcd_shell_module, "connect", connect)
     election = f"/zkleader-faults/lost-reply-{os.getpid()}-{time.monotonic_ns() % 10**9}"
@@ -723,6 +697,45 @@ def test_07_a_lost_reply_to_the_create_leaves_one_key_and_the_retry_finds_it(hea
     finally:
         shell.close()
         client.close()
+
+
+def test_07b_lost_replies_to_every_daemons_create_leave_one_key_per_daemon(world) -> None:
+    """Fault 7 at the daemon level, ZooKeeper's fault 11 on etcd: every daemon runs
+    through zkleader.testing.lostreply, so the reply to its first candidacy put is lost
+    after etcd applied it (the proxy cannot pick one gRPC reply: test_07). Each daemon's
+    core must learn the create's outcome is unknown, list the queue once reconnected on
+    the same lease, and stand on the key that put made (``create_recovered``), not put
+    a second one nor wait behind its own ghost: one key per daemon, on its lease, one
+    leader and one job, tokens growing, and a SIGTERM handover still works."""
+    w = world()
+    w.start(launcher=("-m", "zkleader.testing.lostreply"))
+    own: dict[str, tuple[int, int]] = {}
+    recovered_after = []
+    for name, daemon in w.group.daemons.items():
+        lost = daemon.events(lostreply.EVENT)
+        assert len(lost) == 1 and lost[0]["created"], f"etcd did not apply {name}'s put (or twice): {lost}"
+        node = lost[0]["key"].rsplit("/", 1)[-1] + sequence(lost[0]["revision"])
+        recovered = daemon.events("create_recovered")
+        assert [e["node"] for e in recovered] == [node], f"{name} did not find its own key {node}: {recovered}"
+        assert daemon.events("joined")[0]["node"] == node
+        assert daemon.events("session_lost") == [] and daemon.events("create_failed") == []
+        own[name] = (lost[0]["revision"], lost[0]["lease"])
+        recovered_after.append(mono_of_wall(recovered[0]) - lost[0]["t"])
+    assert w.queue() == sorted(own.values()), "not one key per daemon on the lease its lost put used"
+    old = w.only_job()
+    assert old.candidate == "d0" and old.token == own["d0"][0]
+    assert w.group.overlaps() == []
+
+    t_term = w.group.signal("d0", signal.SIGTERM)
+    assert w.group.wait_exit("d0") == 0
+    successor = w.watcher.wait_start_after(t_term, WAIT, "a successor job")
+    assert successor.candidate == w.next and successor.token == own[w.next][0] > old.token
+    assert w.wait_converged(WAIT) == w.next
+    record_result("etcd: lost reply to every daemon's create", overlaps=len(w.group.overlaps()), failover=None,
+                  handover=successor.start - t_term, recovered_after=recovered_after,
+                  claim="one key per daemon, on its lease; each found its own; one leader; handover after")
+    assert w.group.overlaps() == []
+    assert w.token_problems() == []
 
 
 # --------------------------------------------------------------------------- 8
