@@ -495,10 +495,13 @@ class EtcdStore:
 
     @property
     def admin(self) -> Any:
-        """A pyetcd client on a running member, replaced once its member is down."""
+        """A pyetcd client on a running member, replaced once its member is down or once
+        an error marked its endpoint failed: pyetcd then refuses every call for 300 s
+        ("Trying to use a failed node"), after one "leader changed" as well."""
         import pyetcd  # type: ignore[import-untyped]  # the etcd extra: only when used
 
-        if self._admin is not None and not self.etcd[self._admin[0]].running:
+        if self._admin is not None and (not self.etcd[self._admin[0]].running
+                                        or self._admin[1].endpoint_in_use.is_failed()):
             self._admin[1].close()
             self._admin = None
         if self._admin is None:
@@ -1146,7 +1149,11 @@ class Chaos:
         target = self._leader_target()
         if target is None or self.busy_servers:
             return None
-        head = self.c.zk_leader()
+        try:
+            head = self.c.zk_leader()
+        except Exception as err:  # e.g. etcd's "leader changed" as a healed member's higher term deposes the leader
+            self.say(f"  no {kind}: the queue could not be read ({err!r})")
+            return None
         if head is None or head.candidate != target:
             return None
         fault = self._new(kind, target, 0.0, node=head.name, session=head.owner)
