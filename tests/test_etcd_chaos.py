@@ -1,6 +1,9 @@
 """The seeded chaos run on etcd (issue 17), short enough for CI: random faults for about
-a minute against 4 real daemons on the module's real 3-member etcd (conftest's ``etcd``
-fixture), each daemon behind its own byte-forwarding proxy, lease TTL T = 4 s as in
+a minute against 4 real daemons on a real 3-member etcd of this test's own whose
+members reach each other through peer links (``EtcdCluster(peer_links=True)``, for the
+mix's isolate_etcd_member and isolate_leaders_etcd_member; conftest's shared ``etcd``
+has no such links, so that the other modules see etcd's peer traffic undelayed), each
+daemon behind its own byte-forwarding proxy, lease TTL T = 4 s as in
 tests/test_etcd_faults.py; then heal everything and check the invariants of
 tests/test_chaos.py: zero overlaps (the flock detector), fencing tokens (create
 revisions) only growing, one leader with every daemon back in the queue and every
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +39,23 @@ DURATION = float(os.environ.get("CHAOS_DURATION", "60"))
 T = 4  # the daemons' lease TTL (s)
 
 
-def test_seeded_chaos_run_on_etcd_never_runs_two_leader_jobs(etcd: EtcdCluster, tmp_path: Path) -> None:
+@pytest.fixture
+def isolatable_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """A fresh 3-member etcd with peer links, started healthy; run_chaos restores its
+    members and links itself."""
+    with EtcdCluster(tmp_path_factory.mktemp("etcd-chaos"), 3, peer_links=True) as cluster:
+        yield cluster
+
+
+def test_seeded_chaos_run_on_etcd_never_runs_two_leader_jobs(isolatable_etcd: EtcdCluster, tmp_path: Path) -> None:
     proxies: list[FaultProxy] = []
 
     def make_proxy(upstreams: Any, **kw: Any) -> FaultProxy:
         proxies.append(RawFaultProxy(upstreams, **kw))
         return proxies[-1]
 
-    store = EtcdStore(etcd)
+    store = EtcdStore(isolatable_etcd)
+    assert {"isolate_etcd_member", "isolate_leaders_etcd_member"} <= set(store.faults), "peer links, no isolation"
     election = f"/zkleader-chaos/ci-{os.getpid()}-{time.monotonic_ns() % 10**9}"
     cluster = Cluster(store, tmp_path, make_proxy, election=election, session_timeout=T, stop_timeout=0.5)
     try:

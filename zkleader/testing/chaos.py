@@ -15,7 +15,9 @@ The pieces:
                  owners), the operator's removal of a node, the watch check.
                  ``ZooKeeperStore`` (an ensemble and an observer kazoo client) and
                  ``EtcdStore`` (an etcdcluster.EtcdCluster and a pyetcd client); each
-                 names the fault kinds that apply to it (FAULTS, FAULTS_ETCD).
+                 names the fault kinds that apply to it (FAULTS, FAULTS_ETCD). The
+                 CLI's etcd has peer links (EtcdCluster(peer_links=True)), so that a
+                 member can be cut off from its peers while its clients reach it.
 ``Cluster``      a store, N real daemons each behind its own FaultProxy
                  (one proxy port per member: a host can be cut off silently, or only
                  from the member it talks to; a RawFaultProxy for etcd's gRPC), and a
@@ -482,14 +484,18 @@ class EtcdStore:
     * no watch check: etcd lists no watchers (nothing like ZooKeeper's 'wchc'); its
       only figure, the gauge etcd_debugging_mvcc_watcher_total, counts a member's
       watchers without naming their keys or leases. What the daemons log (each follower
-      follows its real predecessor, Cluster.convergence_problems) is checked instead.
+      follows its real predecessor, Cluster.convergence_problems) is checked instead;
+    * a member cut off from its peers (the fault suite's etcd 8) only when the cluster
+      has peer links (EtcdCluster(peer_links=True)): without them nothing stands
+      between two members to cut, and the mix leaves the kind out.
     """
 
     member_prefix = "etcd"
 
     def __init__(self, etcd: Any) -> None:
         self.etcd = etcd
-        self.faults = FAULTS_ETCD
+        self.faults = FAULTS_ETCD if etcd.links else {k: w for k, w in FAULTS_ETCD.items()
+                                                      if not k.startswith("isolate_")}
         self.size = len(etcd)
         self._admin: tuple[int, Any] | None = None
 
@@ -576,6 +582,15 @@ class EtcdStore:
     def remove_node(self, election: str, node: Node) -> None:
         """Revokes the node's lease (``etcdctl lease revoke``)."""
         self.admin.revoke_lease(node.owner)
+
+    def isolate(self, index: int) -> None:
+        """Cuts member ``index`` off from the other two, silently; its client port still
+        answers (EtcdCluster.isolate)."""
+        self.etcd.isolate(index)
+
+    def heal_peers(self) -> None:
+        """Every peer link forwards again (EtcdCluster.heal_peers)."""
+        self.etcd.heal_peers()
 
     def close(self) -> None:
         if self._admin is not None:
@@ -862,7 +877,8 @@ class Fault:
     restore: Callable[[], None] | None = None
     restored: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
-    members: tuple[int, ...] = ()  # the store's members this fault stopped
+    members: tuple[int, ...] = ()  # the store's members this fault stopped or cut off
+    about: str = ""  # what the journal says of the target besides its name
 
 
 FAULTS: dict[str, float] = {
@@ -900,6 +916,10 @@ FAULTS: dict[str, float] = {
 #: like the delete, only ever hits a leader under no fault of its own: a revoke while
 #: the leader's daemon is paused overlaps (etcd fault 6b, a known limit as ZooKeeper's
 #: 14c), and one while it is cut off waits in the partition (ZooKeeper's 18).
+#: isolate_etcd_member cuts a member off from its peers, its clients still reaching it
+#: (their daemons may reconnect to another member); isolate_leaders_etcd_member is the
+#: fault suite's etcd 8a/8b, the leader's daemon reaching only that member. Both need
+#: peer links (see EtcdStore).
 FAULTS_ETCD: dict[str, float] = {
     **{k: w for k, w in FAULTS.items()
        if k not in ("kill_zk_server", "ensemble_restart", "delete_leader_node", "lost_create_reply",
@@ -907,6 +927,8 @@ FAULTS_ETCD: dict[str, float] = {
     "kill_etcd_member": 2,
     "etcd_restart": 0.5,
     "revoke_leader_lease": 1,
+    "isolate_etcd_member": 2,
+    "isolate_leaders_etcd_member": 2,
 }
 
 
@@ -1076,15 +1098,17 @@ class Chaos:
         self.busy_daemons.add(target)
         return fault
 
+    def _member_of(self, daemon: str | None) -> int:
+        """The member ``daemon`` talks to, when it is known; else any member."""
+        server = self.c.server_of(daemon) if daemon else None
+        return server if server is not None else self.rng.randrange(self.c.store.size)
+
     def _kill_member(self, kind: str) -> Fault | None:
         """kill -9 of one member: the one the leader's daemon talks to, when known."""
         if not self._store_whole():
             return None
         store = self.c.store
-        leader = self._leader_target()
-        server = self.c.server_of(leader) if leader else None
-        if server is None:
-            server = self.rng.randrange(store.size)
+        server = self._member_of(self._leader_target())
         fault = self._new(kind, self._member(server), self.rng.uniform(0.3, 2.0) * self.T,
                           store_leader=store.leader() == server)
         store.kill(server)
@@ -1098,6 +1122,56 @@ class Chaos:
 
     def _inject_kill_etcd_member(self) -> Fault | None:
         return self._kill_member("kill_etcd_member")
+
+    def _isolate_member(self, kind: str, daemon: str | None, pin: bool = False) -> Fault | None:
+        """The member ``daemon`` talks to (any member for None) cut off from its peers for
+        as long as a partition; its clients still reach it, and it may be etcd's leader
+        (8b: renewing leases until CheckQuorum deposes it). With ``pin`` the daemon's
+        proxy cuts its paths to the other members too, so that it reaches only the cut
+        member (the fault suite's etcd 8a/8b); without, it may reconnect elsewhere
+        within its lease. The journal line says which member it was and who used it."""
+        if not self._store_whole():
+            return None
+        store = self.c.store
+        assert isinstance(store, EtcdStore), f"{kind} is in the etcd mix only"
+        server = self._member_of(daemon)
+        role = "etcd leader" if store.leader() == server else "etcd follower"
+        clients = [n for n in self.c.alive_names() if self.c.server_of(n) == server]
+        fault = self._new(kind, self._member(server), self.rng.uniform(0.2, 2.5) * self.T,
+                          etcd_role=role, clients=clients)
+        fault.about = f"[{role}; clients {', '.join(clients) or 'none'}]"
+        others = [i for i in range(store.size) if i != server]
+        pinned = daemon if pin else None
+        if pinned is not None:
+            self.c.proxies[pinned].partition(others)
+            self.busy_daemons.add(pinned)
+            fault.about += f" {pinned} reaches only {fault.target}"
+        store.isolate(server)
+
+        def restore() -> None:
+            store.heal_peers()
+            if pinned is not None:
+                self.c.proxies[pinned].heal(others)
+                self.busy_daemons.discard(pinned)
+
+        fault.restore = restore
+        fault.members = (server,)
+        self.busy_servers.add(server)
+        return fault
+
+    def _inject_isolate_etcd_member(self) -> Fault | None:
+        """Mostly the leader's member, sometimes a follower's, sometimes any."""
+        roll = self.rng.random()
+        return self._isolate_member("isolate_etcd_member", self._leader_target() if roll < 0.5 else
+                                    self._follower_target() if roll < 0.75 else None)
+
+    def _inject_isolate_leaders_etcd_member(self) -> Fault | None:
+        """The fault suite's etcd 8: the leader's daemon can reach only its member, which
+        is cut off from its peers, so its lease clock must stop the job."""
+        leader = self._leader_target()
+        if leader is None or self.c.server_of(leader) is None:
+            return None
+        return self._isolate_member("isolate_leaders_etcd_member", leader, pin=True)
 
     def _inject_quorum_loss(self) -> Fault | None:
         if not self._store_whole():
@@ -1328,7 +1402,7 @@ class Chaos:
                     self.faults.append(fault)
                     self.active.append(fault)
                     self.say(f"  {fault.injected - self.t0:7.2f}s {fault.kind} {fault.target} "
-                             f"(leader {fault.leader}, {fault.duration:.2f}s)")
+                             f"(leader {fault.leader}, {fault.duration:.2f}s) {fault.about}".rstrip())
                     if fault.restore is None:
                         self._restore(fault)
             time.sleep(self.rng.uniform(0.3, 1.2) * self.T)
@@ -1477,8 +1551,9 @@ def run_chaos(cluster: Cluster, seed: int, duration: float, daemons: int,
 @contextlib.contextmanager
 def _fresh_store(backend: str, workdir: Path) -> Iterator[tuple[Store, ProxyFactory]]:
     """A fresh 3-member store of the chosen kind and a factory of proxies to it (a
-    RawFaultProxy for etcd: its gRPC bytes are no ZooKeeper frames); everything
-    started here is closed on the way out."""
+    RawFaultProxy for etcd: its gRPC bytes are no ZooKeeper frames); etcd's members
+    reach each other through peer links, for the isolate_* faults. Everything started
+    here is closed on the way out."""
     proxies: list[FaultProxy] = []
     proxy_class = RawFaultProxy if backend == "etcd" else FaultProxy
 
@@ -1496,7 +1571,7 @@ def _fresh_store(backend: str, workdir: Path) -> Iterator[tuple[Store, ProxyFact
         if backend == "etcd":
             from .etcdcluster import EtcdCluster
 
-            etcd = stack.enter_context(EtcdCluster(workdir / "etcd", 3))
+            etcd = stack.enter_context(EtcdCluster(workdir / "etcd", 3, peer_links=True))
             store: Store = EtcdStore(etcd)
         else:
             from kazoo.client import KazooClient
