@@ -7,13 +7,14 @@ virtual clock; invariants are checked after every step. This file:
 * checks a few properties of the model itself (so that "no violation" means something);
 * sweeps 10,000 seeded random schedules in CI (two processes), then smaller batches of
   the other fault profiles;
-* proves the simulator has teeth: twelve deliberate bugs, five in the core (test-only
-  subclasses of ``Leadership``) and seven in the shells the model plays (``Bug``: the
+* proves the simulator has teeth: fourteen deliberate bugs, six in the core (test-only
+  subclasses of ``Leadership``) and eight in the shells the model plays (``Bug``: the
   lease anchor's earlier rules, a job runner that reports a job gone with its guardian,
   a loop that blocks on its logs while its guardian ignores the lease, a lease clock
   that stops during a suspend, a guardian that ignores the lease, a guardian that
-  releases a dead daemon's session before the job is reaped), are caught within a
-  fixed budget of schedules, and the real core and shells pass the same schedules;
+  releases a dead daemon's session before the job is reaped, an etcd heartbeat
+  anchored at its keep-alive's answer), are caught within a fixed budget of schedules,
+  and the real core and shells pass the same schedules;
 * runs a hypothesis RuleBasedStateMachine over the same world, so a failure shrinks to
   a short readable trace;
 * pins the bugs the simulator found in the real core as strict xfails (a fix turns
@@ -109,6 +110,27 @@ def test_session_expiry_is_never_early_and_rounded_up_to_a_tick() -> None:
     assert ended_at >= heard + 2.0  # never early
     assert math.isclose(ended_at / 0.3, round(ended_at / 0.3), abs_tol=1e-6)  # a bucket boundary
     assert ended_at - cut < 2.0 + 0.3 + 1e-6
+
+
+def test_on_etcd_only_keepalives_renew_a_lease_which_expires_exactly_ttl_after_the_last() -> None:
+    """The etcd model (WorldConfig.backend, tests/etcd-timing.md E1): no tick buckets,
+    no relay; a plain request renews nothing; the core counts with tick_time 0."""
+    world = boot(backend="etcd", session_timeout=2.0, tick_time=0.3)
+    assert world.settings.tick_time == 0.0
+    server = world.server
+    session = next(s for s in server.sessions.values() if s.host is world.hosts[0])
+    before = session.last_heard
+    world.run_for(0.05)
+    server.touch(session)  # what every packet does on ZooKeeper
+    assert session.last_heard == before
+    server.keep_alive(session)
+    assert session.last_heard == world.now
+    world.partition(world.hosts[0])
+    heard = session.last_heard
+    world.run_for(5.0)
+    ended_at, cause = session.ended
+    assert cause == "expired"
+    assert heard + 2.0 <= ended_at < heard + 2.0 + 1e-6
 
 
 def test_kazoo_notices_a_silent_partition_after_about_two_thirds_of_the_timeout() -> None:
@@ -439,7 +461,7 @@ def test_ci_sweep_of_random_schedules() -> None:
     assert summary.leader_changes > CI_SCHEDULES // 2  # ~0.9 per schedule
 
 
-@pytest.mark.parametrize("profile", ["strict", "network", "chatty", "crashes", "control"])
+@pytest.mark.parametrize("profile", ["strict", "network", "chatty", "crashes", "control", "etcd"])
 def test_other_profiles(profile: str) -> None:
     summary = explore(range(10**6, 10**6 + 300), profile, spin_is_violation=False)
     assert not unexplained(summary.findings), reports(unexplained(summary.findings))
@@ -585,6 +607,11 @@ BUG_CASES = {
     # A dead daemon's session closed before its job is reaped: caught at the close.
     "12-release-before-reap": BugCase(
         None, "crashes", SAFETY | {"close_before_reap"}, budget=40, bugs=frozenset({Bug.RELEASE_BEFORE_REAP})
+    ),
+    # On etcd, the heartbeat anchored when the keep-alive's answer arrives: later than
+    # the etcd leader's renewal by the answer's trip back.
+    "14-etcd-answer-anchor": BugCase(
+        None, "etcd", SAFETY | {"lease_anchor"}, budget=40, bugs=frozenset({Bug.ETCD_ANSWER_ANCHOR})
     ),
 }
 
@@ -833,7 +860,13 @@ def test_stateful_shrinks_a_deliberate_bug_to_a_short_trace() -> None:
     # host's wake-up when the session expired in its sleep (which example hypothesis
     # meets first depends on the schedule; both are this bug).
     assert failure.violation.kind in SAFETY | {"suspend"}
-    assert len(failure.steps) <= 6  # boot, run, a cut or a suspend of the leader, a wait, ...
+    # boot, run, a cut or a suspend of the leader, a wait, ... Hypothesis's shrinker is
+    # not the same in every process (its passes depend on PYTHONHASHSEED): with some
+    # seeds it keeps a run of one repeated rule it could not drop one at a time (eleven
+    # "h1's job crashes" at the same instant, seen with PYTHONHASHSEED=0 before and
+    # after), so a repeated rule counts once.
+    distinct = [step for i, step in enumerate(failure.steps) if i == 0 or step != failure.steps[i - 1]]
+    assert len(distinct) <= 6, distinct
 
 
 # ---------------------------------------------------------------------------- bugs found in the core

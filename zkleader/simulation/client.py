@@ -88,7 +88,13 @@ class Client:
         self.bg_written: deque[float] = deque()
         bugs = world.cfg.bugs
         #: The rule a synced answer's relayed_at comes from: None is production's.
-        self.anchor_bug = next((b for b in (Bug.WRITTEN_ANCHOR, Bug.SYNC_SENT_ANCHOR) if b in bugs), None)
+        self.anchor_bug = next(
+            (b for b in (Bug.WRITTEN_ANCHOR, Bug.SYNC_SENT_ANCHOR, Bug.ETCD_ANSWER_ANCHOR) if b in bugs), None)
+        #: An etcd shell (WorldConfig.backend): a keep-alive every T/3 whatever else goes
+        #: out, and the heartbeat anchored at its keep-alive's send time.
+        self.etcd = world.cfg.backend == "etcd"
+        #: When the last keep-alive (a ping) went out: the etcd shell's T/3 period counts from it.
+        self.last_keepalive = 0.0
         #: Bug.WRITTEN_ANCHOR only: every write as (started, finished), like the old log.
         self.writes: list[tuple[float, float]] = []
         self.frozen = False
@@ -195,7 +201,7 @@ class Client:
         self.timeout = timeout
         self.read_timeout = timeout * 2 / 3
         self.retry_delay = RETRY_DELAY
-        self.last_send = self.world.now
+        self.last_send = self.last_keepalive = self.world.now
         self.ping_out = False
         self._arm()
         self.daemon.post("state", ev.Connected(session_id=sid, negotiated_timeout=timeout))
@@ -349,8 +355,14 @@ class Client:
             records[:k] = [(max(first for first, _ in records[:k]), records[k - 1][1])]
 
     def _anchor(self, sync_queued_at: float) -> float | None:
-        """relayed_at for a sync queued at ``sync_queued_at`` and answered now."""
+        """relayed_at for a sync queued at ``sync_queued_at`` and answered now. On etcd,
+        the heartbeat's keep-alive went out no sooner than it was queued, and the etcd
+        leader renewed the lease on receiving it: its send time (zkleader/etcd.py)."""
         tick = self.world.cfg.tick_time
+        if self.etcd:
+            if self.anchor_bug is Bug.ETCD_ANSWER_ANCHOR:
+                return self.host.local(self.world.now)
+            return sync_queued_at
         match self.anchor_bug:
             case Bug.WRITTEN_ANCHOR:
                 return timing.relayed_anchor(self.writes, sync_queued_at, tick, self.confirmed_at)
@@ -368,7 +380,8 @@ class Client:
         # kazoo: random.randint(1, 40) / 100, i.e. 10..400 ms against read_timeout/2 = T/3;
         # scaled to the same share of T as at T = 10 s, so that small T keep their pings.
         jitter = (1 + int(world.rng.random() * 40)) / 100.0 * min(1.0, self.timeout / PING_JITTER_AT)
-        self._deadline = self.last_send + self.read_timeout / 2.0 - jitter
+        since = self.last_keepalive if self.etcd else self.last_send
+        self._deadline = since + self.read_timeout / 2.0 - jitter
         self._armed_send = self.last_send
         timeout = max(self._deadline - world.now, jitter)
         world.at(world.now + timeout, self._timer, self.timer_gen)
@@ -380,10 +393,10 @@ class Client:
             self._timer_missed = True
             return
         now = self.world.now
-        if self.last_send != self._armed_send:
+        if self.last_send != self._armed_send and not self.etcd:
             self._arm()  # a request went out: kazoo recomputes the deadline from it
             return
-        if now < self.chatty_until:
+        if now < self.chatty_until and not self.etcd:
             # Another user of the client sends a request (an implicit ping): detection is
             # postponed again, and the server hears it like any packet.
             self._ping(background=True)
@@ -399,6 +412,8 @@ class Client:
     def _ping(self, background: bool = False) -> None:
         world = self.world
         self.last_send = world.now
+        if not background:
+            self.last_keepalive = world.now
         written = self._write()
         host = self.host
         conn = self.conn

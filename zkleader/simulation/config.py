@@ -39,6 +39,10 @@ class Bug(enum.Enum):
     #: A dead daemon's guardian execs the release as soon as its lifeline closes, before
     #: it has killed and reaped the job's tree (the job dies only when the release exits).
     RELEASE_BEFORE_REAP = "release-before-reap"
+    #: On etcd, the heartbeat anchors the lease when the keep-alive's answer arrives (when
+    #: the linearizable read goes out) instead of at the keep-alive's send time: the etcd
+    #: leader renewed the lease earlier than that, by the answer's trip back.
+    ETCD_ANSWER_ANCHOR = "etcd-answer-anchor"
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,14 @@ class WorldConfig:
     #: election.priority of each host, by index (empty: all 0), and election.preempt_after.
     priorities: tuple[int, ...] = ()
     preempt_after: float | None = None
+    #: "etcd": the server is an etcd cluster seen through zkleader/etcd.py (README "On
+    #: etcd", tests/etcd-timing.md): a lease is renewed only by a keep-alive (the shell
+    #: sends one every T/3 whatever else it sends, and one leads each heartbeat), at
+    #: once by the etcd leader, with no relay; it expires exactly TTL after its last
+    #: renewal (etcd's sweep only makes that later); the core gets tick_time 0 and the
+    #: heartbeat's anchor is the keep-alive's send time. Every fault and the rest of
+    #: the model stay as for ZooKeeper (the shell maps etcd onto the same events).
+    backend: str = "zookeeper"
 
     @property
     def retry_max_delay(self) -> float:

@@ -148,6 +148,8 @@ class Profile:
     priorities: tuple[int, ...] = ()
     #: Probability that election.preempt_after is set (to 0.2..2 session timeouts).
     preempt: float = 0.0
+    #: The coordination service modelled (WorldConfig.backend).
+    backend: str = "zookeeper"
 
     def without(self, *kinds: str, name: str | None = None) -> Profile:
         weights = {k: (0.0 if k in kinds else w) for k, w in self.weights.items()}
@@ -202,6 +204,9 @@ PROFILES: dict[str, Profile] = {
         DEFAULT.only("control", freeze=2, handover=2, kill9=1, sigterm=1, resign=1, partition=1, lost_reply=1,
                      drain=0.5, operator_delete=0.5),
         priorities=(0, 0, 1, 2), preempt=0.6, hosts=(2, 3, 4, 5)),
+    #: The CI batch against the etcd model: leases renewed by keep-alives alone, at once,
+    #: expiring exactly TTL after the last one; the core on tick_time 0.
+    "etcd": Profile("etcd", duration=(2.0, 6.0), backend="etcd"),
 }
 
 
@@ -221,7 +226,7 @@ class ScheduleSpec:
         for _, kind, _ in self.plan:
             kinds[kind] = kinds.get(kind, 0) + 1
         return (
-            f"seed {self.seed} profile {self.profile}: {c.hosts} hosts, T={c.session_timeout:g}s "
+            f"seed {self.seed} profile {self.profile}: {c.hosts} hosts on {c.backend}, T={c.session_timeout:g}s "
             f"(tick {c.tick_time:g}s, max {c.max_session_timeout}), stop_timeout={c.stop_timeout:.3f}s, "
             f"on_exit={c.on_exit.value}, restart_delay={c.restart_delay:g}s, reuse_ids={c.reuse_ids}, "
             f"sequence_start={c.sequence_start}, watchdog={c.watchdog:g}s"
@@ -287,6 +292,8 @@ def random_spec(seed: int, profile: Profile | str = DEFAULT) -> ScheduleSpec:
         t += rng.expovariate(profile.rate / T)
         if t >= duration:
             break
+    if profile.backend != "zookeeper":
+        config = replace(config, backend=profile.backend)
     if profile.priorities:  # drawn last: the other profiles' schedules stay as they were
         config = replace(config, priorities=tuple(rng.choice(profile.priorities) for _ in range(config.hosts)),
                          preempt_after=round(rng.uniform(0.2, 2.0) * T, 3) if rng.random() < profile.preempt else None)

@@ -100,6 +100,8 @@ class Server:
         self.world = world
         cfg = world.cfg
         self.tick = cfg.tick_time
+        #: An etcd cluster (WorldConfig.backend): keep-alives renew at once, nothing else does.
+        self.etcd = cfg.backend == "etcd"
         self.min_timeout = 2 * self.tick
         self.max_timeout = cfg.max_session_timeout if cfg.max_session_timeout is not None else 20 * self.tick
         self.zxid = 0
@@ -123,7 +125,10 @@ class Server:
     # --------------------------------------------------------------- sessions
 
     def _bucket(self, t: float) -> float:
-        """ZooKeeper's roundToNextInterval: strictly after t, never early."""
+        """ZooKeeper's roundToNextInterval: strictly after t, never early. etcd: t
+        itself (its lessor's sweep comes later still; the model takes the harshest)."""
+        if self.etcd:
+            return t
         b = (int(t // self.tick) + 1) * self.tick
         return b if b > t else b + self.tick
 
@@ -141,7 +146,10 @@ class Server:
 
     def touch(self, s: Session) -> None:
         """The follower heard a packet of the session: the ZooKeeper leader touches it at
-        its next ping of the follower (tickTime/2 apart), not now."""
+        its next ping of the follower (tickTime/2 apart), not now. On etcd a plain
+        request renews nothing (keep_alive does)."""
+        if self.etcd:
+            return
         now = self.world.now
         due = s.relay_due
         if due is not None:
@@ -151,6 +159,12 @@ class Server:
                 s.last_heard = due
         period = self.relay_period
         s.relay_due = self.relay_phase + -((self.relay_phase - now) // period) * period
+
+    def keep_alive(self, s: Session) -> None:
+        """On etcd, a keep-alive (the shell's every T/3, and the one leading each
+        heartbeat): the etcd leader renews the lease now. On ZooKeeper ``touch`` did it."""
+        if self.etcd and self.world.now > s.last_heard:
+            s.last_heard = self.world.now
 
     def revalidate(self, s: Session) -> None:
         """A connect request: the follower revalidates the session with the leader before
@@ -273,6 +287,7 @@ class Server:
             case "req":
                 self._request(conn, s, pkt[1], pkt[2])
             case "ping":
+                self.keep_alive(s)
                 self.world.send_s2c(conn, ("pong",))
             case "bg":
                 self.world.send_s2c(conn, ("bgreply",))
@@ -293,7 +308,9 @@ class Server:
 
     def ping_fast(self, conn: Conn) -> None:
         """A ping whose round trip completes at once (healthy link): the follower heard it."""
-        self.touch(self._session_of(conn))
+        s = self._session_of(conn)
+        self.touch(s)
+        self.keep_alive(s)
 
     def _connect(self, conn: Conn, sid: int | None, requested: float) -> None:
         world = self.world
@@ -320,7 +337,9 @@ class Server:
     def _request(self, conn: Conn, s: Session, xid: int, a: Request) -> None:
         result: tuple[str, Any]
         match a:
-            case act.CheckNode(path=path, watch=watch):
+            case act.CheckNode(path=path, watch=watch, sync=sync):
+                if sync:
+                    self.keep_alive(s)  # etcd: the heartbeat's keep-alive, then its read
                 node = self.nodes.get(path)
                 if watch:
                     self.watches.setdefault(path, {})[conn] = None

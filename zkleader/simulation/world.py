@@ -119,7 +119,8 @@ class World:
             on_exit=config.on_exit,
             restart_delay=config.restart_delay,
             watchdog=config.watchdog,
-            tick_time=config.tick_time,  # the core's lease bounds the session-touch relay with it
+            # the core's lease bounds the session-touch relay with it; etcd has none
+            tick_time=0.0 if config.backend == "etcd" else config.tick_time,
             hooks=frozenset(hooks.KINDS),  # every transition hook is emitted; daemon.HookRecorder takes them
             preempt_after=config.preempt_after,
         )
