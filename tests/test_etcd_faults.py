@@ -314,6 +314,22 @@ def wait_end_or_overlap(w: World, job: JobLife, timeout: float) -> float:
     return wait_for(ended, timeout, f"job pid {job.pid} ({job.candidate}) to end")
 
 
+def cut_until_taken_over(w: World, old: JobLife, gone: KeyGone, cut: Callable[[], None],
+                         heal: Callable[[], None]) -> tuple[float, float, float, JobLife]:
+    """Cuts, then waits for the old job's end, etcd's deletion of the leader's key and a
+    successor's start, and heals whatever happened: (cut at, end, deleted, successor)."""
+    cut()
+    t_cut = time.monotonic()
+    try:
+        end = wait_end_or_overlap(w, old, WAIT)
+        deleted = gone.wait(WAIT)
+        successor = w.watcher.wait_start_after(t_cut, WAIT, "a successor job")
+    finally:
+        gone.cancel()
+        heal()
+    return t_cut, end, deleted, successor
+
+
 def wait_rejoined(w: World, name: str, old_lease: int) -> None:
     """Until the daemon's latest key is the last in the queue, on a lease other than
     ``old_lease``: it came back at the back with a new lease."""
@@ -393,15 +409,8 @@ def test_02_silent_partition_of_the_leader_stops_its_job_before_its_lease_can_ex
         key, lease = leader_key(w)
         lost = len(w.group.daemons[leader].events("session_lost"))
         gone = KeyGone(w.admin, key)
-        w.proxies[leader].partition()
-        t_p = time.monotonic()
-        try:
-            end = wait_end_or_overlap(w, old, WAIT)
-            deleted = gone.wait(WAIT)
-            successor = w.watcher.wait_start_after(t_p, WAIT, "a successor job")
-        finally:
-            gone.cancel()
-            w.proxies[leader].heal()
+        t_p, end, deleted, successor = cut_until_taken_over(w, old, gone, w.proxies[leader].partition,
+                                                           w.proxies[leader].heal)
         failover = successor.start - t_p
         record_result("etcd: silent partition of the leader", trial=trial, failover=failover, reaped=end - t_p,
                       margin_to_expiry=deleted - end, key_deleted=deleted - t_p, overlaps=len(w.group.overlaps()),
@@ -781,15 +790,7 @@ def test_08_the_leaders_member_cut_off_from_its_peers_stops_its_job_before_the_l
     else:
         raise AssertionError(f"could not make the cut member {'the' if which == 'etcd_leader' else 'no'} etcd leader")
     old = w.only_job()
-    etcd.isolate(cut)
-    t_cut = time.monotonic()
-    try:
-        end = wait_end_or_overlap(w, old, WAIT)
-        deleted = gone.wait(WAIT)
-        successor = w.watcher.wait_start_after(t_cut, WAIT, "a successor job")
-    finally:
-        gone.cancel()
-        etcd.heal_peers()
+    t_cut, end, deleted, successor = cut_until_taken_over(w, old, gone, lambda: etcd.isolate(cut), etcd.heal_peers)
     t_heal = time.monotonic()
     etcd.wait_healthy(60)
     failover = successor.start - t_cut

@@ -28,6 +28,7 @@ import re
 import secrets
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -214,6 +215,27 @@ def diagnostics(hosts: dict[str, harness.SystemdHost], shared: Path) -> str:
     return "\n".join(out)
 
 
+def install_and_elect(deb: Path, hosts: dict[str, harness.SystemdHost], config: Callable[[str], str],
+                      starts: Callable[[], list[tuple[str, int]]], diag: Callable[[], str]) -> None:
+    """apt install on every fresh host, its config written (``config(name)``) and
+    validated, ``enable --now``; then exactly one leader job."""
+    for h in hosts.values():
+        apt_install(h, deb)
+    for name, h in hosts.items():
+        h.write_file("/etc/zkleader/zkleader.yaml", config(name))
+        valid = h.run(["zkleader", "validate"])
+        assert valid.returncode == 0, valid.stderr
+        r = h.systemctl("enable", "--now", "--no-block", UNIT)
+        assert r.returncode == 0, r.stderr
+    for name, h in hosts.items():
+        wait(lambda: h.systemctl("is-active", UNIT).stdout.strip() == "active", 30,
+             f"{name}: {UNIT} active", diag)
+        assert h.systemctl("is-enabled", UNIT).stdout.strip() == "enabled"
+    wait(starts, 30, "a leader job started", diag)
+    time.sleep(1.5)  # time for a wrong second leader to show up
+    assert len(starts()) == 1, diag()
+
+
 def test_apt_install_enable_handover_remove_purge(deb: Path, make_host, tmp_path_factory):
     from zkleader.testing.zkserver import ZooKeeperServer
 
@@ -225,24 +247,8 @@ def test_apt_install_enable_handover_remove_purge(deb: Path, make_host, tmp_path
         starts = lambda: job_starts(shared)
         diag = lambda: diagnostics(hosts, shared)
 
-        # -- install on fresh hosts ---------------------------------------------
-        for name, h in hosts.items():
-            apt_install(h, deb)
-
-        # -- configure and enable ---------------------------------------------------
-        for name, h in hosts.items():
-            h.write_file("/etc/zkleader/zkleader.yaml", config_yaml(server.hosts, election, name))
-            valid = h.run(["zkleader", "validate"])
-            assert valid.returncode == 0, valid.stderr
-            r = h.systemctl("enable", "--now", "--no-block", UNIT)
-            assert r.returncode == 0, r.stderr
-        for name, h in hosts.items():
-            wait(lambda: h.systemctl("is-active", UNIT).stdout.strip() == "active", 30,
-                 f"{name}: {UNIT} active", diag)
-            assert h.systemctl("is-enabled", UNIT).stdout.strip() == "enabled"
-        wait(starts, 20, "a leader job started", diag)
-        time.sleep(1.5)  # time for a wrong second leader to show up
-        assert len(starts()) == 1, diag()
+        # -- install on fresh hosts, configure, enable: one leader -------------------
+        install_and_elect(deb, hosts, lambda name: config_yaml(server.hosts, election, name), starts, diag)
         assert not (shared / "overlaps").exists(), diag()
 
         # -- a handover: systemctl stop on the leader -------------------------------
@@ -316,20 +322,7 @@ def test_the_package_elects_on_etcd(deb: Path, make_host, tmp_path_factory, etcd
     hosts, shared = fresh_hosts(deb, make_host, tmp_path_factory)
     starts = lambda: job_starts(shared)
     diag = lambda: diagnostics(hosts, shared)
-    for h in hosts.values():
-        apt_install(h, deb)
-    for name, h in hosts.items():
-        h.write_file("/etc/zkleader/zkleader.yaml", etcd_config(etcd.endpoints, election, name))
-        valid = h.run(["zkleader", "validate"])
-        assert valid.returncode == 0, valid.stderr
-        r = h.systemctl("enable", "--now", "--no-block", UNIT)
-        assert r.returncode == 0, r.stderr
-    for name, h in hosts.items():
-        wait(lambda: h.systemctl("is-active", UNIT).stdout.strip() == "active", 30,
-             f"{name}: {UNIT} active", diag)
-    wait(starts, 30, "a leader job started", diag)
-    time.sleep(1.5)  # time for a wrong second leader to show up
-    assert len(starts()) == 1, diag()
+    install_and_elect(deb, hosts, lambda name: etcd_config(etcd.endpoints, election, name), starts, diag)
 
     # the election is etcd's: three keys under the prefix, the token the lowest one's
     # create revision (read with the test venv's own client)
