@@ -16,6 +16,7 @@ import time
 
 import pyetcd  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from zkleader.core import exitcodes
 from zkleader.testing.daemons import REPO, guardian_of, wait_for
@@ -147,4 +148,35 @@ def test_the_daemon_systemd_restarts_revokes_the_lease_its_dead_predecessor_left
     second = group.wait_starts(2, 5)[1]
     assert second["candidate"] == "d1"
     assert second["t"] - killed_at < ttl * 2 / 3, f"successor after {second['t'] - killed_at:.2f}s"
+    assert group.overlaps() == []
+
+
+def test_a_reload_moves_the_election_from_etcd_to_zookeeper(etcd: EtcdCluster, healthy_zk_server,
+                                                            kazoo_client, daemon_group) -> None:
+    """SIGHUP with a ``zookeeper:`` section where ``etcd:`` was (a migration): the daemon
+    leaves etcd as on any reopen (job stopped and reaped, key deleted, lease revoked)
+    before it joins on ZooKeeper, so the two jobs never run at once."""
+    election = f"/zkleader-move/{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    group = daemon_group(",".join(etcd.endpoints), election, stop_timeout=0.5, etcd_lease_ttl=TTL)
+    daemon = group.add("a")
+    (first,) = group.wait_starts(1, 30)
+    assert first["token"] == leader_key_revision(etcd, election)
+    config = yaml.safe_load(daemon.config_path.read_text())
+    del config["etcd"]
+    config["zookeeper"] = {"hosts": healthy_zk_server.hosts, "session_timeout": 2.0, "tick_time": 0.2}
+    daemon.config_path.write_text(yaml.safe_dump(config))
+    group.signal("a", signal.SIGHUP)
+    daemon.wait_event("reopening", 10)
+    second = group.wait_starts(2, 20)[1]
+    stop = next(r for r in group.records("stop") if r["pid"] == first["pid"])
+    assert stop["t"] < second["t"]
+    host, port = etcd.addresses[0]
+    client = pyetcd.client(host=host, port=port, timeout=5)
+    try:
+        assert client.get_prefix_response(election + "/", keys_only=True).kvs == []  # key and lease gone
+    finally:
+        client.close()
+    zk = kazoo_client(healthy_zk_server.hosts)
+    (node,) = zk.get_children(election)
+    assert second["token"] == zk.exists(f"{election}/{node}").czxid  # the fencing token is ZooKeeper's now
     assert group.overlaps() == []

@@ -253,8 +253,9 @@ class Daemon:
         return ZooKeeperShell(loaded.zookeeper, post, self._clock, on_session=on_session)
 
     def _reload(self) -> None:
-        """SIGHUP: an invalid file is reported and the running configuration kept; a new
-        ZooKeeper connection or election means leaving cleanly and joining again; any
+        """SIGHUP: an invalid file is reported and the running configuration kept; new
+        coordination servers (ZooKeeper or etcd, or a move between them) or a new
+        election mean leaving cleanly and joining again; any
         other change applies in place (a changed job restarts it)."""
         notify.reloading("reloading configuration")
         try:
@@ -266,7 +267,7 @@ class Daemon:
         old = self.config
         if new.zookeeper != old.zookeeper or new.etcd != old.etcd or new.election != old.election:
             self._pending_config = new
-            self._step(ev.ReopenRequested("zookeeper or election settings changed"))
+            self._step(ev.ReopenRequested("zookeeper, etcd or election settings changed"))
         else:
             self.config = new
             if new.logging != old.logging:
