@@ -1,4 +1,4 @@
-"""zkleader's test bed: real ZooKeeper, injected faults and real daemons, for tests.
+"""zkleader's test bed: real ZooKeeper and etcd, injected faults and real daemons, for tests.
 
 Like ``kazoo.testing`` and ``structlog.testing``, the pieces the tests are built on
 ship as a package, so that the test suite, the benchmark (``bench/``) and the demo
@@ -19,6 +19,13 @@ ship as a package, so that the test suite, the benchmark (``bench/``) and the de
                                  ``python -m zkleader.testing.chaos --seed S ...``.
 ``zkleader.testing.zksecure``    servers with TLS (``TlsServer``, a throw-away
                                  ``Pki``) or a digest super user.
+``zkleader.testing.etcdcluster`` real etcd members from Debian's etcd-server on
+                                 loopback (``EtcdCluster``), optionally with TLS
+                                 and with proxies on their peer links (``isolate``).
+``zkleader.testing.lostreply``   a launcher for ``zkleader run`` whose first
+                                 candidacy put on etcd is applied and its reply lost
+                                 (the proxy cannot pick one gRPC reply).
+``zkleader.testing.notifysocket`` systemd's side of NOTIFY_SOCKET (descriptors too).
 ``zkleader.testing.jobs``        job scripts the daemons run as files
                                  (``jobs/detector.py``: the flock overlap detector).
 
