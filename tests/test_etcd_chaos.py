@@ -34,7 +34,7 @@ from zkleader.testing.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.etcd
 
-SEED = int(os.environ.get("CHAOS_SEED", "17"))
+SEED = int(os.environ.get("CHAOS_SEED", "22"))
 DURATION = float(os.environ.get("CHAOS_DURATION", "60"))
 T = 4  # the daemons' lease TTL (s)
 
