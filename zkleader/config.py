@@ -263,14 +263,6 @@ class Config:
         return (auth.warning,) if auth is not None and auth.warning else ()
 
     @property
-    def candidate(self) -> str:
-        """This host's name in the election: ``load`` fills election.candidate with the
-        host name when the file names none, so a loaded configuration always has one."""
-        if self.election.candidate is None:
-            raise ValueError(f"{self.source}: election.candidate is unset (a parsed, not a loaded, configuration)")
-        return self.election.candidate
-
-    @property
     def servers(self) -> str:
         """The coordination servers as one string that names the backend: what the fd
         store keeps with a session, so that the daemon restarted after a crash releases

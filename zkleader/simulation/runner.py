@@ -6,7 +6,6 @@ import itertools
 import multiprocessing
 import time
 from collections.abc import Iterable, Iterator
-from multiprocessing.pool import AsyncResult
 from dataclasses import dataclass, field, replace
 
 from .config import Bug, CoreFactory
@@ -208,7 +207,7 @@ def explore(
     else:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(workers) as pool:
-            pending: list[AsyncResult[list[Result]]] = []
+            pending = []
             exhausted = False
             while True:
                 while not exhausted and len(pending) < 2 * workers and not done():
