@@ -7,6 +7,7 @@ tokens (the leader key's create revision) only grow."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -119,28 +120,31 @@ def test_the_daemon_systemd_restarts_revokes_the_lease_its_dead_predecessor_left
             lines, fds = systemd.next_with_fds(timeout=10)
             if "FDSTORE=1" in lines:
                 (stored,) = fds
-        payload = json.loads(os.pread(stored, 4096, 0))
-        assert payload["servers"] == "etcd " + ",".join(etcd.endpoints)
-        assert f"0x{payload['session']}" == lease
-        monkeypatch.delenv("NOTIFY_SOCKET")
-        (first,) = group.wait_starts(1, 30)
-        group.add("d1")
-        group.daemons["d1"].wait_event("joined", 30)
+        try:  # a failure must not leave the stored copy open for later tests to find
+            payload = json.loads(os.pread(stored, 4096, 0))
+            assert payload["servers"] == "etcd " + ",".join(etcd.endpoints)
+            assert f"0x{payload['session']}" == lease
+            monkeypatch.delenv("NOTIFY_SOCKET")
+            (first,) = group.wait_starts(1, 30)
+            group.add("d1")
+            group.daemons["d1"].wait_event("joined", 30)
 
-        # systemd's kill of the whole unit: guardian and job die with the daemon
-        guardian = guardian_of(dead.pid)
-        assert guardian is not None
-        killed_at = time.monotonic()
-        for pid in (guardian.pid, first["pid"], dead.pid):
-            os.kill(pid, signal.SIGKILL)
-        wait_for(group.lock_is_free, 1.0, "the old job to die")
-        time.sleep(1.0)
-        assert len(group.records("start")) == 1, "nobody may take over while the lease lives"
+            # systemd's kill of the whole unit: guardian and job die with the daemon
+            guardian = guardian_of(dead.pid)
+            assert guardian is not None
+            killed_at = time.monotonic()
+            for pid in (guardian.pid, first["pid"], dead.pid):
+                with contextlib.suppress(ProcessLookupError):  # the job dies with its guardian
+                    os.kill(pid, signal.SIGKILL)
+            wait_for(group.lock_is_free, 1.0, "the old job to die")
+            time.sleep(1.0)
+            assert len(group.records("start")) == 1, "nobody may take over while the lease lives"
 
-        restarted = subprocess.run(
-            [sys.executable, "-c", RESTARTED, str(dead.config_path), str(stored)], pass_fds=(stored,),
-            capture_output=True, text=True, timeout=ttl, cwd=REPO)
-        os.close(stored)
+            restarted = subprocess.run(
+                [sys.executable, "-c", RESTARTED, str(dead.config_path), str(stored)], pass_fds=(stored,),
+                capture_output=True, text=True, timeout=ttl, cwd=REPO)
+        finally:
+            os.close(stored)
     events = [json.loads(line) for line in restarted.stdout.splitlines() + restarted.stderr.splitlines()
               if line.startswith("{")]
     assert [(e["event"], e["session"]) for e in events if e["event"].startswith("session_")] == [
