@@ -478,9 +478,11 @@ class SystemdHost:
     # -- commands inside -----------------------------------------------------
 
     def run(self, cmd: Sequence[str] | str, *, check: bool = False, input: str | None = None,
-            timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+            timeout: float = 60, env: dict[str, str] | None = None,
+            errors: str = "strict") -> subprocess.CompletedProcess:
         """Run a command in all of the host's namespaces, root and cwd
-        (`nsenter -t PID -a -r -w`). A string is run by /bin/sh -c."""
+        (`nsenter -t PID -a -r -w`). A string is run by /bin/sh -c. errors: how output
+        that is not UTF-8 is decoded (journalctl's export format carries binary fields)."""
         if self.pid is None:
             raise RuntimeError(f"{self.hostname} is not running")
         if isinstance(cmd, str):
@@ -489,7 +491,7 @@ class SystemdHost:
                     "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0", "TERM": "dumb"}
         full_env.update(env or {})
         r = subprocess.run(["nsenter", "-t", str(self.pid), "-a", "-r", "-w", *cmd],
-                           input=input, capture_output=True, text=True, timeout=timeout,
+                           input=input, capture_output=True, text=True, errors=errors, timeout=timeout,
                            env=full_env)
         if check and r.returncode != 0:
             raise subprocess.CalledProcessError(r.returncode, r.args, r.stdout, r.stderr)
@@ -509,8 +511,9 @@ class SystemdHost:
         return self.run(["systemctl", "--no-pager", "--no-ask-password", *args],
                         check=check, timeout=timeout)
 
-    def journalctl(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
-        return self.run(["journalctl", "--no-pager", *args], check=check, timeout=timeout)
+    def journalctl(self, *args: str, check: bool = False, timeout: float = 60,
+                   errors: str = "strict") -> subprocess.CompletedProcess:
+        return self.run(["journalctl", "--no-pager", *args], check=check, timeout=timeout, errors=errors)
 
     def journal_entries(self, *args: str) -> list[dict]:
         """journalctl -o json, parsed; one dict per entry, fields as strings

@@ -112,7 +112,9 @@ class Cluster:
         """The session password is in no host's journal, and in no argv, environment or
         open descriptor of any process of the unit, job and guardian included."""
         for name, h in self.hosts.items():
-            journal = h.journalctl("-o", "export").stdout
+            # Binary fields (length-prefixed, not UTF-8) are decoded with replacement characters;
+            # the hex password would still read as itself in them.
+            journal = h.journalctl("-o", "export", errors="replace").stdout
             assert password not in journal, f"{name}'s journal holds the session password"
             for pid in h.unit_pids(UNIT):
                 try:
