@@ -19,6 +19,7 @@ T = 4.0
 STOP = 1.0
 SESSION = 0x42
 PATH = "/e"
+CLAIM = "/e-leader"
 
 
 class Driver:
@@ -33,16 +34,28 @@ class Driver:
         #: The freeze and handover markers' data every ReadNodes gets at once, or None
         #: to leave them unanswered.
         self.markers: tuple[bytes | None, bytes | None] | None = (None, None)
+        #: Every create and delete of the leader's claim (core/claim.py) succeeds at once, or,
+        #: False, is left unanswered (tests/test_claim.py answers them by hand).
+        self.claims = True
 
     def feed(self, event: ev.Event, now: float) -> list[act.Action]:
         out = self.core.handle(event, now)
         self.actions.extend(out)
+        self.observe(event, out, now)
         if self.markers is not None:
             # A server answers in order: the marker read sent before a heartbeat is
             # answered before it (tests/test_preference.py answers them by hand).
             for read in [a for a in out if isinstance(a, act.ReadNodes)]:
                 out = out + self.feed(ev.NodesRead(read.request_id, now, self.markers), now)
+        if self.claims:
+            for create in [a for a in out if isinstance(a, act.CreateNode) and a.path_prefix == CLAIM]:
+                out = out + self.feed(ev.Created(create.request_id, now, CLAIM), now)
+            for release in [a for a in out if isinstance(a, act.DeleteNode) and a.path == CLAIM]:
+                out = out + self.feed(ev.Deleted(release.request_id, now), now)
         return out
+
+    def observe(self, event: ev.Event, out: list[act.Action], now: float) -> None:
+        """Sees each step before the answers fed at once (tests/test_metrics.py)."""
 
     @property
     def view(self) -> Snapshot:
@@ -68,7 +81,7 @@ class Driver:
         drop of a connection whose heartbeat the test left unanswered."""
         return [type(a).__name__ for a in out
                 if not isinstance(a, (act.Log, act.DropConnection, act.ReadNodes)) and not _is_heartbeat(a)
-                and not _is_drain_check(a) and not _is_marker_watch(a)]
+                and not _is_drain_check(a) and not _is_marker_watch(a) and not _is_claim(a)]
 
     def own_name(self, seq: int = 5) -> str:
         return f"zkl-{self.view.candidacy_id}-{seq:010d}"
@@ -92,6 +105,13 @@ class Driver:
 
 def _is_heartbeat(action: act.Action) -> bool:
     return isinstance(action, act.CheckNode) and action.sync
+
+
+def _is_claim(action: act.Action) -> bool:
+    """The leader's claim: created in each takeover, released before the node
+    (tests/test_claim.py covers it)."""
+    return isinstance(action, (act.CreateNode, act.DeleteNode, act.CheckNode)) and \
+        getattr(action, "path_prefix", getattr(action, "path", None)) == CLAIM
 
 
 def _is_drain_check(action: act.Action) -> bool:
@@ -346,7 +366,8 @@ def test_after_a_listing_the_confirming_heartbeat_is_already_on_its_way() -> Non
     lowest, pred = _candidate(4, "a"), _candidate(5)
     name = _follow(d, lowest, pred)
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
-    assert [type(a).__name__ for a in out if not isinstance(a, act.Log)] == ["ListChildren", "ReadNodes", "CheckNode"]
+    assert [type(a).__name__ for a in out if not isinstance(a, act.Log)] == [
+        "ListChildren", "ReadNodes", "CreateNode", "CheckNode"]  # the create: core/claim.py
     out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (name,)), 1.0)
     assert _heartbeats(out) == [] and d.view.phase is Phase.CONFIRMING
     out = d.beat(1.01)

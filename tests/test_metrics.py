@@ -31,11 +31,9 @@ class Metered(Driver):
         self.clock = 0.0
         self.metrics = Metrics(None, lambda: self.clock)
 
-    def feed(self, event: ev.Event, now: float) -> list[act.Action]:
+    def observe(self, event: ev.Event, out: list[act.Action], now: float) -> None:
         self.clock = max(self.clock, now)
-        out = super().feed(event, now)
         self.metrics.observe(event, out, self.view, now)
-        return out
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.metrics.registry.get_sample_value(name, labels)

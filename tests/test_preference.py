@@ -107,7 +107,7 @@ def test_a_takeover_yields_to_a_higher_priority_candidate_deleting_the_nodes_bet
     assert not any(isinstance(a, act.StartJob) for a in out) and not d.view.leader
     (log,) = logged(out, "yielding")
     assert log.fields["to"] == preferred and log.fields["why"] == "priority" and log.fields["evicted"] == 1
-    assert deletes(out) == [f"{PATH}/{name}", f"{PATH}/{between}"]
+    assert deletes(out) == [f"{PATH}-leader", f"{PATH}/{name}", f"{PATH}/{between}"]  # the claim first (core/claim.py)
 
 
 def test_equal_priorities_keep_queue_order_and_lead_at_once() -> None:
@@ -180,7 +180,7 @@ def test_the_leader_hands_over_to_a_named_candidate_after_its_job_is_reaped() ->
     (log,) = logged(out, "handing_over")
     assert log.fields["to"] == target and log.fields["evicted"] == 2
     out = d.feed(ev.JobExited(4242, -15), 1.2)
-    assert deletes(out) == [f"{PATH}/{name}", f"{PATH}/{a}", f"{PATH}/{b}"]
+    assert deletes(out) == [f"{PATH}-leader", f"{PATH}/{name}", f"{PATH}/{a}", f"{PATH}/{b}"]  # the claim first (core/claim.py)
 
 
 def test_a_handover_request_is_refused_while_frozen_or_when_its_target_is_gone() -> None:
@@ -253,7 +253,7 @@ def test_a_leader_hands_over_to_a_candidate_that_outranked_it_for_preempt_after(
     assert log.fields["to"] == better and log.fields["why"] == "preempt"
     assert d.kinds(out) == ["SignalJob"]
     out = d.feed(ev.JobExited(4242, -15), 3.2)
-    assert deletes(out) == [f"{PATH}/{name}", f"{PATH}/{between}"]
+    assert deletes(out) == [f"{PATH}-leader", f"{PATH}/{name}", f"{PATH}/{between}"]  # the claim first (core/claim.py)
 
 
 def test_the_wait_restarts_when_the_candidate_left_meanwhile() -> None:

@@ -240,8 +240,9 @@ class EtcdShell:
         when ephemeral (it goes with the session, as an ephemeral znode), else with no
         lease at all (it outlives every session). One transaction, so that of two
         daemons poking at once exactly one creates it and the other hears NODE_EXISTS,
-        as from ZooKeeper. No lost-reply check as for a candidacy key: the core treats a
-        marker that exists, its own or not, alike."""
+        as from ZooKeeper. No lost-reply check as for a candidacy key: where it matters
+        whose a marker is (the leader's claim, core/claim.py), the core reads its owner
+        (``ephemeral_owner``, the key's lease) itself."""
         txn = client.transactions
         put = txn.put(path, data, self._lease) if ephemeral else txn.put(path, data)
         created, _ = client.transaction(compare=[txn.create(path) == 0], success=[put], failure=[])

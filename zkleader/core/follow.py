@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 from . import actions as act
-from . import candidacy, drain, hooks, lead, leave, preference, session
+from . import candidacy, claim, drain, hooks, lead, leave, preference, session
 from . import events as ev
 from .outbox import Purpose
 from .snapshot import Phase
@@ -199,7 +199,7 @@ def on_watch(core: Leadership, event: ev.WatchFired) -> None:
     if event.path == drain.own_marker(core.settings):
         drain.check(core, changed=True)  # created or deleted: the answer says which, and re-arms the watch
         return
-    if preference.on_watch(core, event):
+    if preference.on_watch(core, event) or claim.on_watch(core, event):
         return
     if me.node is not None and event.path == core.path(me.node):
         me.own_watched = False

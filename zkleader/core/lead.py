@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from . import actions as act
 from . import events as ev
-from . import exitcodes, follow, hooks, leave, preference, session
+from . import claim, exitcodes, follow, hooks, leave, preference, session
 from .jobcontrol import JobPhase
 from .outbox import Purpose
 from .settings import OnExit
@@ -138,6 +138,7 @@ def enforce(core: Leadership) -> None:
         core.lease.drop_asked()
         core.out.log("heartbeat_unanswered", "warning", lease_left=core.lease.left(now))
         core.out.emit(act.DropConnection())
+    claim.step(core)  # a release goes before a leaving daemon's node: the successor finds both gone
     if core.leave is not None:
         leave.progress(core)
     elif core.me.leader and job.phase is JobPhase.NONE and _may_run(core) and core.lease.outlasts_renewal(now):

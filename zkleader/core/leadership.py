@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import actions as act
-from . import drain, follow, hooks, lead, leave, preference, session
+from . import claim, drain, follow, hooks, lead, leave, preference, session
 from . import events as ev
 from .candidacy import Candidacy
 from .healthgate import HealthGate, Verdict
@@ -56,6 +56,8 @@ class Leadership:
         self.frozen: preference.Marker | None = None
         #: Our node is lowest but the election is frozen: waiting for the thaw.
         self.holding = False
+        #: This session's leader claim (claim.py): a job runs only under it.
+        self.claim = claim.Claim.NONE
         self.preempt = preference.Preemption()
         self.phase = Phase.CONNECTING
         self.leave: leave.Leave | None = None
@@ -101,6 +103,7 @@ class Leadership:
             leader_node=me.leader_node, leader=me.leader, token=me.token, leading_since=me.leading_since,
             withdrawn=self.health.withdrawn, drained=self.drained, priority=me.priority,
             frozen=None if self.frozen is None else (self.frozen.by, self.frozen.at), holding=self.holding,
+            waiting_on_claim=self.claim is claim.Claim.WAITING,
             preempt_at=preference.preempt_due(self), job=job.phase, job_pid=job.pid, restart_at=job.restart_at,
             retry_at=self.retry_at, leaving=None if self.leave is None else self.leave.reason,
             exiting=self.leave is not None and self.leave.kind is leave.LeaveKind.EXIT,
@@ -151,9 +154,11 @@ class Leadership:
     def _on_reply(self, reply: ev.Reply) -> None:
         purpose = self.out.answered(reply.request_id)
         if purpose is None:
-            if isinstance(reply, ev.Created):
+            if isinstance(reply, ev.Created) and reply.name.startswith(self.settings.election_path.rstrip("/") + "/"):
                 # A create we stopped waiting for (the session changed under it) still
                 # landed, possibly in the new session: a ghost that would head the queue.
+                # (A marker beside the election is left alone: by now it may be another
+                # session's.)
                 self.out.request(Purpose.DELETE_EXTRA, lambda rid: act.DeleteNode(rid, reply.name))
             return
         if isinstance(reply, ev.RequestFailed) and reply.failure is ev.Failure.NO_AUTH:
@@ -182,6 +187,12 @@ class Leadership:
                 preference.on_watch_reply(self, reply)
             case Purpose.POKE:
                 preference.on_poke_reply(self, reply)
+            case Purpose.CLAIM:
+                claim.on_create_reply(self, reply)
+            case Purpose.CHECK_CLAIM:
+                claim.on_check_reply(self, reply)
+            case Purpose.RELEASE_CLAIM:
+                claim.on_release_reply(self, reply)
             case Purpose.DELETE_EXTRA | Purpose.EVICT | Purpose.CLEAR_HANDOVER:
                 pass
 
@@ -222,8 +233,10 @@ class Leadership:
         self.preempt = preference.Preemption()
         self.lease.forget_heartbeats()
         self.job.restart_at = None
-        # The drain marker's check is the host's, not the candidacy's: its answer still counts.
-        self.out.stop_awaiting(Purpose.DELETE_EXTRA, Purpose.CHECK_DRAIN)
+        # The drain marker's check and the claim are the host's session's, not the
+        # candidacy's: their answers still count.
+        self.out.stop_awaiting(Purpose.DELETE_EXTRA, Purpose.CHECK_DRAIN, Purpose.CLAIM, Purpose.CHECK_CLAIM,
+                               Purpose.RELEASE_CLAIM)
         if self.phase is not Phase.STOPPED:
             self.phase = Phase.JOINING if self.lease.session_id is not None else Phase.CONNECTING
 

@@ -27,6 +27,9 @@ class Purpose(enum.Enum):
     EVICT = "evict"  # a node between a yielding daemon and the candidate it yields to
     CLEAR_HANDOVER = "clear_handover"  # a handover request that is done or void
     POKE = "poke"  # a follower that outranks the leader wakes it (the preempt marker)
+    CLAIM = "claim"  # the leader's claim (claim.py): its create
+    CHECK_CLAIM = "check_claim"  # whose the claim is, with a watch for its deletion
+    RELEASE_CLAIM = "release_claim"  # its delete, once the job is reaped
 
 
 class Outbox:

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import actions as act
 from . import events as ev
-from . import follow, lead, leave
+from . import claim, follow, lead, leave
 from .candidacy import Entry, Queue
 from .outbox import Purpose
 from .settings import Settings
@@ -187,10 +187,12 @@ class Preemption:
 
 def confirm(core: Leadership) -> None:
     """The lowest node's confirmation, pipelined behind its listing: a synced read of
-    the markers, then the heartbeat whose answer decides (``may_take_over``)."""
+    the markers, the leader's claim (claim.py), then the heartbeat whose answer
+    decides (``may_take_over``)."""
     core.control = None
     if not core.out.awaiting(Purpose.READ_CONTROL):
         read(core)
+    claim.request(core)
     lead.heartbeat(core)
 
 
@@ -199,7 +201,8 @@ def read(core: Leadership) -> None:
 
 
 def may_take_over(core: Leadership) -> bool:
-    """Rule 2, once our node is confirmed lowest: lead, hold or yield."""
+    """Rule 2, once our node is confirmed lowest: lead (under the claim, claim.py),
+    hold or yield."""
     control, me = core.control, core.me
     if control is None:
         # Not read since the listing (the read failed, or the heartbeat was already in
@@ -216,7 +219,7 @@ def may_take_over(core: Leadership) -> bool:
     best = preferred(queue, control.handover) if queue is not None else None
     own = queue.named(node) if queue is not None and node is not None else None
     if best is None or own is None or best.name == own.name:
-        return True
+        return claim.taken(core)
     why = "handover" if control.handover is not None and best.name == control.handover.to else "priority"
     between = queue.between(own, best) if queue is not None else ()
     core.out.log("yielding", to=best.name, priority=best.priority, own_priority=own.priority, why=why,

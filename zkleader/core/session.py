@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import actions as act
-from . import drain, follow, hooks, lead, leave, preference
+from . import claim, drain, follow, hooks, lead, leave, preference
 from . import events as ev
 from .jobcontrol import JobPhase
 from .outbox import Purpose
@@ -71,6 +71,7 @@ def on_session_lost(core: Leadership, reason: str) -> None:
         # The lease should have stopped the job already (e.g. the daemon was paused): no grace now.
         core.job.kill_now(core.now, "session lost while the job was alive")
     core.lease.lost()
+    claim.on_session_lost(core)
     core.out.stop_awaiting()
     if core.me.leader:
         hooks.lost(core, f"session lost: {reason}")
