@@ -51,9 +51,39 @@ def test_status_shows_leader_queue_and_this_host(healthy_zk_server, election_pat
     assert leader["candidate"] == "a" and leader["host"] == socket.gethostname()
     assert leader["pid"] == group.daemons["a"].pid
     assert leader["token"] == group.records("start")[0]["token"]
+    assert document["claim"] == {"node": leader["node"], "session": leader["session"], "held_by_leader": True}
     text = cli("status", "-c", str(group.daemons["b"].config_path))
     assert text.returncode == 0
-    assert "leader    a on" in text.stdout and "<- this host" in text.stdout
+    assert "leader    a on" in text.stdout and "<- this host" in text.stdout and "waiting" not in text.stdout
+
+
+def test_a_claim_held_by_another_session_keeps_the_first_in_line_waiting(healthy_zk_server, election_path,
+                                                                        daemon_group) -> None:
+    """core/claim.py end to end: another session holds the leader's claim (here a test
+    client's; in production a leader whose node an operator deleted while its job may
+    still run). The first in line waits, says so in the journal, in status and in its
+    STATUS= line, and leads the moment that session ends."""
+    from kazoo.client import KazooClient
+
+    other = KazooClient(hosts=healthy_zk_server.hosts)
+    other.start(timeout=10)
+    try:
+        other.create(f"{election_path}-leader", b"zkl-gone-0000000007", ephemeral=True, makepath=True)
+        owner = f"0x{other.client_id[0]:x}"
+        group = daemon_group(healthy_zk_server.hosts, election_path)
+        a = group.add("a")
+        assert a.wait_event("previous_leader_holds", 30)["owner"] == owner
+        document = status_json(a.config_path)
+        assert document["claim"] == {"node": "zkl-gone-0000000007", "session": owner, "held_by_leader": False}
+        assert f"waiting   the previous leader's session {owner}" in cli("status", "-c", str(a.config_path)).stdout
+        time.sleep(1.0)
+        assert group.records("start") == [], "a job started while another session held the claim"
+    finally:
+        other.stop()
+        other.close()
+    a.wait_event("previous_leader_released", 30)
+    (start,) = group.wait_starts(1, 30)
+    assert start["candidate"] == "a"
 
 
 def test_status_without_leader_and_without_zookeeper(healthy_zk_server, election_path, tmp_path) -> None:

@@ -147,6 +147,7 @@ def status_document(view: View | None, now: float, candidate: str | None, host: 
         "priority": s.priority,
         "frozen": None if s.frozen is None else {"by": s.frozen[0], "at": s.frozen[1]},
         "holding": s.holding,
+        "waiting_on_claim": s.waiting_on_claim,
         "leaving": s.leaving,
         "job": s.job.value,
         "job_pid": s.job_pid,

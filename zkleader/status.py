@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import Config
-from .core import candidacy, drain, exitcodes, preference
+from .core import candidacy, claim, drain, exitcodes, preference
 from .stores import Node, Refused, Store, Unreachable, connect
 
 __all__ = ["Refused", "Unreachable"]  # the commands' errors, raised by stores.py
@@ -70,6 +70,18 @@ class Handover:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """The leader's claim (core/claim.py): which session holds it, for which node. Held
+    by a session other than the first node's, it keeps the next in line waiting: the
+    previous leader's node went while its session lives, and its job may still run."""
+
+    node: str
+    session: str
+    #: The session of the first node in the queue holds it.
+    held_by_leader: bool
+
+
+@dataclass(frozen=True)
 class Election:
     election: str
     zookeeper: str
@@ -85,6 +97,7 @@ class Election:
     #: JSON, whose schema is the same for both stores: ``zookeeper`` holds the address
     #: of whichever store the configuration names.
     store: str = "ZooKeeper"
+    claim: Claim | None = None
 
     def to_json(self) -> str:
         document: dict[str, Any] = {"schema": SCHEMA_VERSION, **asdict(self)}
@@ -204,8 +217,11 @@ def _read(store: Store, config: Config) -> Election:
     record = _json_object(parent.data if parent is not None else b"")
     since = _text(record.get("leader_since")) if leader and record.get("node") == leader.node else None
     drained = store.markers(drain.markers_path(path))
+    held = store.get(claim.claim_path(path))
+    owner = None if held is None else Claim(_printable(held.data.decode(errors="replace"))[:255],
+                                            f"0x{held.owner:x}", leader is not None and leader.session == f"0x{held.owner:x}")
     return Election(path, store.address, leader, since, tuple(entries), queue.ignored, drained,
-                    *_markers(store, path, entries), store=store.kind)
+                    *_markers(store, path, entries), store=store.kind, claim=owner)
 
 
 def _markers(store: Store, path: str, entries: list[Candidate]) -> tuple[Frozen | None, Handover | None]:
@@ -255,6 +271,10 @@ def render(election: Election) -> str:
     if election.frozen is not None:
         lines.append(f"frozen    since {election.frozen.since} by {election.frozen.by}: nobody takes over or hands "
                      "over until `zkleader thaw`")
+    if election.claim is not None and not election.claim.held_by_leader:
+        lines.append(f"waiting   the previous leader's session {election.claim.session} (node {election.claim.node}) "
+                     "still holds the leader's claim: its job may still run; the next in line takes over once it "
+                     "is released or that session expires")
     if election.handover is not None:
         request = election.handover
         target = _printable(request.to_candidate) if request.to_candidate else f"{request.to} (no longer queued)"

@@ -50,6 +50,9 @@ class Snapshot:
     frozen: tuple[str, str] | None
     #: Our node is lowest, but the election is frozen: nobody leads until the thaw.
     holding: bool
+    #: Our node is lowest, but the previous leader's session still holds the leader's
+    #: claim (core/claim.py): we take over once it is released.
+    waiting_on_claim: bool
     #: When this follower asks the leader to hand over to it (preemption), or None.
     preempt_at: float | None
     job: JobPhase
@@ -87,6 +90,9 @@ class Snapshot:
         if self.holding:
             by = f" by {self.frozen[0]}" if self.frozen else ""
             return f"frozen{by}: next to lead {self.election_path} as {self.node}; nobody leads until `zkleader thaw`"
+        if self.waiting_on_claim and self.phase is Phase.FOLLOWING:
+            return (f"next to lead {self.election_path} as {self.node}: waiting for the previous leader's "
+                    f"session to release its claim (its job may still run)")
         if self.phase is Phase.FOLLOWING:
             return f"following {self.predecessor} (position {self.position}); leader {self.leader_node}"
         return f"{self.phase.value} {self.election_path}"
