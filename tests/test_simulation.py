@@ -40,10 +40,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 from zkleader.core import actions as act
 from zkleader.core import events as ev
 from zkleader.core.jobcontrol import JobPhase
+from zkleader.core.claim import Claim
 from zkleader.core.leadership import Leadership
 from zkleader.core.lease import Lease
 from zkleader.core.outbox import Purpose
 from zkleader.core.settings import Identity, OnExit, Settings
+from zkleader.core.snapshot import Phase
 from zkleader.simulation import PROFILES, Bug, World, WorldConfig, explore, run_schedule, settle
 from zkleader.simulation.cli import main as cli_main
 from zkleader.simulation.config import ELECTION
@@ -560,6 +562,16 @@ class IgnoresFreeze(Leadership):
         return super().handle(event, now)
 
 
+class IgnoresClaim(Leadership):
+    """(15) The takeover leads without the leader's claim (core/claim.py): the successor
+    of a leader whose node an operator deleted starts beside its job."""
+
+    def handle(self, event: ev.Event, now: float) -> list[act.Action]:
+        if self.phase is Phase.CONFIRMING:
+            self.claim = Claim.HELD
+        return super().handle(event, now)
+
+
 @dataclasses.dataclass(frozen=True)
 class BugCase:
     factory: type[Leadership] | None
@@ -608,6 +620,9 @@ BUG_CASES = {
     "12-release-before-reap": BugCase(
         None, "crashes", SAFETY | {"close_before_reap"}, budget=40, bugs=frozenset({Bug.RELEASE_BEFORE_REAP})
     ),
+    # A takeover that does not wait for the previous leader's claim: an operator's
+    # delete no longer excuses the overlap (invariants.py).
+    "15-ignores-claim": BugCase(IgnoresClaim, "operator", frozenset({"overlap"}), budget=40),
     # On etcd, the heartbeat anchored when the keep-alive's answer arrives: later than
     # the etcd leader's renewal by the answer's trip back.
     "14-etcd-answer-anchor": BugCase(

@@ -92,7 +92,7 @@ class Client:
             (b for b in (Bug.WRITTEN_ANCHOR, Bug.SYNC_SENT_ANCHOR, Bug.ETCD_ANSWER_ANCHOR) if b in bugs), None)
         #: An etcd shell (WorldConfig.backend): a keep-alive every T/3 whatever else goes
         #: out, and the heartbeat anchored at its keep-alive's send time.
-        self.etcd = world.cfg.backend == "etcd"
+        self.etcd = world.cfg.on_etcd
         #: When the last keep-alive (a ping) went out: the etcd shell's T/3 period counts from it.
         self.last_keepalive = 0.0
         #: Bug.WRITTEN_ANCHOR only: every write as (started, finished), like the old log.

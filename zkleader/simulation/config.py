@@ -91,6 +91,10 @@ class WorldConfig:
     backend: str = "zookeeper"
 
     @property
+    def on_etcd(self) -> bool:
+        return self.backend == "etcd"
+
+    @property
     def retry_max_delay(self) -> float:
         # zkleader.zookeeper: max(0.2, min(2.0, T * RECONNECT_CAP_FRACTION))
         return max(0.2, min(2.0, self.session_timeout * 0.2))

@@ -25,8 +25,11 @@ job in time on its own (and systemd's watchdog, where configured, kills the unit
 Documented exceptions (an *excuse* switches off overlap and legitimacy for one job):
 
 * an operator deleted its znode by hand: the old leader stops its job as soon as it
-  hears, but the successor may already have started. The excuse ends one session
-  timeout after the deletion (by then the lease has run out even if it never heard).
+  hears, and until then the job runs on a node that is gone. The excuse ends one
+  session timeout after the deletion (by then the lease has run out even if it never
+  heard). It excuses legitimacy only, never an overlap: the successor waits on the
+  old leader's claim until its job is reaped (core/claim.py; tests/test_simulation.py's
+  deliberate bug 15 takes the claim away and overlaps at once).
 * its whole host was suspended (daemon, guardian and job frozen) and the session
   expired meanwhile: nothing on the host can act before it wakes (only fencing tokens
   cover that). The excuse starts at the expiry, during the sleep or after the wake-up
@@ -283,6 +286,13 @@ class Checker:
         accountable = [job for job in alive if job.excused_until < now]
         if len(accountable) > 1:
             self.violate("overlap", " and ".join(job.describe() for job in accountable) + " are alive at once")
+        # An operator's delete excuses the old job's legitimacy (it runs on a node that
+        # is gone until its daemon hears and reaps it), never an overlap: the leader's
+        # claim keeps the successor waiting until then (core/claim.py).
+        claimed = [job for job in alive if _excused_but_for_operator(job) < now]
+        if len(claimed) > 1:
+            self.violate("overlap", " and ".join(job.describe() for job in claimed)
+                         + " are alive at once (an operator's delete does not excuse an overlap: core/claim.py)")
         for job in accountable:
             node = server.nodes.get(job.znode)
             if node is None:
@@ -426,3 +436,7 @@ class Checker:
         )
         return "; ".join(parts) + f"; queue: [{queue}]"
 
+
+def _excused_but_for_operator(job: Job) -> float:
+    """Until when the job is excused for any reason but an operator's delete."""
+    return max((until for why, until in job.excuses.items() if why != "operator"), default=-INF)

@@ -101,7 +101,7 @@ class Server:
         cfg = world.cfg
         self.tick = cfg.tick_time
         #: An etcd cluster (WorldConfig.backend): keep-alives renew at once, nothing else does.
-        self.etcd = cfg.backend == "etcd"
+        self.etcd = cfg.on_etcd
         self.min_timeout = 2 * self.tick
         self.max_timeout = cfg.max_session_timeout if cfg.max_session_timeout is not None else 20 * self.tick
         self.zxid = 0

@@ -120,7 +120,7 @@ class World:
             restart_delay=config.restart_delay,
             watchdog=config.watchdog,
             # the core's lease bounds the session-touch relay with it; etcd has none
-            tick_time=0.0 if config.backend == "etcd" else config.tick_time,
+            tick_time=0.0 if config.on_etcd else config.tick_time,
             hooks=frozenset(hooks.KINDS),  # every transition hook is emitted; daemon.HookRecorder takes them
             preempt_after=config.preempt_after,
         )
