@@ -895,6 +895,9 @@ FAULTS: dict[str, float] = {
     "quorum_loss": 1,
     "ensemble_restart": 0.5,
     "delete_leader_node": 1,
+    # The same with the leader's daemon paused (fault suite 14c): the successor must
+    # wait on the old leader's claim until its job is reaped (core/claim.py).
+    "delete_paused_leader_node": 1,
     "lost_create_reply": 1,
     "job_crash": 1,
     # A daemon paused alone (no watchdog): its guardian holds the lease and stops the job.
@@ -912,18 +915,18 @@ FAULTS: dict[str, float] = {
 
 #: The chaos mix on etcd: the same daemon faults, the store's faults on etcd members
 #: (quorum_loss keeps its name), the operator's lease revoke in place of the node
-#: delete; no lost create reply and no chatty daemon (EtcdStore says why). The revoke,
-#: like the delete, only ever hits a leader under no fault of its own: a revoke while
-#: the leader's daemon is paused overlaps (etcd fault 6b, a known limit as ZooKeeper's
-#: 14c), and one while it is cut off waits in the partition (ZooKeeper's 18).
+#: delete; no lost create reply and no chatty daemon (EtcdStore says why). The revoke
+#: only ever hits a leader under no fault of its own: a revoke while the leader's
+#: daemon is paused overlaps (etcd fault 6b: it takes the leader's claim with the
+#: lease), and one while it is cut off waits in the partition (ZooKeeper's 18).
 #: isolate_etcd_member cuts a member off from its peers, its clients still reaching it
 #: (their daemons may reconnect to another member); isolate_leaders_etcd_member is the
 #: fault suite's etcd 8a/8b, the leader's daemon reaching only that member. Both need
 #: peer links (see EtcdStore).
 FAULTS_ETCD: dict[str, float] = {
     **{k: w for k, w in FAULTS.items()
-       if k not in ("kill_zk_server", "ensemble_restart", "delete_leader_node", "lost_create_reply",
-                    "chatty_partition_leader")},
+       if k not in ("kill_zk_server", "ensemble_restart", "delete_leader_node", "delete_paused_leader_node",
+                    "lost_create_reply", "chatty_partition_leader")},
     "kill_etcd_member": 2,
     "etcd_restart": 0.5,
     "revoke_leader_lease": 1,
@@ -1239,6 +1242,27 @@ class Chaos:
 
     def _inject_delete_leader_node(self) -> Fault | None:
         return self._remove_leader_node("delete_leader_node")
+
+    def _inject_delete_paused_leader_node(self) -> Fault | None:
+        """SIGSTOP of the leader's daemon alone (as sigstop_leader), then the operator's
+        delete of its node: only the claim keeps the successor from starting beside
+        the job, until the daemon wakes and reaps it (or its guardian stops it on the
+        lease and the session expires)."""
+        target = self._leader_target()
+        if target is None or self.busy_servers:
+            return None
+        head = self.c.zk_leader()
+        if head is None or head.candidate != target:
+            return None
+        fault = self._sigstop(target, "delete_paused_leader_node")
+        if fault is None:
+            return None
+        fault.detail.update(node=head.name, session=head.owner)
+        try:
+            self.c.store.remove_node(self.c.election, head)
+        except Exception as err:
+            fault.detail["error"] = repr(err)
+        return fault
 
     def _inject_revoke_leader_lease(self) -> Fault | None:
         return self._remove_leader_node("revoke_leader_lease")
