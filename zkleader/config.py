@@ -148,6 +148,12 @@ class ElectionConfig:
     #: that has stayed queued this long (core/preference.py).
     preempt_after: float | None = None
 
+    @property
+    def candidate_name(self) -> str:
+        """The candidate's name: ``candidate``, or this host's name, as ``load`` fills
+        it in (a parsed configuration may have none)."""
+        return self.candidate if self.candidate is not None else socket.gethostname()
+
 
 @dataclass(frozen=True)
 class JobConfig:
@@ -344,7 +350,7 @@ def load(path: str) -> Config:
     if etcd is not None and etcd.auth is not None and secret is not None:
         etcd = replace(etcd, auth=replace(etcd.auth, password=secret[0], warning=secret[1]))
     if election.candidate is None:
-        election = replace(election, candidate=socket.gethostname())
+        election = replace(election, candidate=election.candidate_name)
     return replace(parsed, zookeeper=zookeeper, election=election, etcd=etcd)
 
 
@@ -427,9 +433,9 @@ class _Reader:
                 self.problem(nodes.get(name), f"{section}.tls.{name}", problem)
         if self._acl_list is not None and secret is not None:
             entries, node, username = self._acl_list
-            problem = security.digest_problem(entries, username, secret[0])
-            if problem:
-                self.problem(node, "zookeeper.acl", problem)
+            acl_problem = security.digest_problem(entries, username, secret[0])
+            if acl_problem:
+                self.problem(node, "zookeeper.acl", acl_problem)
         return secret
 
     def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
@@ -714,7 +720,7 @@ class _Reader:
         if entries is None:
             return None
         before = len(self.problems)
-        values = {
+        values: dict[str, Any] = {  # each checked by its own converter; None where it failed (then unused)
             "command": self.field(entries, "job", "command", _command),
             "stop_signal": self.field(entries, "job", "stop_signal", _signal, default=JobConfig.stop_signal),
             "stop_timeout": self.field(entries, "job", "stop_timeout", _positive_duration, default=JobConfig.stop_timeout),
@@ -736,7 +742,7 @@ class _Reader:
         if entries is None:
             return None
         before = len(self.problems)
-        values = {
+        values: dict[str, Any] = {  # as in job()
             "command": self.field(entries, "health", "command", _command),
             "interval": self.field(entries, "health", "interval", _positive_duration, default=HealthConfig.interval),
             "timeout": self.field(entries, "health", "timeout", _positive_duration, default=HealthConfig.timeout),

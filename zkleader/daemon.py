@@ -51,7 +51,7 @@ def settings_from(loaded: Config, watchdog: float = 0.0) -> Settings:
     health = loaded.health
     return Settings(
         election_path=loaded.election.path,
-        candidate=loaded.election.candidate,
+        candidate=loaded.election.candidate_name,
         session_timeout=loaded.lease_timing[0],
         stop_signal=loaded.job.stop_signal,
         stop_timeout=loaded.job.stop_timeout,
@@ -219,10 +219,10 @@ class Daemon:
         self._post = post
         if self._loop is None:
             # Warm from the start (guardian.py): started once, it outlives reopens.
-            self._job = JobRunner(loaded.job, loaded.election.path, loaded.election.candidate, post,
+            self._job = JobRunner(loaded.job, loaded.election.path, loaded.election.candidate_name, post,
                                   release_argv=[sys.executable, "-m", "zkleader.release", os.path.abspath(loaded.source)])
         else:
-            self._job.rebind(loaded.job, loaded.election.path, loaded.election.candidate, post)
+            self._job.rebind(loaded.job, loaded.election.path, loaded.election.candidate_name, post)
         self._zookeeper = self._election_shell(loaded, post)
         health = self._health_shell(loaded)
         if self._loop is None:

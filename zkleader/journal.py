@@ -233,7 +233,7 @@ class JournalLogger:
         self._sendv: Any = None
         if use_journal:
             try:
-                from systemd import journal
+                from systemd import journal  # type: ignore[attr-defined]  # (systemd-python has no stubs)
 
                 self._sendv = journal.sendv
             except ImportError:

@@ -249,7 +249,7 @@ def _drop_report(processors: list[Any], sink: Callable[[Any], None], count: int)
 
 def _headline_first(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     """timestamp, level and event lead each JSON line, so a human can scan them."""
-    head = {key: event.pop(key) for key in ("timestamp", "level", "event") if key in event}
+    head: dict[str, Any] = {key: event.pop(key) for key in ("timestamp", "level", "event") if key in event}
     return {**head, **event}
 
 

@@ -340,17 +340,17 @@ class Checker:
         server = world.server
         owners = set()
         for host in world.hosts:
-            daemon = host.live_daemon
-            if daemon is None or daemon.client.state != "connected" or daemon.core.snapshot().node is None:
+            live = host.live_daemon
+            if live is None or live.client.state != "connected" or live.core.snapshot().node is None:
                 return False
-            path = f"{server.election_parent}/{daemon.core.snapshot().node}"
+            path = f"{server.election_parent}/{live.core.snapshot().node}"
             node = server.nodes.get(path)
-            if node is None or node.owner != daemon.client.session_id:
+            if node is None or node.owner != live.client.session_id:
                 return False
             owners.add(node.owner)
-            if daemon.core.snapshot().predecessor is not None:
-                pred = f"{server.election_parent}/{daemon.core.snapshot().predecessor}"
-                conn = daemon.client.conn
+            if live.core.snapshot().predecessor is not None:
+                pred = f"{server.election_parent}/{live.core.snapshot().predecessor}"
+                conn = live.client.conn
                 if pred not in server.nodes or conn is None or pred not in conn.watched:
                     return False
         children = server.election_children()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import multiprocessing.pool
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -207,7 +208,7 @@ def explore(
     else:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(workers) as pool:
-            pending = []
+            pending: list[multiprocessing.pool.AsyncResult[list[Result]]] = []
             exhausted = False
             while True:
                 while not exhausted and len(pending) < 2 * workers and not done():

@@ -163,7 +163,7 @@ class JobWatcher(threading.Thread):
         return [j for j in self.lives() if j.start > t]
 
     def wait_start_after(self, t: float, timeout: float, what: str = "a job start") -> JobLife:
-        return wait_for(lambda: (self.started_after(t) or [None])[0], timeout, what)
+        return wait_for(lambda: next(iter(self.started_after(t)), None), timeout, what)
 
     def wait_end(self, life: JobLife, timeout: float) -> float:
         return wait_for(lambda: self.jobs[life.pid].end, timeout, f"job pid {life.pid} ({life.candidate}) to end")
@@ -874,7 +874,7 @@ class Fault:
     injected: float
     duration: float
     leader: str | None  # the job holder when the fault was injected
-    restore: Callable[[], None] | None = None
+    restore: Callable[[], object] | None = None
     restored: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     members: tuple[int, ...] = ()  # the store's members this fault stopped or cut off
@@ -1421,14 +1421,14 @@ class Chaos:
                 if now >= fault.injected + fault.duration:
                     self._restore(fault)
             if len(self.active) < max_active and (not self.active or self.rng.random() < 0.25):
-                fault = self._choose()
-                if fault is not None:
-                    self.faults.append(fault)
-                    self.active.append(fault)
-                    self.say(f"  {fault.injected - self.t0:7.2f}s {fault.kind} {fault.target} "
-                             f"(leader {fault.leader}, {fault.duration:.2f}s) {fault.about}".rstrip())
-                    if fault.restore is None:
-                        self._restore(fault)
+                chosen = self._choose()
+                if chosen is not None:
+                    self.faults.append(chosen)
+                    self.active.append(chosen)
+                    self.say(f"  {chosen.injected - self.t0:7.2f}s {chosen.kind} {chosen.target} "
+                             f"(leader {chosen.leader}, {chosen.duration:.2f}s) {chosen.about}".rstrip())
+                    if chosen.restore is None:
+                        self._restore(chosen)
             time.sleep(self.rng.uniform(0.3, 1.2) * self.T)
         for fault in list(self.active):
             self._restore(fault)

@@ -800,9 +800,9 @@ class FaultProxy:
         if p.doomed is not None and cut is not None:
             # The whole target frame is queued for the server: send it now.
             rule = p.doomed
-            rule.path = _request_path(p.req.captured)
+            rule.path = _request_path(bytes(p.req.captured))
             rule.forwarded_at = time.monotonic()
-            self._log(f"lose_reply_to: forwarding {OP_NAMES.get(rule.opcode, rule.opcode)} xid={rule.xid} path={rule.path!r} to upstream {p.idx}; its reply will be lost")
+            self._log(f"lose_reply_to: forwarding {OP_NAMES.get(rule.opcode, rule.opcode) if rule.opcode is not None else None} xid={rule.xid} path={rule.path!r} to upstream {p.idx}; its reply will be lost")
             self._flush(p, "upstream")
 
     def _flush(self, p: _Pair, side: str) -> None:

@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import BinaryIO, Callable, Iterable, Sequence
 
 __all__ = [
     "ZooKeeperServer",
@@ -323,7 +323,7 @@ class ZooKeeperServer:
         self.extra_config = dict(extra_config or {})
         self.jvm_flags = list(jvm_flags)
         self._proc: subprocess.Popen | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self._ever_ready = False
         self._ready_since_spawn = False
         self._stopped_by_us = False
