@@ -41,10 +41,10 @@ def answer_beat(d: Driver, now: float, czxid: int = 88) -> list[act.Action]:
 
 def wake_lowest(d: Driver, pred: str, name: str, now: float = 1.0) -> act.CreateNode:
     """The predecessor goes and the listing finds us lowest; returns the claim's create
-    pipelined in the confirmation (between the marker read and the heartbeat)."""
+    pipelined in the confirmation (ahead of the heartbeat and the marker read)."""
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), now)
     kinds = [type(a).__name__ for a in out if not isinstance(a, act.Log)]
-    assert kinds == ["ListChildren", "ReadNodes", "CreateNode", "CheckNode"]
+    assert kinds == ["ListChildren", "CreateNode", "CheckNode", "ReadNodes"]
     (create,) = claim_requests(out)
     assert isinstance(create, act.CreateNode) and create.ephemeral and not create.sequential
     assert create.data == name.encode()

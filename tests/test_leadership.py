@@ -306,24 +306,29 @@ def test_connection_watch_event_is_not_a_deletion() -> None:
 
 
 def test_deleting_the_lowest_predecessor_lists_reads_and_confirms_in_one_round_trip() -> None:
-    """The deletion of the lowest node sends the listing, the synced read of the freeze
-    and handover markers and the heartbeat together (a candidate of higher priority may
-    have joined since our last listing: preference.py); answered in that order, the
-    heartbeat's answer starts the job: one round trip after the watch."""
+    """The deletion of the lowest node sends the listing, the leader's claim, the
+    heartbeat (sync + exists) and the read of the freeze and handover markers together
+    (a candidate of higher priority may have joined since our last listing:
+    preference.py). The read goes behind the heartbeat's sync, so it needs no sync of
+    its own; answered in that order, the read's answer starts the job: one round trip
+    after the watch, one sync in it."""
     d = Driver()
+    d.markers = None
     pred = _candidate(5)
     name = _follow(d, pred)
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
     requests = [a for a in out if isinstance(a, (act.ListChildren, act.ReadNodes, act.CheckNode))]
-    assert [type(a).__name__ for a in requests] == ["ListChildren", "ReadNodes", "CheckNode"]
-    read = requests[1]
-    assert isinstance(read, act.ReadNodes) and read.sync and read.paths == (f"{PATH}-frozen", f"{PATH}-handover")
+    assert [type(a).__name__ for a in requests] == ["ListChildren", "CheckNode", "ReadNodes"]
+    read = requests[2]
+    assert isinstance(read, act.ReadNodes) and not read.sync and read.paths == (f"{PATH}-frozen", f"{PATH}-handover")
     (beat,) = _heartbeats(out)
     assert beat.path == f"{PATH}/{name}" and beat.watch
     d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (name,)), 1.0)
     assert d.view.phase is Phase.CONFIRMING and d.view.predecessor is None and d.view.position == 0
     out = d.feed(ev.NodeChecked(beat.request_id, 1.0, ev.NodeStat(czxid=88, ephemeral_owner=SESSION), synced=True,
                                 relayed_at=1.0), 1.01)
+    assert d.kinds(out) == [] and not d.view.leader  # the markers' answer is still due
+    out = d.feed(ev.NodesRead(read.request_id, 1.0, (None, None)), 1.01)
     assert d.kinds(out) == ["StartJob", "ListChildren", "PublishLeadership"]
     assert d.last(act.StartJob).token == 88 and d.view.phase is Phase.LEADING
 
@@ -367,7 +372,7 @@ def test_after_a_listing_the_confirming_heartbeat_is_already_on_its_way() -> Non
     name = _follow(d, lowest, pred)
     out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
     assert [type(a).__name__ for a in out if not isinstance(a, act.Log)] == [
-        "ListChildren", "ReadNodes", "CreateNode", "CheckNode"]  # the create: core/claim.py
+        "ListChildren", "CreateNode", "CheckNode", "ReadNodes"]  # the create: core/claim.py
     out = d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (name,)), 1.0)
     assert _heartbeats(out) == [] and d.view.phase is Phase.CONFIRMING
     out = d.beat(1.01)

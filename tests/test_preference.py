@@ -285,8 +285,8 @@ def test_no_preemption_without_preempt_after_or_while_frozen() -> None:
 
 
 def test_the_confirmation_waits_for_the_marker_read() -> None:
-    """A heartbeat answered before the read (it was in flight already) does not make
-    the node lead; the read's answer sends the one that decides."""
+    """The heartbeat's answer comes first (the read is pipelined behind it) and makes
+    nobody lead; the read's answer decides at once, with no second heartbeat."""
     d = driver()
     pred = node(5)
     name = _follow(d, pred)
@@ -295,6 +295,17 @@ def test_the_confirmation_waits_for_the_marker_read() -> None:
     out = confirm(d, 1.0)
     assert not d.view.leader and not any(isinstance(a, act.StartJob) for a in out)
     out = read(d, 1.01)
-    assert _heartbeats(out)
-    out = confirm(d, 1.02)
-    assert d.view.leader and any(isinstance(a, act.StartJob) for a in out)
+    assert d.view.leader and any(isinstance(a, act.StartJob) for a in out) and _heartbeats(out) == []
+
+
+def test_a_heartbeat_that_could_not_go_leaves_the_read_its_own_sync() -> None:
+    """Only behind a heartbeat's sync may the marker read go without one: with a
+    heartbeat already in flight when the confirmation starts, the read is synced."""
+    d = driver()
+    pred = node(5)
+    name = _follow(d, pred)
+    d.core.lease.heartbeat_sent(0.9)  # one in flight (a follower's last one, say)
+    out = d.feed(ev.WatchFired(f"{PATH}/{pred}", ev.WatchKind.DELETED), 1.0)
+    (reading,) = [a for a in out if isinstance(a, act.ReadNodes)]
+    assert reading.sync and _heartbeats(out) == []
+    d.feed(ev.ChildrenListed(d.last(act.ListChildren).request_id, 1.0, (name,)), 1.0)

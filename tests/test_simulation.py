@@ -554,11 +554,12 @@ class SkipsOwnerCheck(Leadership):
 
 
 class IgnoresFreeze(Leadership):
-    """(13) The takeover reads the freeze marker and leads all the same."""
+    """(13) The takeover reads the freeze marker and leads all the same (the marker's
+    data never reaches the rules: the decision is taken in the step that reads it)."""
 
     def handle(self, event: ev.Event, now: float) -> list[act.Action]:
-        if self.control is not None and self.control.frozen is not None:
-            self.control = dataclasses.replace(self.control, frozen=None)
+        if isinstance(event, ev.NodesRead) and event.data and event.data[0] is not None:
+            event = dataclasses.replace(event, data=(None, *event.data[1:]))
         return super().handle(event, now)
 
 

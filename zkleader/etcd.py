@@ -167,8 +167,11 @@ class EtcdShell:
             case act.CreateNode(request_id=rid, path_prefix=path, data=payload, ephemeral=ephemeral):
                 self._submit(rid, sent_at, path,
                              lambda client: self._create_marker(client, rid, sent_at, path, payload, ephemeral))
-            case act.ReadNodes(request_id=rid, paths=paths, sync=sync):
-                self._submit(rid, sent_at, paths[0], lambda client: self._read(client, rid, sent_at, paths, sync))
+            case act.ReadNodes(request_id=rid, paths=paths):
+                # Always linearizable: an unsynced read counts on the sync ahead of it on the
+                # same connection (preference.confirm), and a reconnect between the two can
+                # move this one to another member, which may lag behind.
+                self._submit(rid, sent_at, paths[0], lambda client: self._read(client, rid, sent_at, paths))
             case act.ListChildren(request_id=rid, path=path, sync=sync):
                 self._submit(rid, sent_at, path, lambda client: self._list(client, rid, sent_at, path, sync))
             case act.CheckNode(request_id=rid, path=path, watch=watch, sync=sync):
@@ -250,13 +253,13 @@ class EtcdShell:
             return ev.RequestFailed(rid, sent_at, ev.Failure.NODE_EXISTS, f"{path} exists")
         return ev.Created(rid, sent_at, path)
 
-    def _read(self, client: Any, rid: int, sent_at: float, paths: tuple[str, ...], sync: bool) -> ev.Event:
-        """Each key's value, None where it does not exist. With sync, every get is
-        linearizable (etcd's counterpart of a sync before ZooKeeper's reads): the
-        answer is at least as new as every write committed before the read was sent."""
+    def _read(self, client: Any, rid: int, sent_at: float, paths: tuple[str, ...]) -> ev.Event:
+        """Each key's value, None where it does not exist. Every get is linearizable
+        (etcd's counterpart of a sync before ZooKeeper's reads): the answer is at least
+        as new as every write committed before the read was sent."""
         data = []
         for path in paths:
-            answer = client.get_response(path, serializable=not sync)
+            answer = client.get_response(path, serializable=False)
             data.append(bytes(answer.kvs[0].value) if answer.kvs else None)
         return ev.NodesRead(rid, sent_at, tuple(data))
 

@@ -51,7 +51,10 @@ class CheckNode:
 class ReadNodes:
     """getData of each path (None for a path that does not exist), answered as one
     ``NodesRead``; with sync, preceded by a sync, so the answer is at least as new as
-    every write the ZooKeeper leader had applied when the sync reached it."""
+    every write the ZooKeeper leader had applied when the sync reached it. Without,
+    the core sends it right behind a heartbeat's sync on the same connection, which
+    ZooKeeper serves in order (preference.confirm); the etcd shell makes every such
+    read linearizable, since its requests may outlive a connection."""
 
     request_id: int
     paths: tuple[str, ...]

@@ -12,9 +12,9 @@ So the leader also holds ``<election.path>-leader``, an ephemeral node (on etcd 
 on its lease) beside the election, never among its children:
 
 1. A daemon leads only while its session holds the claim. The takeover's confirmation
-   creates the claim (data: its node's name) in its pipeline, between the marker read
-   and the heartbeat; the heartbeat's answer, which decides, finds the create
-   answered. The job starts only after that.
+   creates the claim (data: its node's name) in its pipeline, ahead of the heartbeat
+   and the marker read; their answers, which decide, find the create answered. The
+   job starts only after that.
 2. The claim exists already: its owner is read (exists, with a watch). Our own session
    (a create whose reply was lost, or our previous candidacy's claim not yet
    released): it is ours. Another session: the daemon waits, following, until the
@@ -79,9 +79,9 @@ class Claim(enum.Enum):
 
 
 def request(core: Leadership) -> None:
-    """Rule 1's create, pipelined in the takeover's confirmation between the marker
-    read and the heartbeat, so that the heartbeat's answer, which decides, comes after
-    the create's: a takeover costs no extra round trip. Sent before the daemon knows
+    """Rule 1's create, pipelined in the takeover's confirmation ahead of the heartbeat
+    and the marker read, so that their answers, which decide, come after the create's:
+    a takeover costs no extra round trip. Sent before the daemon knows
     its node is lowest (the listing's answer is on its way too): a claim made by a
     daemon that turns out not to lead is released at once (rule 3); meanwhile it only
     makes a leader that confirms at the same instant wait for that release."""
@@ -202,9 +202,9 @@ def _released(core: Leadership) -> None:
 
 
 def _decide(core: Leadership) -> None:
-    """A confirming daemon's claim is settled: its next heartbeat decides
-    (lead.on_heartbeat_reply asks ``taken`` again). One at a time: if a heartbeat is
-    in flight (the one pipelined behind the create), its answer decides."""
+    """A confirming daemon's claim is settled: a fresh heartbeat's answer decides
+    (lead.decide asks ``taken`` again). One at a time: if a heartbeat is in flight
+    (the one pipelined behind the create), its answer decides."""
     if core.phase is Phase.CONFIRMING and not core.me.leader:
         if core.claim is Claim.NONE:
             _create(core)

@@ -218,11 +218,11 @@ def on_watch(core: Leadership, event: ev.WatchFired) -> None:
 def on_predecessor_deleted(core: Leadership) -> None:
     """Our predecessor's node is gone: list the queue again, and when the daemon could
     lead, send its confirmation right behind the listing (``preference.confirm``: the
-    synced read of the freeze and handover markers, then the heartbeat) rather than
-    after the listing's answer. ZooKeeper answers one session's requests in order, and
-    the shell posts the answers in that order, so the listing's answer is handled
-    first; only if it found our node lowest (phase CONFIRMING) does the heartbeat's
-    answer make us leader (``lead.on_heartbeat_reply``). Otherwise the read and the
+    leader's claim, the heartbeat, the read of the freeze and handover markers) rather
+    than after the listing's answer. ZooKeeper answers one session's requests in order,
+    and the shell posts the answers in that order, so the listing's answer is handled
+    first; only if it found our node lowest (phase CONFIRMING) do the heartbeat's and
+    the markers' answers make us leader (``lead.decide``). Otherwise the read and the
     heartbeat only renew the lease's anchor and re-check our node, both harmless for a
     follower. One round trip from the deletion to the decision either way.
 

@@ -3,6 +3,7 @@ losing leadership, and the rule that starts, stops and kills the job (``enforce`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import actions as act
@@ -17,15 +18,16 @@ if TYPE_CHECKING:
     from .leadership import Leadership
 
 
-def heartbeat(core: Leadership) -> None:
+def heartbeat(core: Leadership) -> bool:
     """sync + exists() on our own node, with a watch: refreshes the lease, re-checks
     ownership and keeps the deletion watch armed (kazoo drops watches on every
-    disconnect). One at a time (``Lease.may_heartbeat``)."""
+    disconnect). One at a time (``Lease.may_heartbeat``); False when none was sent."""
     node = core.me.node
     if node is None or not core.lease.may_heartbeat():
-        return
+        return False
     core.lease.heartbeat_sent(core.now)
     core.out.request(Purpose.CHECK_OWN, lambda rid: act.CheckNode(rid, core.path(node), watch=True, sync=True))
+    return True
 
 
 def wants_heartbeat(core: Leadership) -> bool:
@@ -50,23 +52,44 @@ def on_heartbeat_reply(core: Leadership, reply: ev.Reply) -> None:
     me.own_watched = True
     if reply.synced and reply.relayed_at is not None:
         core.lease.renew(reply.relayed_at)
-    if not me.leader and core.phase is Phase.CONFIRMING and core.leave is None and not core.health.withdrawn \
-            and preference.may_take_over(core):
-        # The first heartbeat rarely anchors a lease of its own (only kazoo's pings
-        # were answered before it); the next one, tickTime/2 after this answer,
-        # does (timing.LeaseBudget.first_renewal).
-        core.lease.heartbeat_due = renewal
-        me.leader = True
-        me.token = stat.czxid
-        core.phase = Phase.LEADING
-        me.leading_since = core.now
-        core.job.restart_at = None
-        core.job.quick_exits = 0
-        core.out.log("leader_acquired", node=me.node, token=me.token)
-        hooks.acquired(core)
-        preference.on_acquired(core)
-        data = {**core.node_data(), "node": me.node, "token": me.token}
-        core.out.request(Purpose.PUBLISH, lambda rid: act.PublishLeadership(rid, core.settings.election_path, data))
+    if not me.leader and core.phase is Phase.CONFIRMING:
+        core.confirmed = Confirmed(stat.czxid, renewal)
+        decide(core)
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A confirming heartbeat's answer: our node stands and is ours (its czxid, the
+    fencing token), and when the next heartbeat may anchor a lease of its own."""
+
+    token: int
+    renewal: float
+
+
+def decide(core: Leadership) -> None:
+    """The takeover's decision, once the confirming heartbeat and the marker read
+    pipelined behind it (preference.confirm) are both answered, whichever comes last:
+    lead, hold or yield (preference.may_take_over)."""
+    me, confirmed = core.me, core.confirmed
+    if confirmed is None or me.leader or core.phase is not Phase.CONFIRMING or core.leave is not None \
+            or core.health.withdrawn or not preference.may_take_over(core):
+        return
+    core.confirmed = None
+    # The first heartbeat rarely anchors a lease of its own (only kazoo's pings were
+    # answered before it); the next one, tickTime/2 after this answer, does
+    # (timing.LeaseBudget.first_renewal).
+    core.lease.heartbeat_due = confirmed.renewal
+    me.leader = True
+    me.token = confirmed.token
+    core.phase = Phase.LEADING
+    me.leading_since = core.now
+    core.job.restart_at = None
+    core.job.quick_exits = 0
+    core.out.log("leader_acquired", node=me.node, token=me.token)
+    hooks.acquired(core)
+    preference.on_acquired(core)
+    data = {**core.node_data(), "node": me.node, "token": me.token}
+    core.out.request(Purpose.PUBLISH, lambda rid: act.PublishLeadership(rid, core.settings.election_path, data))
 
 
 def own_node_holds(core: Leadership, reply: ev.NodeChecked) -> ev.NodeStat | None:

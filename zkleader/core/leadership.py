@@ -58,6 +58,9 @@ class Leadership:
         self.holding = False
         #: This session's leader claim (claim.py): a job runs only under it.
         self.claim = claim.Claim.NONE
+        #: The confirming heartbeat's answer, while the takeover waits for the marker
+        #: read behind it (lead.decide); None otherwise.
+        self.confirmed: lead.Confirmed | None = None
         self.preempt = preference.Preemption()
         self.phase = Phase.CONNECTING
         self.leave: leave.Leave | None = None
@@ -229,7 +232,7 @@ class Leadership:
         if self.me.leader:
             hooks.lost(self, self.leave.reason if self.leave is not None else "candidacy ended")
         self.me.forget()
-        self.control, self.frozen, self.holding = None, None, False
+        self.control, self.frozen, self.holding, self.confirmed = None, None, False, None
         self.preempt = preference.Preemption()
         self.lease.forget_heartbeats()
         self.job.restart_at = None

@@ -28,9 +28,9 @@ The rules:
 
 1. ``preferred``: the handover's target while it is queued, else the highest
    priority, queue order among equals.
-2. The takeover (``may_take_over``, asked when the lowest node's confirming
-   heartbeat is answered, after a synced read of the freeze and handover markers
-   sent behind the listing): frozen, it holds (watches the freeze marker; nobody leads until thaw);
+2. The takeover (``may_take_over``, asked once the lowest node's confirming
+   heartbeat and the read of the freeze and handover markers behind its sync are
+   both answered, pipelined behind the listing: ``confirm``): frozen, it holds (watches the freeze marker; nobody leads until thaw);
    another candidate preferred, it yields: deletes its own node, then the nodes
    between itself and that candidate in queue order (the candidate wakes once, as its
    predecessor goes last), and rejoins at the back; otherwise it leads.
@@ -186,18 +186,23 @@ class Preemption:
 
 
 def confirm(core: Leadership) -> None:
-    """The lowest node's confirmation, pipelined behind its listing: a synced read of
-    the markers, the leader's claim (claim.py), then the heartbeat whose answer
-    decides (``may_take_over``)."""
+    """The lowest node's confirmation, pipelined behind its listing: the leader's claim
+    (claim.py), the heartbeat (sync + exists), then the read of the markers; the later
+    of the two answers decides (lead.decide, ``may_take_over``). The read goes behind
+    the heartbeat's sync: one session's requests are served in order, so it sees every
+    write the ZooKeeper leader had applied when that sync reached it, as a synced read
+    of its own would, without a second sync. When no heartbeat can go now (one is in
+    flight), the read brings its own sync."""
     core.control = None
-    if not core.out.awaiting(Purpose.READ_CONTROL):
-        read(core)
+    core.confirmed = None
     claim.request(core)
-    lead.heartbeat(core)
+    behind_a_sync = lead.heartbeat(core)
+    if not core.out.awaiting(Purpose.READ_CONTROL):
+        read(core, sync=not behind_a_sync)
 
 
-def read(core: Leadership) -> None:
-    core.out.request(Purpose.READ_CONTROL, lambda rid: act.ReadNodes(rid, _paths(core.settings), sync=True))
+def read(core: Leadership, sync: bool = True) -> None:
+    core.out.request(Purpose.READ_CONTROL, lambda rid: act.ReadNodes(rid, _paths(core.settings), sync=sync))
 
 
 def may_take_over(core: Leadership) -> bool:
@@ -205,8 +210,8 @@ def may_take_over(core: Leadership) -> bool:
     hold or yield."""
     control, me = core.control, core.me
     if control is None:
-        # Not read since the listing (the read failed, or the heartbeat was already in
-        # flight): read now; its answer sends the heartbeat that decides.
+        # Not read since the listing (the read failed, or is still on its way): its
+        # answer decides; if none is due, read now (synced: no heartbeat goes with it).
         if not core.out.awaiting(Purpose.READ_CONTROL):
             read(core)
         return False
@@ -287,7 +292,10 @@ def on_read(core: Leadership, reply: ev.Reply) -> None:
         _note_freeze(core, control.frozen)
         _as_leader(core, control)
     elif core.phase is Phase.CONFIRMING:
-        lead.heartbeat(core)  # its answer decides (one at a time: the one in flight does)
+        if core.confirmed is not None:
+            lead.decide(core)  # the heartbeat was answered first
+        else:
+            lead.heartbeat(core)  # its answer decides (one at a time: the one in flight does)
 
 
 def on_watch_reply(core: Leadership, reply: ev.Reply) -> None:
