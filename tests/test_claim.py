@@ -203,3 +203,18 @@ def test_a_read_of_the_owner_that_fails_is_made_again_once_connected() -> None:
     out = d.feed(ev.Connected(SESSION, 4.0), 1.5)
     (again,) = claim_requests(out)
     assert isinstance(again, act.CheckNode) and again.watch
+
+
+def test_a_create_answered_after_the_heartbeat_and_the_read_decides_at_once() -> None:
+    """kazoo completes a create made with makepath one callback late, behind the
+    heartbeat and the marker read sent after it (the fault suite's test 17 found it:
+    the daemon then waited for a second heartbeat that its cut-off server never
+    answered). The create's answer decides: no round trip more."""
+    d = manual()
+    pred = _candidate(5)
+    name = _follow(d, pred)
+    create = wake_lowest(d, pred, name)
+    out = answer_beat(d, 1.0)
+    assert not d.view.leader and not any(isinstance(a, act.StartJob) for a in out)
+    out = d.feed(ev.Created(create.request_id, 1.0, CLAIM), 1.01)
+    assert d.view.leader and any(isinstance(a, act.StartJob) for a in out) and _heartbeats(out) == []

@@ -202,13 +202,20 @@ def _released(core: Leadership) -> None:
 
 
 def _decide(core: Leadership) -> None:
-    """A confirming daemon's claim is settled: a fresh heartbeat's answer decides
-    (lead.decide asks ``taken`` again). One at a time: if a heartbeat is in flight
-    (the one pipelined behind the create), its answer decides."""
-    if core.phase is Phase.CONFIRMING and not core.me.leader:
-        if core.claim is Claim.NONE:
-            _create(core)
-        lead.heartbeat(core)
+    """A confirming daemon's claim is settled. When the heartbeat and the marker read
+    sent behind the create were answered first, decide now (lead.decide asks
+    ``taken`` again): ZooKeeper answered the create first, but kazoo completes a
+    create made with makepath one callback later than the requests behind it, so its
+    answer can reach the core last. Otherwise the answer still due decides, or a
+    fresh heartbeat's (one at a time: one in flight decides)."""
+    if core.phase is not Phase.CONFIRMING or core.me.leader:
+        return
+    if core.claim is Claim.NONE:
+        _create(core)
+    elif core.confirmed is not None and core.control is not None:
+        lead.decide(core)
+        return
+    lead.heartbeat(core)
 
 
 def on_release_reply(core: Leadership, reply: ev.Reply) -> None:
